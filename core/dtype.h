@@ -1,0 +1,44 @@
+#pragma once
+// Element types of tensors. Quantized storage types (GGUF blocks, KV formats) are added here as
+// they arrive; a switch over DType has no default, so a new type fails to compile where it matters.
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string_view>
+
+namespace sieve {
+
+enum class DType : uint8_t {
+  kF32,
+  kF16,
+  kBF16,
+  kI32,
+  kI64,
+  kU8,
+};
+
+// Bytes of one element.
+size_t dtype_size(DType dtype);
+std::string_view dtype_name(DType dtype);
+
+// IEEE half and bfloat16 conversions (round to nearest even), exact for every finite value.
+inline float bf16_to_f32(uint16_t bits) {
+  uint32_t u = static_cast<uint32_t>(bits) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);  // NaN
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+float f16_to_f32(uint16_t bits);
+uint16_t f32_to_f16(float f);
+
+}  // namespace sieve

@@ -1,0 +1,139 @@
+#pragma once
+// The Backend: one abstract class of explicit ops, implemented in full by the CPU backend
+// (kernels/cpu, the fp32 reference) and the CUDA backend (kernels/cuda). Models are written once
+// against these ops; a backend never knows which model, request or policy called it.
+//
+// Dense arguments are TensorViews on the backend's device. Index arrays (page tables, positions,
+// slot mappings) are i32 TensorViews, in FlashInfer's vocabulary.
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "core/status.h"
+#include "core/tensor.h"
+
+namespace sieve::kernels {
+
+enum class BackendKind { kCpu, kCuda };
+
+// Geometry of the paged KV arena. A page holds `tokens_per_page` token slots of every layer: the
+// arena is layer-major, layer `l`'s copy of page `p` starts at
+//   arena + (l * num_pages + p) * layer_page_bytes()
+// and is laid out [K | V][kv_head][slot_in_page][head_dim] (head-major, so one KV head's tokens
+// are contiguous). A sequence's page table is shared by all layers; slot = page *
+// tokens_per_page + offset.
+struct KvCacheLayout {
+  int num_layers = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  int tokens_per_page = 0;
+  int num_pages = 0;
+  DType dtype = DType::kF32;
+
+  size_t layer_page_bytes() const {
+    return 2ull * num_kv_heads * tokens_per_page * head_dim * dtype_size(dtype);
+  }
+  size_t arena_bytes() const { return layer_page_bytes() * num_layers * num_pages; }
+};
+
+// y[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n]).
+struct GemmArgs {
+  TensorView x;
+  TensorView w;
+  TensorView bias;  // optional (empty view = none)
+  TensorView y;
+};
+
+// Rotary position embedding, rotate-half (NeoX / Hugging Face) convention, in place on q and k.
+struct RopeArgs {
+  TensorView q;          // [num_tokens, num_heads, head_dim]
+  TensorView k;          // [num_tokens, num_kv_heads, head_dim]
+  TensorView positions;  // i32 [num_tokens]
+  TensorView inv_freq;   // f32 [rotary_dim / 2]: the (possibly scaled) inverse frequencies
+  float attention_scaling = 1.0f;  // multiplies cos and sin (YaRN's mscale); 1 otherwise
+};
+
+// Writes this step's new keys and values into their slots of layer `layer`.
+struct KvWriteArgs {
+  TensorView k;             // [num_tokens, num_kv_heads, head_dim]
+  TensorView v;             // [num_tokens, num_kv_heads, head_dim]
+  TensorView slot_mapping;  // i32 [num_tokens]; a negative slot skips the token
+  TensorView arena;         // u8 [arena_bytes]
+  KvCacheLayout layout;
+  int layer = 0;
+};
+
+// Causal attention of a flat (varlen) batch over the paged cache. Sequence s owns query rows
+// [qo_indptr[s], qo_indptr[s+1]) and pages kv_indices[kv_indptr[s] .. kv_indptr[s+1]); its
+// first kv_lens[s] slots are valid, the last q_len of them being this step's own tokens. Query i
+// of the step (0-based) sees slots [0, kv_len - q_len + i].
+struct AttentionArgs {
+  TensorView q;           // [num_tokens, num_heads, head_dim]
+  TensorView out;         // [num_tokens, num_heads, head_dim]
+  TensorView arena;       // u8 [arena_bytes]
+  KvCacheLayout layout;
+  int layer = 0;
+  TensorView qo_indptr;   // i32 [num_seqs + 1]
+  TensorView kv_indptr;   // i32 [num_seqs + 1]
+  TensorView kv_indices;  // i32 [kv_indptr[num_seqs]]
+  TensorView kv_lens;     // i32 [num_seqs]
+  // Optional i32 [num_seqs, num_layers, num_kv_heads]: per-(layer, KV head) valid slots after
+  // compaction; where given it replaces kv_lens for that head.
+  TensorView kv_head_lens;
+  float scale = 1.0f;     // softmax scale, usually 1/sqrt(head_dim)
+};
+
+// Per-sequence sampling, one row of logits each. A sequence's random draw depends only on its
+// seed and its step, never on the batch around it.
+struct SampleArgs {
+  TensorView logits;       // f32 [num_seqs, vocab]; may be modified in place
+  TensorView temperature;  // f32 [num_seqs]; 0 = greedy
+  TensorView top_k;        // i32 [num_seqs]; <= 0 = off
+  TensorView top_p;        // f32 [num_seqs]; 1 = off
+  TensorView min_p;        // f32 [num_seqs]; 0 = off
+  TensorView seeds;        // i64 [num_seqs]
+  TensorView steps;        // i64 [num_seqs]: index of the token being sampled
+  TensorView out_tokens;   // i32 [num_seqs]
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual BackendKind kind() const = 0;
+  virtual std::string name() const = 0;
+
+  // Memory on the backend's device; errors (out of memory) are values.
+  virtual StatusOr<Tensor> allocate(DType dtype, std::span<const int64_t> shape) = 0;
+  // Copies between any two views of equal shape and dtype (host or device).
+  virtual void copy(const TensorView& dst, const TensorView& src) = 0;
+  virtual void synchronize() = 0;
+
+  // out[i, :] = table[ids[i], :]
+  virtual void embed(const TensorView& ids, const TensorView& table, const TensorView& out) = 0;
+  // out = x / rms(x) * weight, per row of the last dimension.
+  virtual void rms_norm(const TensorView& out, const TensorView& x, const TensorView& weight,
+                        float eps) = 0;
+  // residual += x; out = rms_norm(residual) * weight.
+  virtual void add_rms_norm(const TensorView& out, const TensorView& residual, const TensorView& x,
+                            const TensorView& weight, float eps) = 0;
+  virtual void gemm(const GemmArgs& args) = 0;
+  virtual void rope(const RopeArgs& args) = 0;
+  // out[n, f] = silu(gate_up[n, :f]) * gate_up[n, f:]
+  virtual void silu_mul(const TensorView& out, const TensorView& gate_up) = 0;
+  // In place, per row of the last dimension.
+  virtual void softmax(const TensorView& x) = 0;
+  virtual void write_kv(const KvWriteArgs& args) = 0;
+  virtual void attention(const AttentionArgs& args) = 0;
+  virtual void sample(const SampleArgs& args) = 0;
+};
+
+enum class DevicePreference { kAuto, kCpu, kCuda };
+
+// The one place that knows whether CUDA was built. kAuto takes CUDA when a device exists and
+// otherwise logs that it falls back to the CPU; kCuda without a device is an error.
+StatusOr<std::unique_ptr<Backend>> make_backend(DevicePreference preference);
+
+}  // namespace sieve::kernels
