@@ -1,0 +1,1 @@
+# models/tokenizer: BPE and SentencePiece tokenizers, chat templates (target sieve_tokenizer).
