@@ -62,6 +62,22 @@ TensorView TensorView::reshape(std::initializer_list<int64_t> shape) const {
   return out;
 }
 
+TensorView TensorView::unflatten(int dim, int64_t a, int64_t b) const {
+  SIEVE_CHECK(ndim_ < kMaxDims) << "unflatten of a " << ndim_ << "-d view";
+  SIEVE_CHECK_EQ(size(dim), a * b);
+  TensorView out = *this;
+  for (int d = ndim_; d > dim + 1; --d) {
+    out.shape_[d] = shape_[d - 1];
+    out.strides_[d] = strides_[d - 1];
+  }
+  out.shape_[dim] = a;
+  out.strides_[dim] = strides_[dim] * b;
+  out.shape_[dim + 1] = b;
+  out.strides_[dim + 1] = strides_[dim];
+  ++out.ndim_;
+  return out;
+}
+
 std::string TensorView::shape_string() const {
   std::string s = "[";
   for (int d = 0; d < ndim_; ++d) {

@@ -49,6 +49,8 @@ class TensorView {
   TensorView select(int dim, int64_t index) const;
   // Same elements, new shape; the view must be contiguous.
   TensorView reshape(std::initializer_list<int64_t> shape) const;
+  // Splits dimension `dim` of size a*b into (a, b); works on strided views.
+  TensorView unflatten(int dim, int64_t a, int64_t b) const;
 
   std::string shape_string() const;
 

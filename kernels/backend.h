@@ -107,6 +107,9 @@ class Backend {
 
   // Memory on the backend's device; errors (out of memory) are values.
   virtual StatusOr<Tensor> allocate(DType dtype, std::span<const int64_t> shape) = 0;
+  StatusOr<Tensor> allocate(DType dtype, std::initializer_list<int64_t> shape) {
+    return allocate(dtype, std::span<const int64_t>(shape.begin(), shape.size()));
+  }
   // Copies between any two views of equal shape and dtype (host or device).
   virtual void copy(const TensorView& dst, const TensorView& src) = 0;
   virtual void synchronize() = 0;

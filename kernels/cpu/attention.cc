@@ -1,0 +1,151 @@
+// Paged attention and KV writes on the CPU: the reference for the CUDA kernels, and the
+// production path of the CPU backend (parallel over query rows and heads).
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "kernels/cpu/ops.h"
+#include "kernels/cpu/rows.h"
+
+namespace sieve::kernels::cpu {
+namespace {
+
+// Where one KV head's slots of a sequence live: the page table row and the arena geometry.
+struct PagedHead {
+  const std::byte* arena;
+  const KvCacheLayout* layout;
+  const int32_t* pages;  // the sequence's page ids
+  int layer;
+  int kv_head;
+
+  const float* slot(int64_t j, int kv) const {  // kv: 0 = K, 1 = V
+    const int tpp = layout->tokens_per_page;
+    const int64_t page = pages[j / tpp];
+    const size_t offset = (static_cast<size_t>(layer) * layout->num_pages + page) *
+                              layout->layer_page_bytes() +
+                          ((static_cast<size_t>(kv) * layout->num_kv_heads + kv_head) * tpp +
+                           j % tpp) *
+                              layout->head_dim * sizeof(float);
+    return reinterpret_cast<const float*>(arena + offset);
+  }
+};
+
+void check_layout(const KvCacheLayout& layout, const TensorView& arena, int layer) {
+  SIEVE_CHECK(layout.dtype == DType::kF32) << "CPU KV cache is f32, got "
+                                           << dtype_name(layout.dtype);
+  SIEVE_CHECK_GE(arena.nbytes(), layout.arena_bytes());
+  SIEVE_CHECK(layer >= 0 && layer < layout.num_layers) << "layer " << layer;
+}
+
+// One query row against the first `limit` slots of one KV head: out = softmax(q·Kᵀ·scale)·V.
+void attend(const float* q, float* out, const PagedHead& head, int64_t limit, int head_dim,
+            float scale, std::vector<float>& scores) {
+  std::memset(out, 0, head_dim * sizeof(float));
+  if (limit <= 0) return;
+  scores.resize(limit);
+  float max = -INFINITY;
+  for (int64_t j = 0; j < limit; ++j) {
+    const float* k = head.slot(j, 0);
+    float dot = 0;
+    for (int d = 0; d < head_dim; ++d) dot += q[d] * k[d];
+    scores[j] = dot * scale;
+    max = std::max(max, scores[j]);
+  }
+  float sum = 0;
+  for (int64_t j = 0; j < limit; ++j) {
+    scores[j] = std::exp(scores[j] - max);
+    sum += scores[j];
+  }
+  const float inv = 1.0f / sum;
+  for (int64_t j = 0; j < limit; ++j) {
+    const float p = scores[j] * inv;
+    const float* v = head.slot(j, 1);
+    for (int d = 0; d < head_dim; ++d) out[d] += p * v[d];
+  }
+}
+
+// Runs attention for the query rows of every sequence; `parallel` picks the production loop.
+void run_attention(const AttentionArgs& a, bool parallel) {
+  check_layout(a.layout, a.arena, a.layer);
+  SIEVE_CHECK_EQ(a.q.ndim(), 3);
+  SIEVE_CHECK_EQ(a.q.size(2), a.layout.head_dim);
+  SIEVE_CHECK_EQ(a.q.size(1) % a.layout.num_kv_heads, 0);
+  SIEVE_CHECK(a.q.stride(2) == 1 && a.out.stride(2) == 1);
+  const int num_heads = static_cast<int>(a.q.size(1));
+  const int group = num_heads / a.layout.num_kv_heads;
+  const int64_t num_seqs = a.kv_lens.numel();
+  const int32_t* qo_indptr = a.qo_indptr.data<int32_t>();
+  const int32_t* kv_indptr = a.kv_indptr.data<int32_t>();
+  const int32_t* kv_indices = a.kv_indices.data<int32_t>();
+  const int32_t* kv_lens = a.kv_lens.data<int32_t>();
+  const int32_t* head_lens = a.kv_head_lens.empty() ? nullptr : a.kv_head_lens.data<int32_t>();
+  const int64_t num_tokens = a.q.size(0);
+
+  // Map each query row to its sequence once.
+  std::vector<int32_t> seq_of_row(num_tokens);
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    for (int32_t t = qo_indptr[s]; t < qo_indptr[s + 1]; ++t) seq_of_row[t] = static_cast<int32_t>(s);
+  }
+#pragma omp parallel if (parallel)
+  {
+    std::vector<float> scores;
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t work = 0; work < num_tokens * num_heads; ++work) {
+      const int64_t t = work / num_heads;
+      const int h = static_cast<int>(work % num_heads);
+      const int32_t s = seq_of_row[t];
+      const int kv_head = h / group;
+      const int64_t q_len = qo_indptr[s + 1] - qo_indptr[s];
+      const int64_t len =
+          head_lens ? head_lens[(s * a.layout.num_layers + a.layer) * a.layout.num_kv_heads +
+                                kv_head]
+                    : kv_lens[s];
+      const int64_t limit = len - q_len + (t - qo_indptr[s]) + 1;
+      SIEVE_CHECK_LE(limit, static_cast<int64_t>(kv_indptr[s + 1] - kv_indptr[s]) *
+                                a.layout.tokens_per_page);
+      const PagedHead head{static_cast<const std::byte*>(a.arena.raw()), &a.layout,
+                           kv_indices + kv_indptr[s], a.layer, kv_head};
+      attend(a.q.data<float>() + t * a.q.stride(0) + h * a.q.stride(1),
+             a.out.data<float>() + t * a.out.stride(0) + h * a.out.stride(1), head, limit,
+             a.layout.head_dim, a.scale, scores);
+    }
+  }
+}
+
+void run_write_kv(const KvWriteArgs& a, bool parallel) {
+  check_layout(a.layout, a.arena, a.layer);
+  check_rows(a.k);
+  check_rows(a.v);
+  SIEVE_CHECK_EQ(a.k.size(1), a.layout.num_kv_heads);
+  SIEVE_CHECK_EQ(a.k.size(2), a.layout.head_dim);
+  const int tpp = a.layout.tokens_per_page;
+  const size_t row_bytes = a.layout.head_dim * sizeof(float);
+  auto* arena = static_cast<std::byte*>(a.arena.raw());
+  const int32_t* slots = a.slot_mapping.data<int32_t>();
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t t = 0; t < a.k.size(0); ++t) {
+    const int32_t slot = slots[t];
+    if (slot < 0) continue;
+    const int64_t page = slot / tpp;
+    SIEVE_CHECK_LT(page, a.layout.num_pages);
+    std::byte* base = arena + (static_cast<size_t>(a.layer) * a.layout.num_pages + page) *
+                                  a.layout.layer_page_bytes();
+    for (int h = 0; h < a.layout.num_kv_heads; ++h) {
+      const size_t k_offset = (static_cast<size_t>(h) * tpp + slot % tpp) * row_bytes;
+      const size_t v_offset =
+          (static_cast<size_t>(a.layout.num_kv_heads + h) * tpp + slot % tpp) * row_bytes;
+      std::memcpy(base + k_offset, row_ptr<float>(a.k, t * a.k.size(1) + h), row_bytes);
+      std::memcpy(base + v_offset, row_ptr<float>(a.v, t * a.v.size(1) + h), row_bytes);
+    }
+  }
+}
+
+}  // namespace
+
+void ref::attention(const AttentionArgs& args) { run_attention(args, /*parallel=*/false); }
+void ref::write_kv(const KvWriteArgs& args) { run_write_kv(args, /*parallel=*/false); }
+void attention(const AttentionArgs& args) { run_attention(args, /*parallel=*/true); }
+void write_kv(const KvWriteArgs& args) { run_write_kv(args, /*parallel=*/true); }
+
+}  // namespace sieve::kernels::cpu

@@ -1,0 +1,58 @@
+#include "kernels/cpu/cpu_backend.h"
+
+#include <omp.h>
+
+#include <cstring>
+
+#include "kernels/cpu/ops.h"
+
+namespace sieve::kernels::cpu {
+namespace {
+
+class CpuBackend final : public Backend {
+ public:
+  using Backend::allocate;
+  BackendKind kind() const override { return BackendKind::kCpu; }
+  std::string name() const override {
+    return "cpu (" + std::to_string(omp_get_max_threads()) + " threads)";
+  }
+
+  StatusOr<Tensor> allocate(DType dtype, std::span<const int64_t> shape) override {
+    return Tensor::empty(dtype, shape);
+  }
+
+  void copy(const TensorView& dst, const TensorView& src) override {
+    SIEVE_CHECK(dst.is_contiguous() && src.is_contiguous());
+    SIEVE_CHECK_EQ(dst.nbytes(), src.nbytes());
+    std::memcpy(dst.raw(), src.raw(), src.nbytes());
+  }
+
+  void synchronize() override {}
+
+  void embed(const TensorView& ids, const TensorView& table, const TensorView& out) override {
+    cpu::embed(ids, table, out);
+  }
+  void rms_norm(const TensorView& out, const TensorView& x, const TensorView& weight,
+                float eps) override {
+    cpu::rms_norm(out, x, weight, eps);
+  }
+  void add_rms_norm(const TensorView& out, const TensorView& residual, const TensorView& x,
+                    const TensorView& weight, float eps) override {
+    cpu::add_rms_norm(out, residual, x, weight, eps);
+  }
+  void gemm(const GemmArgs& args) override { cpu::gemm(args); }
+  void rope(const RopeArgs& args) override { cpu::rope(args); }
+  void silu_mul(const TensorView& out, const TensorView& gate_up) override {
+    cpu::silu_mul(out, gate_up);
+  }
+  void softmax(const TensorView& x) override { cpu::softmax(x); }
+  void write_kv(const KvWriteArgs& args) override { cpu::write_kv(args); }
+  void attention(const AttentionArgs& args) override { cpu::attention(args); }
+  void sample(const SampleArgs& args) override { cpu::sample(args); }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+
+}  // namespace sieve::kernels::cpu

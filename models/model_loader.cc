@@ -1,0 +1,53 @@
+#include "models/model_loader.h"
+
+#include <cstdlib>
+#include <filesystem>
+
+namespace sieve::models {
+namespace fs = std::filesystem;
+
+std::string default_model_path() {
+  fs::path cache;
+  if (const char* dir = std::getenv("SIEVE_MODEL_CACHE"); dir && *dir) {
+    cache = dir;
+  } else if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) {
+    cache = fs::path(xdg) / "sieve";
+  } else if (const char* home = std::getenv("HOME"); home && *home) {
+    cache = fs::path(home) / ".cache" / "sieve";
+  } else {
+    cache = ".cache/sieve";
+  }
+  return (cache / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf").string();
+}
+
+StatusOr<ModelFiles> load_model_files(const std::string& model, LoadFormat format) {
+  ModelFiles files;
+  files.source = model == "default" ? default_model_path() : model;
+  const fs::path path(files.source);
+  std::error_code ec;
+  if (!fs::exists(path, ec)) {
+    if (model == "default") {
+      return NotFoundError("the default model is not installed at " + files.source +
+                           "; run scripts/setup.sh");
+    }
+    return NotFoundError(files.source + ": no such file or directory");
+  }
+  if (format == LoadFormat::kDummy) {
+    const fs::path config = fs::is_directory(path) ? path / "config.json" : path;
+    ASSIGN_OR_RETURN(files.config, load_hf_config(config.string()));
+    return files;
+  }
+  if (fs::is_directory(path)) {
+    ASSIGN_OR_RETURN(files.config, load_hf_config((path / "config.json").string()));
+    ASSIGN_OR_RETURN(files.tensors, load_safetensors_dir(files.source));
+    return files;
+  }
+  if (path.extension() == ".gguf") {
+    return UnimplementedError(files.source + ": GGUF loading is not wired in yet");
+  }
+  return InvalidArgumentError(files.source +
+                              ": not a model directory (config.json + *.safetensors) or a .gguf "
+                              "file");
+}
+
+}  // namespace sieve::models

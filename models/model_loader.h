@@ -1,0 +1,30 @@
+#pragma once
+// Finds and loads a model: a Hugging Face directory (config.json, *.safetensors), a GGUF file, or
+// "default" (the embedded SmolLM2-135M-Instruct GGUF fetched by scripts/setup.sh). With the dummy
+// load format, the path names a config.json (or a directory holding one) and the weights are random.
+
+#include <string>
+
+#include "core/status.h"
+#include "models/config.h"
+#include "models/safetensors.h"
+
+namespace sieve::models {
+
+enum class LoadFormat { kAuto, kDummy };
+
+struct ModelFiles {
+  std::string source;      // what the user named, resolved to a path
+  ModelConfig config;
+  TensorMap tensors;       // Hugging Face names; empty for dummy weights
+  bool is_gguf = false;
+};
+
+// Where `--model default` points: $SIEVE_MODEL_CACHE, else $XDG_CACHE_HOME/sieve, else
+// ~/.cache/sieve, then models/SmolLM2-135M-Instruct.Q4_1.gguf.
+std::string default_model_path();
+
+// Loads config and tensors (not yet on a backend). Errors name the file and the problem.
+StatusOr<ModelFiles> load_model_files(const std::string& model, LoadFormat format);
+
+}  // namespace sieve::models

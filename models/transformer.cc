@@ -1,0 +1,180 @@
+#include "models/transformer.h"
+
+#include <cmath>
+#include <cstring>
+
+namespace sieve::models {
+
+using kernels::AttentionArgs;
+using kernels::Backend;
+using kernels::GemmArgs;
+using kernels::KvCacheLayout;
+using kernels::KvWriteArgs;
+using kernels::RopeArgs;
+
+Transformer::Transformer(const ModelConfig& config, ModelWeights weights, Backend& backend,
+                         int max_num_tokens)
+    : config_(config),
+      weights_(std::move(weights)),
+      backend_(backend),
+      max_num_tokens_(max_num_tokens),
+      rope_(compute_rope_frequencies(config)) {}
+
+StatusOr<std::unique_ptr<Transformer>> Transformer::create(const ModelConfig& config,
+                                                           ModelWeights weights, Backend& backend,
+                                                           int max_num_tokens) {
+  if (max_num_tokens <= 0) return InvalidArgumentError("max_num_tokens must be positive");
+  if (static_cast<int>(weights.layers.size()) != config.num_layers) {
+    return InvalidArgumentError("weights hold " + std::to_string(weights.layers.size()) +
+                                " layers, the config " + std::to_string(config.num_layers));
+  }
+  std::unique_ptr<Transformer> model(
+      new Transformer(config, std::move(weights), backend, max_num_tokens));
+  RETURN_IF_ERROR(model->allocate_workspace());
+  return model;
+}
+
+Status Transformer::allocate_workspace() {
+  const int64_t t = max_num_tokens_;
+  const ModelConfig& c = config_;
+  auto alloc = [&](std::initializer_list<int64_t> shape, Tensor& out) -> Status {
+    ASSIGN_OR_RETURN(out, backend_.allocate(DType::kF32, shape));
+    return OkStatus();
+  };
+  RETURN_IF_ERROR(alloc({t, c.hidden_size}, hidden_));
+  RETURN_IF_ERROR(alloc({t, c.hidden_size}, normed_));
+  RETURN_IF_ERROR(alloc({t, c.q_dim() + 2 * c.kv_dim()}, qkv_));
+  RETURN_IF_ERROR(alloc({t, c.q_dim()}, attn_));
+  RETURN_IF_ERROR(alloc({t, c.hidden_size}, proj_));
+  RETURN_IF_ERROR(alloc({t, 2 * c.intermediate_size}, gate_up_));
+  RETURN_IF_ERROR(alloc({t, c.intermediate_size}, act_));
+  RETURN_IF_ERROR(alloc({t, c.hidden_size}, gathered_));
+  RETURN_IF_ERROR(alloc({static_cast<int64_t>(rope_.inv_freq.size())}, inv_freq_));
+  backend_.copy(inv_freq_, TensorView(rope_.inv_freq.data(), DType::kF32,
+                                      {static_cast<int64_t>(rope_.inv_freq.size())}));
+  return OkStatus();
+}
+
+TensorView Transformer::upload(const std::vector<int32_t>& host, Tensor& device_buffer,
+                               int64_t n) {
+  SIEVE_CHECK_LE(n, static_cast<int64_t>(host.size()));
+  // The CPU backend reads the host arrays in place. (The CUDA backend will copy them into
+  // buffers sized at start-up.)
+  SIEVE_CHECK(backend_.kind() == kernels::BackendKind::kCpu) << "device index upload";
+  (void)device_buffer;
+  return TensorView(const_cast<int32_t*>(host.data()), DType::kI32, {n});
+}
+
+// Dynamic NTK scaling recomputes the frequencies from the sequence's length (transformers uses
+// the longest position in the forward call plus one), so each token gets its sequence's row.
+void Transformer::rope_frequencies(const StepBatch& batch) {
+  const int64_t half = static_cast<int64_t>(rope_.inv_freq.size());
+  token_inv_freq_ = Tensor::empty(DType::kF32, {batch.num_tokens(), half});
+  for (int s = 0; s < batch.num_seqs(); ++s) {
+    int64_t max_position = 0;
+    for (int t = batch.qo_indptr[s]; t < batch.qo_indptr[s + 1]; ++t) {
+      max_position = std::max<int64_t>(max_position, batch.positions[t]);
+    }
+    const RopeFrequencies f = compute_rope_frequencies(config_, max_position + 1);
+    for (int t = batch.qo_indptr[s]; t < batch.qo_indptr[s + 1]; ++t) {
+      std::memcpy(token_inv_freq_.data<float>() + t * half, f.inv_freq.data(),
+                  half * sizeof(float));
+    }
+  }
+}
+
+void Transformer::attention_block(int layer, const StepBatch& batch, const TensorView& kv_arena,
+                                  const KvCacheLayout& layout, int64_t n) {
+  const ModelConfig& c = config_;
+  const LayerWeights& w = weights_.layers[layer];
+  const TensorView normed = normed_.view().slice(0, 0, n);
+  const TensorView qkv = qkv_.view().slice(0, 0, n);
+  backend_.gemm(GemmArgs{normed, w.qkv, w.qkv_bias, qkv});
+  const TensorView q = qkv.slice(1, 0, c.q_dim()).unflatten(1, c.num_heads, c.head_dim);
+  const TensorView k =
+      qkv.slice(1, c.q_dim(), c.q_dim() + c.kv_dim()).unflatten(1, c.num_kv_heads, c.head_dim);
+  const TensorView v = qkv.slice(1, c.q_dim() + c.kv_dim(), c.q_dim() + 2 * c.kv_dim())
+                           .unflatten(1, c.num_kv_heads, c.head_dim);
+  if (c.qk_norm) {
+    backend_.rms_norm(q, q, w.q_norm, static_cast<float>(c.rms_norm_eps));
+    backend_.rms_norm(k, k, w.k_norm, static_cast<float>(c.rms_norm_eps));
+  }
+  const bool dynamic = c.rope_scaling.type == RopeType::kDynamic;
+  const TensorView inv_freq = dynamic ? token_inv_freq_.view() : inv_freq_.view();
+  // Rotary dimensions are the first rotary_dim of each head (partial rotary factor).
+  backend_.rope(RopeArgs{q.slice(2, 0, c.rotary_dim()), k.slice(2, 0, c.rotary_dim()),
+                         positions_view_, inv_freq, rope_.attention_scaling});
+  backend_.write_kv(KvWriteArgs{k, v, slots_view_, kv_arena, layout, layer});
+  const TensorView attn = attn_.view().slice(0, 0, n).unflatten(1, c.num_heads, c.head_dim);
+  AttentionArgs args;
+  args.q = q;
+  args.out = attn;
+  args.arena = kv_arena;
+  args.layout = layout;
+  args.layer = layer;
+  args.qo_indptr = qo_indptr_view_;
+  args.kv_indptr = kv_indptr_view_;
+  args.kv_indices = kv_indices_view_;
+  args.kv_lens = kv_lens_view_;
+  args.kv_head_lens = head_lens_view_;
+  args.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  backend_.attention(args);
+  (void)batch;
+  backend_.gemm(GemmArgs{attn_.view().slice(0, 0, n), w.o_proj, {}, proj_.view().slice(0, 0, n)});
+}
+
+void Transformer::mlp_block(int layer, int64_t n) {
+  const LayerWeights& w = weights_.layers[layer];
+  const TensorView gate_up = gate_up_.view().slice(0, 0, n);
+  const TensorView act = act_.view().slice(0, 0, n);
+  backend_.gemm(GemmArgs{normed_.view().slice(0, 0, n), w.gate_up, {}, gate_up});
+  backend_.silu_mul(act, gate_up);
+  backend_.gemm(GemmArgs{act, w.down, {}, proj_.view().slice(0, 0, n)});
+}
+
+void Transformer::forward(const StepBatch& batch, const TensorView& kv_arena,
+                          const KvCacheLayout& layout, const TensorView& logits) {
+  const ModelConfig& c = config_;
+  const int64_t n = batch.num_tokens();
+  SIEVE_CHECK(n > 0 && n <= max_num_tokens_) << "step of " << n << " tokens";
+  SIEVE_CHECK_EQ(logits.size(0), static_cast<int64_t>(batch.logits_indices.size()));
+  const float eps = static_cast<float>(c.rms_norm_eps);
+
+  const TensorView ids = upload(batch.token_ids, ids_, n);
+  positions_view_ = upload(batch.positions, positions_, n);
+  slots_view_ = upload(batch.slot_mapping, slots_, n);
+  qo_indptr_view_ = upload(batch.qo_indptr, qo_indptr_, batch.num_seqs() + 1);
+  kv_indptr_view_ = upload(batch.kv_indptr, kv_indptr_, batch.num_seqs() + 1);
+  kv_indices_view_ = upload(batch.kv_indices, kv_indices_, batch.kv_indices.size());
+  kv_lens_view_ = upload(batch.kv_lens, kv_lens_, batch.num_seqs());
+  head_lens_view_ = batch.kv_head_lens.empty()
+                        ? TensorView()
+                        : upload(batch.kv_head_lens, head_lens_, batch.kv_head_lens.size());
+  if (c.rope_scaling.type == RopeType::kDynamic) rope_frequencies(batch);
+
+  const TensorView hidden = hidden_.view().slice(0, 0, n);
+  const TensorView normed = normed_.view().slice(0, 0, n);
+  const TensorView proj = proj_.view().slice(0, 0, n);
+  backend_.embed(ids, weights_.embed, hidden);
+  for (int layer = 0; layer < c.num_layers; ++layer) {
+    const LayerWeights& w = weights_.layers[layer];
+    // The residual stream lives in `hidden`: add the previous block's output, then normalize.
+    if (layer == 0) {
+      backend_.rms_norm(normed, hidden, w.input_norm, eps);
+    } else {
+      backend_.add_rms_norm(normed, hidden, proj, w.input_norm, eps);
+    }
+    attention_block(layer, batch, kv_arena, layout, n);
+    backend_.add_rms_norm(normed, hidden, proj, w.post_norm, eps);
+    mlp_block(layer, n);
+  }
+  backend_.add_rms_norm(normed, hidden, proj, weights_.final_norm, eps);
+  // Only the requested rows go through the LM head.
+  const int64_t num_logits = static_cast<int64_t>(batch.logits_indices.size());
+  const TensorView rows = upload(batch.logits_indices, logits_rows_, num_logits);
+  const TensorView gathered = gathered_.view().slice(0, 0, num_logits);
+  backend_.embed(rows, normed, gathered);
+  backend_.gemm(GemmArgs{gathered, weights_.lm_head, {}, logits});
+}
+
+}  // namespace sieve::models

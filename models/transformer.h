@@ -1,0 +1,78 @@
+#pragma once
+// The one model definition for every supported architecture (Llama 2/3.x, Mistral, Qwen2/2.5,
+// Qwen3, SmolLM2), written once against the Backend ops. It runs one step of a flat (varlen)
+// batch over the paged KV cache; it knows nothing of requests or scheduling.
+
+#include <memory>
+#include <vector>
+
+#include "core/status.h"
+#include "core/tensor.h"
+#include "kernels/backend.h"
+#include "models/config.h"
+#include "models/weights.h"
+
+namespace sieve::models {
+
+// One step's flat batch (ARCHITECTURE_NOTES B5), as host arrays; the runner copies them to the
+// device. Sequence s owns tokens [qo_indptr[s], qo_indptr[s+1]) and pages
+// kv_indices[kv_indptr[s] .. kv_indptr[s+1]); kv_lens[s] counts its valid slots including this
+// step's tokens.
+struct StepBatch {
+  std::vector<int32_t> token_ids;     // [num_tokens]
+  std::vector<int32_t> positions;     // [num_tokens]
+  std::vector<int32_t> slot_mapping;  // [num_tokens]: where each token's K/V is written
+  std::vector<int32_t> qo_indptr;     // [num_seqs + 1]
+  std::vector<int32_t> kv_indptr;     // [num_seqs + 1]
+  std::vector<int32_t> kv_indices;    // page ids
+  std::vector<int32_t> kv_lens;       // [num_seqs]
+  std::vector<int32_t> kv_head_lens;  // optional [num_seqs, num_layers, num_kv_heads]
+  std::vector<int32_t> logits_indices;  // token rows whose logits are wanted
+
+  int num_tokens() const { return static_cast<int>(token_ids.size()); }
+  int num_seqs() const { return static_cast<int>(kv_lens.size()); }
+};
+
+class Transformer {
+ public:
+  // `max_num_tokens` bounds a step's tokens; all activation memory is allocated here, none in
+  // forward().
+  static StatusOr<std::unique_ptr<Transformer>> create(const ModelConfig& config,
+                                                       ModelWeights weights,
+                                                       kernels::Backend& backend,
+                                                       int max_num_tokens);
+
+  const ModelConfig& config() const { return config_; }
+  int max_num_tokens() const { return max_num_tokens_; }
+
+  // Runs the batch: writes its K/V into `kv_arena` and the logits of the rows named by
+  // batch.logits_indices into `logits` [num_logits, vocab].
+  void forward(const StepBatch& batch, const TensorView& kv_arena,
+               const kernels::KvCacheLayout& layout, const TensorView& logits);
+
+ private:
+  Transformer(const ModelConfig& config, ModelWeights weights, kernels::Backend& backend,
+              int max_num_tokens);
+  Status allocate_workspace();
+  TensorView upload(const std::vector<int32_t>& host, Tensor& device_buffer, int64_t n);
+  void rope_frequencies(const StepBatch& batch);
+  void attention_block(int layer, const StepBatch& batch, const TensorView& kv_arena,
+                       const kernels::KvCacheLayout& layout, int64_t num_tokens);
+  void mlp_block(int layer, int64_t num_tokens);
+
+  ModelConfig config_;
+  ModelWeights weights_;
+  kernels::Backend& backend_;
+  int max_num_tokens_;
+  RopeFrequencies rope_;
+
+  // Activations, [max_num_tokens, ...]; views of the first num_tokens rows are used per step.
+  Tensor hidden_, normed_, qkv_, attn_, proj_, gate_up_, act_;
+  // Index arrays of the current step on the device.
+  Tensor ids_, positions_, slots_, qo_indptr_, kv_indptr_, kv_indices_, kv_lens_, head_lens_,
+      logits_rows_, inv_freq_, token_inv_freq_, gathered_;
+  TensorView positions_view_, slots_view_, qo_indptr_view_, kv_indptr_view_, kv_indices_view_,
+      kv_lens_view_, head_lens_view_;
+};
+
+}  // namespace sieve::models

@@ -1,0 +1,27 @@
+// The `sieve` command: generate, and (as they land) tokenize, serve and bench.
+
+#include "CLI/CLI.hpp"
+#include "core/logging.h"
+#include "server/cli_common.h"
+#include "server/cli_generate.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"Sieve: an LLM serving engine with per-request KV-cache compression"};
+  app.require_subcommand(1);
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
+      ->capture_default_str();
+  int exit_code = 0;
+  // The level applies before any subcommand runs (callbacks run after parsing).
+  app.parse_complete_callback([&] {
+    const sieve::Status status = sieve::set_log_level(log_level);
+    if (!status.ok()) throw CLI::ValidationError("--log-level", std::string(status.message()));
+  });
+  sieve::server::register_generate(app, exit_code);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  return exit_code;
+}
