@@ -30,7 +30,7 @@ StatusOr<GenerationResult> generate_single(models::Transformer& model, kernels::
                                   std::to_string(c.vocab_size) + ")");
     }
   }
-  const int64_t context = c.max_position_embeddings;
+  const int64_t context = c.context_length();
   if (static_cast<int64_t>(prompt.size()) >= context) {
     return InvalidArgumentError("prompt of " + std::to_string(prompt.size()) +
                                 " tokens does not fit the model's context of " +
@@ -64,6 +64,7 @@ StatusOr<GenerationResult> generate_single(models::Transformer& model, kernels::
     batch.kv_indptr = {0, static_cast<int32_t>(batch.kv_indices.size())};
     batch.kv_lens = {kv_len};
     batch.logits_indices = {n - 1};
+    batch.rope_lens = {std::max(kv_len, static_cast<int>(prompt.size()))};
     model.forward(batch, arena, layout, logits);
   };
 

@@ -1,5 +1,6 @@
 #include "models/config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <numbers>
@@ -200,6 +201,16 @@ Status validate_config(const ModelConfig& c, const std::string& source) {
   return OkStatus();
 }
 
+int ModelConfig::context_length() const {
+  const RopeScaling& s = rope_scaling;
+  if (s.type == RopeType::kLinear || s.type == RopeType::kDynamic || s.type == RopeType::kYarn) {
+    const int base = s.original_max_position_embeddings > 0 ? s.original_max_position_embeddings
+                                                            : max_position_embeddings;
+    return std::max(max_position_embeddings, static_cast<int>(base * s.factor));
+  }
+  return max_position_embeddings;
+}
+
 RopeFrequencies compute_rope_frequencies(const ModelConfig& c, int64_t seq_len) {
   // Mirrors transformers' modeling_rope_utils, in float32 where it computes in float32.
   const int dim = c.rotary_dim();
@@ -207,9 +218,8 @@ RopeFrequencies compute_rope_frequencies(const ModelConfig& c, int64_t seq_len) 
   double base = c.rope_theta;
   RopeFrequencies out;
   if (s.type == RopeType::kDynamic) {
-    const double max_pos = s.original_max_position_embeddings > 0
-                               ? s.original_max_position_embeddings
-                               : c.max_position_embeddings;
+    // transformers takes max_position_embeddings as the original length here.
+    const double max_pos = c.max_position_embeddings;
     const double len = std::max<double>(static_cast<double>(seq_len), max_pos);
     base = base * std::pow((s.factor * len / max_pos) - (s.factor - 1), dim / (dim - 2.0));
   }
@@ -246,13 +256,12 @@ RopeFrequencies compute_rope_frequencies(const ModelConfig& c, int64_t seq_len) 
       break;
     }
     case RopeType::kYarn: {
-      double factor = s.factor;
-      double original = c.max_position_embeddings;
-      // transformers: an explicit original length means the factor is the ratio of the two.
-      if (s.original_max_position_embeddings > 0) {
-        original = s.original_max_position_embeddings;
-        factor = c.max_position_embeddings / original;
-      }
+      // transformers 5 uses the configured factor (checked by the llama_yarn golden fixture,
+      // whose max_position_embeddings / original ratio differs from its factor).
+      const double factor = s.factor;
+      const double original = s.original_max_position_embeddings > 0
+                                  ? s.original_max_position_embeddings
+                                  : c.max_position_embeddings;
       auto get_mscale = [](double scale, double mscale) {
         return scale <= 1 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0;
       };

@@ -53,6 +53,9 @@ struct ModelConfig {
   int bos_token_id = -1;
   std::vector<int> eos_token_ids;
 
+  // The longest sequence served: max_position_embeddings, extended by the factor of the RoPE
+  // scalings meant to stretch the context (linear, dynamic, yarn), as vLLM derives it.
+  int context_length() const;
   int rotary_dim() const { return static_cast<int>(head_dim * partial_rotary_factor); }
   int q_dim() const { return num_heads * head_dim; }
   int kv_dim() const { return num_kv_heads * head_dim; }

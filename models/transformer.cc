@@ -1,5 +1,6 @@
 #include "models/transformer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -75,7 +76,10 @@ void Transformer::rope_frequencies(const StepBatch& batch) {
     for (int t = batch.qo_indptr[s]; t < batch.qo_indptr[s + 1]; ++t) {
       max_position = std::max<int64_t>(max_position, batch.positions[t]);
     }
-    const RopeFrequencies f = compute_rope_frequencies(config_, max_position + 1);
+    const int64_t len = batch.rope_lens.empty()
+                            ? max_position + 1
+                            : std::max<int64_t>(batch.rope_lens[s], max_position + 1);
+    const RopeFrequencies f = compute_rope_frequencies(config_, len);
     for (int t = batch.qo_indptr[s]; t < batch.qo_indptr[s + 1]; ++t) {
       std::memcpy(token_inv_freq_.data<float>() + t * half, f.inv_freq.data(),
                   half * sizeof(float));

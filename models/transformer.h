@@ -28,6 +28,10 @@ struct StepBatch {
   std::vector<int32_t> kv_lens;       // [num_seqs]
   std::vector<int32_t> kv_head_lens;  // optional [num_seqs, num_layers, num_kv_heads]
   std::vector<int32_t> logits_indices;  // token rows whose logits are wanted
+  // Optional [num_seqs]: the length dynamic-NTK RoPE computes a sequence's frequencies for
+  // (default: its largest position in the step plus one). A chunked prompt passes the whole
+  // prompt's length, as transformers sees the prompt in one forward.
+  std::vector<int32_t> rope_lens;
 
   int num_tokens() const { return static_cast<int>(token_ids.size()); }
   int num_seqs() const { return static_cast<int>(kv_lens.size()); }
