@@ -10,7 +10,8 @@
 
 namespace sieve::models::gguf {
 
-static_assert(std::endian::native == std::endian::little, "GGUF parsing assumes a little-endian host");
+static_assert(std::endian::native == std::endian::little,
+              "GGUF parsing assumes a little-endian host");
 
 namespace {
 
@@ -69,19 +70,32 @@ int64_t sign_extend(uint64_t bits, uint64_t bytes) {
 
 std::string_view value_type_name(ValueType type) {
   switch (type) {
-    case ValueType::kU8: return "u8";
-    case ValueType::kI8: return "i8";
-    case ValueType::kU16: return "u16";
-    case ValueType::kI16: return "i16";
-    case ValueType::kU32: return "u32";
-    case ValueType::kI32: return "i32";
-    case ValueType::kF32: return "f32";
-    case ValueType::kBool: return "bool";
-    case ValueType::kString: return "string";
-    case ValueType::kArray: return "array";
-    case ValueType::kU64: return "u64";
-    case ValueType::kI64: return "i64";
-    case ValueType::kF64: return "f64";
+    case ValueType::kU8:
+      return "u8";
+    case ValueType::kI8:
+      return "i8";
+    case ValueType::kU16:
+      return "u16";
+    case ValueType::kI16:
+      return "i16";
+    case ValueType::kU32:
+      return "u32";
+    case ValueType::kI32:
+      return "i32";
+    case ValueType::kF32:
+      return "f32";
+    case ValueType::kBool:
+      return "bool";
+    case ValueType::kString:
+      return "string";
+    case ValueType::kArray:
+      return "array";
+    case ValueType::kU64:
+      return "u64";
+    case ValueType::kI64:
+      return "i64";
+    case ValueType::kF64:
+      return "f64";
   }
   return "?";
 }
@@ -374,8 +388,8 @@ class Parser {
                      ", not a multiple of the alignment " + std::to_string(alignment));
       }
       if (info.offset > data_bytes || info.num_bytes > data_bytes - info.offset) {
-        return error(what + " data out of bounds (truncated file?): " +
-                     std::to_string(info.num_bytes) +
+        return error(what +
+                     " data out of bounds (truncated file?): " + std::to_string(info.num_bytes) +
                      " bytes at data offset " + std::to_string(info.offset) +
                      ", but the data section has " + std::to_string(data_bytes) + " bytes");
       }
@@ -449,8 +463,8 @@ StatusOr<const Value*> GgufFile::get_value(std::string_view key) const {
 StatusOr<int64_t> GgufFile::get_int(std::string_view key) const {
   ASSIGN_OR_RETURN(const Value* value, get_value(key));
   if (const auto v = value->as_int()) return *v;
-  return key_error(key, "must be an integer that fits in int64 (it is " +
-                            type_description(*value) + ")");
+  return key_error(
+      key, "must be an integer that fits in int64 (it is " + type_description(*value) + ")");
 }
 
 StatusOr<double> GgufFile::get_double(std::string_view key) const {
@@ -486,8 +500,8 @@ StatusOr<std::vector<int64_t>> GgufFile::get_int_array(std::string_view key) con
   for (uint64_t i = 0; i < array->size(); ++i) {
     const auto v = array->element(i).as_int();
     if (!v) {
-      return key_error(key, "must be an array of integers (it is " + type_description(*array) +
-                                ")");
+      return key_error(key,
+                       "must be an array of integers (it is " + type_description(*array) + ")");
     }
     out.push_back(*v);
   }
@@ -501,8 +515,7 @@ StatusOr<std::vector<float>> GgufFile::get_float_array(std::string_view key) con
   for (uint64_t i = 0; i < array->size(); ++i) {
     const auto v = array->element(i).as_double();
     if (!v) {
-      return key_error(key, "must be an array of numbers (it is " + type_description(*array) +
-                                ")");
+      return key_error(key, "must be an array of numbers (it is " + type_description(*array) + ")");
     }
     out.push_back(static_cast<float>(*v));
   }

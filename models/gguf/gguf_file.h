@@ -66,8 +66,8 @@ class Value {
   friend class Parser;
 
   ValueType type_ = ValueType::kU8;
-  uint64_t bits_ = 0;       // scalars: the value's bytes, zero-extended
-  std::string_view text_;   // kString
+  uint64_t bits_ = 0;      // scalars: the value's bytes, zero-extended
+  std::string_view text_;  // kString
   ValueType element_type_ = ValueType::kU8;
   uint64_t count_ = 0;
   const std::byte* scalars_ = nullptr;  // arrays of scalars: count_ packed elements

@@ -101,10 +101,10 @@ std::vector<WeightSpec> weight_specs(const GgufFile& file, const ModelConfig& c)
     const int64_t q_heads = permuted ? c.num_heads : 0;
     const int64_t k_heads = permuted ? c.num_kv_heads : 0;
     specs.push_back({blk + "attn_norm.weight", hf + "input_layernorm.weight", {hidden}});
-    specs.push_back({blk + "attn_q.weight", hf + "self_attn.q_proj.weight", {c.q_dim(), hidden},
-                     q_heads});
-    specs.push_back({blk + "attn_k.weight", hf + "self_attn.k_proj.weight", {c.kv_dim(), hidden},
-                     k_heads});
+    specs.push_back(
+        {blk + "attn_q.weight", hf + "self_attn.q_proj.weight", {c.q_dim(), hidden}, q_heads});
+    specs.push_back(
+        {blk + "attn_k.weight", hf + "self_attn.k_proj.weight", {c.kv_dim(), hidden}, k_heads});
     specs.push_back({blk + "attn_v.weight", hf + "self_attn.v_proj.weight", {c.kv_dim(), hidden}});
     specs.push_back(
         {blk + "attn_output.weight", hf + "self_attn.o_proj.weight", {hidden, c.q_dim()}});
@@ -162,8 +162,8 @@ StatusOr<Tensor> load_weight(const GgufFile& file, const WeightSpec& spec) {
     const int64_t head_dim = rows / spec.permute_heads;
     if (rows % spec.permute_heads != 0 || head_dim % 2 != 0) {
       return file_error(file, "tensor '" + spec.gguf_name + "': " + std::to_string(rows) +
-                                  " rows do not split into " +
-                                  std::to_string(spec.permute_heads) + " heads of even size");
+                                  " rows do not split into " + std::to_string(spec.permute_heads) +
+                                  " heads of even size");
     }
     unpermute_qk_rows(tensor.data<float>(), spec.permute_heads, head_dim, cols);
   }
@@ -172,10 +172,14 @@ StatusOr<Tensor> load_weight(const GgufFile& file, const WeightSpec& spec) {
 
 std::string hf_architecture_name(Architecture arch) {
   switch (arch) {
-    case Architecture::kLlama: return "LlamaForCausalLM";
-    case Architecture::kMistral: return "MistralForCausalLM";
-    case Architecture::kQwen2: return "Qwen2ForCausalLM";
-    case Architecture::kQwen3: return "Qwen3ForCausalLM";
+    case Architecture::kLlama:
+      return "LlamaForCausalLM";
+    case Architecture::kMistral:
+      return "MistralForCausalLM";
+    case Architecture::kQwen2:
+      return "Qwen2ForCausalLM";
+    case Architecture::kQwen3:
+      return "Qwen3ForCausalLM";
   }
   return "";
 }
@@ -210,8 +214,8 @@ StatusOr<ModelConfig> read_model_config(const GgufFile& file) {
   } else if (arch == "qwen3") {
     c.architecture = Architecture::kQwen3;
   } else {
-    return file_error(file, "unsupported architecture '" + arch +
-                                "' (supported: llama, mistral, qwen2, qwen3)");
+    return file_error(
+        file, "unsupported architecture '" + arch + "' (supported: llama, mistral, qwen2, qwen3)");
   }
   c.architecture_name = hf_architecture_name(c.architecture);
   ASSIGN_OR_RETURN(c.num_layers, positive_int(file, arch + ".block_count"));
@@ -228,8 +232,8 @@ StatusOr<ModelConfig> read_model_config(const GgufFile& file) {
   if (!file.has(arch + ".attention.key_length") && c.hidden_size % c.num_heads != 0) {
     return file_error(file, "embedding_length is not a multiple of attention.head_count");
   }
-  ASSIGN_OR_RETURN(c.head_dim, positive_int(file, arch + ".attention.key_length",
-                                            c.hidden_size / c.num_heads));
+  ASSIGN_OR_RETURN(c.head_dim,
+                   positive_int(file, arch + ".attention.key_length", c.hidden_size / c.num_heads));
   ASSIGN_OR_RETURN(const int rotary_dim,
                    positive_int(file, arch + ".rope.dimension_count", c.head_dim));
   if (rotary_dim > c.head_dim || rotary_dim % 2 != 0) {
@@ -266,8 +270,8 @@ StatusOr<ModelConfig> read_model_config(const GgufFile& file) {
   for (const char* key : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
                           "tokenizer.ggml.eom_token_id"}) {
     ASSIGN_OR_RETURN(const int32_t id, token_id(file, key, vocab));
-    if (id >= 0 && std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), id) ==
-                       c.eos_token_ids.end()) {
+    if (id >= 0 &&
+        std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), id) == c.eos_token_ids.end()) {
       c.eos_token_ids.push_back(id);
     }
   }
@@ -290,8 +294,8 @@ StatusOr<VocabData> read_vocab(const GgufFile& file) {
                      file.get_int_array("tokenizer.ggml.token_type"));
     for (const int64_t t : types) {
       if (t < 0 || t > 6) {
-        return file_error(file, "metadata 'tokenizer.ggml.token_type' has invalid type " +
-                                    std::to_string(t));
+        return file_error(
+            file, "metadata 'tokenizer.ggml.token_type' has invalid type " + std::to_string(t));
       }
       v.token_types.push_back(static_cast<int32_t>(t));
     }

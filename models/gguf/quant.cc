@@ -209,8 +209,7 @@ const TypeTraits* find_type_traits(uint32_t type_id) {
 Status dequantize(GgmlType type, const std::byte* src, int64_t numel, float* out) {
   const TypeTraits* traits = find_type_traits(static_cast<uint32_t>(type));
   if (traits == nullptr) {
-    return InvalidArgumentError("unknown ggml type " +
-                                std::to_string(static_cast<uint32_t>(type)));
+    return InvalidArgumentError("unknown ggml type " + std::to_string(static_cast<uint32_t>(type)));
   }
   if (traits->dequantize == nullptr) {
     return UnimplementedError("cannot dequantize ggml type " + std::string(traits->name));

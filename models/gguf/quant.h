@@ -31,7 +31,7 @@ enum class GgmlType : uint32_t {
   kBF16 = 30,
 };
 
-inline constexpr int kQK = 32;    // elements per block of the legacy formats
+inline constexpr int kQK = 32;     // elements per block of the legacy formats
 inline constexpr int kQK_K = 256;  // elements per super-block of the k-quants
 
 // x = d * (q - 8), q 4-bit; element i < 16 in the low nibble of qs[i], i >= 16 in the high one.

@@ -1,0 +1,258 @@
+#include "models/gguf/gguf_model.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/models/gguf/test_util.h"
+
+namespace sieve::models::gguf {
+namespace {
+
+using ::testing::ElementsAre;
+using testing::gguf_fixture_dir;
+using ::testing::HasSubstr;
+using testing::make_temp_dir;
+using testing::offset_after_string;
+using testing::poke;
+using testing::read_bytes;
+using testing::read_floats;
+using ::testing::StartsWith;
+using testing::write_bytes;
+
+std::vector<int64_t> shape_of(const Tensor& t) {
+  std::vector<int64_t> shape;
+  for (int d = 0; d < t.ndim(); ++d) shape.push_back(t.size(d));
+  return shape;
+}
+
+// Every weight equals make_gguf_files.py's reference (the Hugging Face layout) bit for bit, and
+// the model has exactly the reference's weights.
+void expect_weights_match_reference(const GgufModel& model, const std::string& ref_dir) {
+  std::ifstream manifest(ref_dir + "/manifest.txt");
+  ASSERT_TRUE(manifest.good()) << ref_dir;
+  std::set<std::string> names;
+  std::string line;
+  while (std::getline(manifest, line)) {
+    std::istringstream fields(line);
+    std::string name;
+    fields >> name;
+    std::vector<int64_t> shape;
+    for (int64_t d; fields >> d;) shape.push_back(d);
+    SCOPED_TRACE(name);
+    names.insert(name);
+    const auto it = model.tensors.find(name);
+    ASSERT_NE(it, model.tensors.end());
+    const Tensor& t = it->second;
+    EXPECT_EQ(t.dtype(), DType::kF32);
+    EXPECT_EQ(shape_of(t), shape);
+    const std::vector<float> expected = read_floats(ref_dir + "/" + name + ".f32");
+    ASSERT_EQ(t.numel(), static_cast<int64_t>(expected.size()));
+    EXPECT_EQ(std::memcmp(t.data<float>(), expected.data(), expected.size() * 4), 0);
+  }
+  std::set<std::string> loaded;
+  for (const auto& [name, tensor] : model.tensors) loaded.insert(name);
+  EXPECT_EQ(loaded, names);
+}
+
+class GgufModelTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = gguf_fixture_dir();
+    ASSERT_FALSE(dir_.empty());
+  }
+  std::string dir_;
+};
+
+TEST_F(GgufModelTest, LlamaIsUnpermutedToTheHuggingFaceLayout) {
+  StatusOr<GgufModel> model = load_gguf_model(dir_ + "/llama.gguf");
+  ASSERT_TRUE(model.ok()) << model.status();
+  const ModelConfig& c = model->config;
+  EXPECT_EQ(c.architecture, Architecture::kLlama);
+  EXPECT_EQ(c.architecture_name, "LlamaForCausalLM");
+  EXPECT_EQ(c.num_layers, 2);
+  EXPECT_EQ(c.hidden_size, 256);
+  EXPECT_EQ(c.intermediate_size, 512);
+  EXPECT_EQ(c.num_heads, 4);
+  EXPECT_EQ(c.num_kv_heads, 2);
+  EXPECT_EQ(c.head_dim, 64);
+  EXPECT_EQ(c.vocab_size, 64);
+  EXPECT_EQ(c.max_position_embeddings, 4096);
+  EXPECT_FLOAT_EQ(static_cast<float>(c.rms_norm_eps), 1e-5f);
+  EXPECT_EQ(c.rope_theta, 10000.0);
+  EXPECT_EQ(c.partial_rotary_factor, 1.0);
+  EXPECT_EQ(c.rope_scaling.type, RopeType::kDefault);
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_FALSE(c.attention_bias);
+  EXPECT_FALSE(c.qk_norm);
+  EXPECT_EQ(c.bos_token_id, 1);
+  EXPECT_THAT(c.eos_token_ids, ElementsAre(2, 5));
+  EXPECT_EQ(model->tensors.count("lm_head.weight"), 0u);
+  EXPECT_NE(model->file, nullptr);
+  expect_weights_match_reference(*model, dir_ + "/llama.ref");
+
+  const VocabData& v = model->vocab;
+  EXPECT_EQ(v.model, "gpt2");
+  EXPECT_EQ(v.pre, "smollm");
+  ASSERT_EQ(v.tokens.size(), 64u);
+  EXPECT_EQ(v.tokens[3], "tok0");
+  EXPECT_EQ(v.token_types.size(), 64u);
+  EXPECT_EQ(v.token_types[0], 2);
+  EXPECT_TRUE(v.scores.empty());
+  EXPECT_THAT(v.merges, ElementsAre("t o", "to k", "tok 1"));
+  EXPECT_EQ(v.bos_id, 1);
+  EXPECT_EQ(v.eos_id, 2);
+  EXPECT_EQ(v.eot_id, 5);
+  EXPECT_EQ(v.unknown_id, 0);
+  EXPECT_EQ(v.padding_id, 2);
+  EXPECT_FALSE(v.add_bos);
+  EXPECT_FALSE(v.add_eos);
+  EXPECT_FALSE(v.add_space_prefix);
+  EXPECT_EQ(v.chat_template, "{% for m in messages %}{{ m.content }}{% endfor %}");
+}
+
+TEST_F(GgufModelTest, Qwen2HasBiasesUntiedHeadAndYarn) {
+  StatusOr<GgufModel> model = load_gguf_model(dir_ + "/qwen2.gguf");
+  ASSERT_TRUE(model.ok()) << model.status();
+  const ModelConfig& c = model->config;
+  EXPECT_EQ(c.architecture, Architecture::kQwen2);
+  EXPECT_TRUE(c.attention_bias);
+  EXPECT_FALSE(c.qk_norm);
+  EXPECT_FALSE(c.tie_word_embeddings);
+  EXPECT_EQ(c.rope_theta, 1000000.0);
+  EXPECT_EQ(c.rope_scaling.type, RopeType::kYarn);
+  EXPECT_EQ(c.rope_scaling.factor, 4.0);
+  EXPECT_EQ(c.rope_scaling.original_max_position_embeddings, 1024);
+  EXPECT_EQ(model->tensors.count("lm_head.weight"), 1u);
+  EXPECT_EQ(model->tensors.count("model.layers.1.self_attn.k_proj.bias"), 1u);
+  expect_weights_match_reference(*model, dir_ + "/qwen2.ref");
+
+  const VocabData& v = model->vocab;  // a SentencePiece vocabulary with llama.cpp's defaults
+  EXPECT_EQ(v.model, "llama");
+  ASSERT_EQ(v.scores.size(), 64u);
+  EXPECT_EQ(v.scores[5], -5.0f);
+  EXPECT_TRUE(v.merges.empty());
+  EXPECT_TRUE(v.add_bos);
+  EXPECT_TRUE(v.add_space_prefix);
+}
+
+TEST_F(GgufModelTest, Qwen3HasQkNorm) {
+  StatusOr<GgufModel> model = load_gguf_model(dir_ + "/qwen3.gguf");
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ(model->config.architecture, Architecture::kQwen3);
+  EXPECT_EQ(model->config.architecture_name, "Qwen3ForCausalLM");
+  EXPECT_TRUE(model->config.qk_norm);
+  EXPECT_FALSE(model->config.attention_bias);
+  EXPECT_EQ(model->config.head_dim, 64);
+  EXPECT_EQ(model->tensors.count("model.layers.0.self_attn.q_norm.weight"), 1u);
+  expect_weights_match_reference(*model, dir_ + "/qwen3.ref");
+}
+
+TEST(UnpermuteTest, AdjacentPairsBecomeHalves) {
+  // Two heads of head_dim 4, one column: GGUF row 2*i + j holds HF row j*2 + i of its head.
+  std::vector<float> rows = {0, 1, 2, 3, 4, 5, 6, 7};
+  unpermute_qk_rows(rows.data(), 2, 4, 1);
+  EXPECT_THAT(rows, ElementsAre(0, 2, 1, 3, 4, 6, 5, 7));
+  // Rows move whole.
+  std::vector<float> wide = {0, 10, 1, 11, 2, 12, 3, 13};
+  unpermute_qk_rows(wide.data(), 1, 4, 2);
+  EXPECT_THAT(wide, ElementsAre(0, 10, 2, 12, 1, 11, 3, 13));
+}
+
+void expect_load_error(const std::string& path, const std::string& problem) {
+  const StatusOr<GgufModel> model = load_gguf_model(path);
+  ASSERT_FALSE(model.ok()) << problem;
+  EXPECT_THAT(std::string(model.status().message()), StartsWith(path + ": "));
+  EXPECT_THAT(std::string(model.status().message()), HasSubstr(problem));
+}
+
+TEST_F(GgufModelTest, BadModelsNameTheFileAndTheProblem) {
+  expect_load_error(dir_ + "/missing_tensor.gguf",
+                    "missing tensor 'blk.1.ffn_up.weight' (model.layers.1.mlp.up_proj.weight)");
+  expect_load_error(dir_ + "/gpt2.gguf",
+                    "unsupported architecture 'gpt2' (supported: llama, mistral, qwen2, qwen3)");
+
+  const std::string bad_dir = make_temp_dir("bad_models");
+  const std::vector<std::byte> llama = read_bytes(dir_ + "/llama.gguf");
+  std::vector<std::byte> bad = llama;  // ffn_norm [256] -> [128]
+  poke<uint64_t>(bad, offset_after_string(llama, "blk.0.ffn_norm.weight", true) + 4, 128);
+  write_bytes(bad_dir + "/shape.gguf", bad);
+  expect_load_error(bad_dir + "/shape.gguf",
+                    "tensor 'blk.0.ffn_norm.weight' has shape [128] (HF order), expected [256]");
+
+  bad = llama;  // attn_norm F32 -> I32 (same size, no dequantization)
+  poke<uint32_t>(bad, offset_after_string(llama, "blk.0.attn_norm.weight", true) + 4 + 8, 26);
+  write_bytes(bad_dir + "/type.gguf", bad);
+  expect_load_error(bad_dir + "/type.gguf",
+                    "tensor 'blk.0.attn_norm.weight' has type I32, which Sieve cannot dequantize");
+
+  bad = llama;
+  poke<uint32_t>(bad, offset_after_string(llama, "llama.attention.head_count") + 4, 3);
+  write_bytes(bad_dir + "/heads.gguf", bad);
+  expect_load_error(bad_dir + "/heads.gguf", "head_count 3 is not a multiple of head_count_kv 2");
+
+  bad = llama;  // the key is absent: rename it
+  bad[offset_after_string(llama, "llama.block_count") - 1] = std::byte{'X'};
+  write_bytes(bad_dir + "/no_layers.gguf", bad);
+  expect_load_error(bad_dir + "/no_layers.gguf", "metadata 'llama.block_count' is missing");
+
+  bad = llama;
+  poke<uint32_t>(bad, offset_after_string(llama, "tokenizer.ggml.eos_token_id") + 4, 64);
+  write_bytes(bad_dir + "/eos.gguf", bad);
+  expect_load_error(bad_dir + "/eos.gguf", "'tokenizer.ggml.eos_token_id' is 64, not a token id");
+}
+
+// The embedded default model (DESIGN.md), when it has been downloaded.
+TEST(GgufRealModelTest, SmolLM2) {
+  const char* home = std::getenv("HOME");
+  const std::string path =
+      std::string(home ? home : "") + "/.cache/sieve/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " is absent";
+  StatusOr<GgufModel> model = load_gguf_model(path);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const ModelConfig& c = model->config;
+  EXPECT_EQ(c.architecture, Architecture::kLlama);
+  EXPECT_EQ(c.num_layers, 30);
+  EXPECT_EQ(c.hidden_size, 576);
+  EXPECT_EQ(c.intermediate_size, 1536);
+  EXPECT_EQ(c.num_heads, 9);
+  EXPECT_EQ(c.num_kv_heads, 3);
+  EXPECT_EQ(c.head_dim, 64);
+  EXPECT_EQ(c.vocab_size, 49152);
+  EXPECT_EQ(c.max_position_embeddings, 8192);
+  EXPECT_EQ(c.rope_theta, 100000.0);
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_FALSE(c.attention_bias);
+  EXPECT_EQ(model->vocab.tokens.size(), 49152u);
+  EXPECT_EQ(model->vocab.tokens[2], "<|im_end|>");
+  EXPECT_EQ(model->vocab.merges.size(), 48900u);
+  EXPECT_FALSE(model->vocab.chat_template.empty());
+  EXPECT_EQ(model->tensors.size(), 2u + 30u * 9u);
+  EXPECT_EQ(model->tensors.count("lm_head.weight"), 0u);
+  EXPECT_EQ(shape_of(model->tensors.at("model.embed_tokens.weight")),
+            (std::vector<int64_t>{49152, 576}));
+  EXPECT_EQ(shape_of(model->tensors.at("model.layers.29.self_attn.k_proj.weight")),
+            (std::vector<int64_t>{192, 576}));
+  for (const auto& [name, tensor] : model->tensors) {
+    const float* data = tensor.data<float>();
+    double sum_squares = 0;
+    bool finite = true;
+    for (int64_t i = 0; i < tensor.numel(); ++i) {
+      finite = finite && std::isfinite(data[i]);
+      sum_squares += static_cast<double>(data[i]) * data[i];
+    }
+    EXPECT_TRUE(finite) << name;
+    EXPECT_GT(sum_squares, 0.0) << name;
+  }
+}
+
+}  // namespace
+}  // namespace sieve::models::gguf
