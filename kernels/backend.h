@@ -38,7 +38,8 @@ struct KvCacheLayout {
   size_t arena_bytes() const { return layer_page_bytes() * num_layers * num_pages; }
 };
 
-// y[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n]).
+// y[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n]). x, w and bias share the compute dtype; y is the
+// compute dtype or f32 (the LM head writes f32 logits).
 struct GemmArgs {
   TensorView x;
   TensorView w;
@@ -104,15 +105,22 @@ class Backend {
 
   virtual BackendKind kind() const = 0;
   virtual std::string name() const = 0;
+  // The dtype of weights, activations and the KV cache on this backend: f32 on the CPU (the
+  // exact reference), bf16 on CUDA. Logits and sampling are always f32.
+  virtual DType compute_dtype() const = 0;
 
   // Memory on the backend's device; errors (out of memory) are values.
   virtual StatusOr<Tensor> allocate(DType dtype, std::span<const int64_t> shape) = 0;
   StatusOr<Tensor> allocate(DType dtype, std::initializer_list<int64_t> shape) {
     return allocate(dtype, std::span<const int64_t>(shape.begin(), shape.size()));
   }
-  // Copies between any two views of equal shape and dtype (host or device).
+  // Copies between two contiguous views of equal size and dtype, each on the host or this
+  // backend's device.
   virtual void copy(const TensorView& dst, const TensorView& src) = 0;
   virtual void synchronize() = 0;
+  // Fills `out` (compute dtype or f32) with values uniform in [mean - std·√3, mean + std·√3],
+  // a counter-based function of (seed, index): random weights for `--load-format dummy`.
+  virtual void fill_random(const TensorView& out, uint64_t seed, float mean, float std) = 0;
 
   // out[i, :] = table[ids[i], :]
   virtual void embed(const TensorView& ids, const TensorView& table, const TensorView& out) = 0;

@@ -14,34 +14,47 @@ using kernels::KvWriteArgs;
 using kernels::RopeArgs;
 
 Transformer::Transformer(const ModelConfig& config, ModelWeights weights, Backend& backend,
-                         int max_num_tokens)
+                         const StepLimits& limits)
     : config_(config),
       weights_(std::move(weights)),
       backend_(backend),
-      max_num_tokens_(max_num_tokens),
+      limits_(limits),
       rope_(compute_rope_frequencies(config)) {}
 
 StatusOr<std::unique_ptr<Transformer>> Transformer::create(const ModelConfig& config,
                                                            ModelWeights weights, Backend& backend,
-                                                           int max_num_tokens) {
-  if (max_num_tokens <= 0) return InvalidArgumentError("max_num_tokens must be positive");
+                                                           const StepLimits& limits) {
+  if (limits.max_num_tokens <= 0 || limits.max_num_seqs <= 0 || limits.max_kv_indices <= 0) {
+    return InvalidArgumentError("step limits must be positive");
+  }
   if (static_cast<int>(weights.layers.size()) != config.num_layers) {
     return InvalidArgumentError("weights hold " + std::to_string(weights.layers.size()) +
                                 " layers, the config " + std::to_string(config.num_layers));
   }
   std::unique_ptr<Transformer> model(
-      new Transformer(config, std::move(weights), backend, max_num_tokens));
+      new Transformer(config, std::move(weights), backend, limits));
   RETURN_IF_ERROR(model->allocate_workspace());
   return model;
 }
 
 Status Transformer::allocate_workspace() {
-  const int64_t t = max_num_tokens_;
+  const int64_t t = limits_.max_num_tokens;
+  const int64_t seqs = limits_.max_num_seqs;
   const ModelConfig& c = config_;
+  const DType dtype = backend_.compute_dtype();
   auto alloc = [&](std::initializer_list<int64_t> shape, Tensor& out) -> Status {
-    ASSIGN_OR_RETURN(out, backend_.allocate(DType::kF32, shape));
+    ASSIGN_OR_RETURN(out, backend_.allocate(dtype, shape));
     return OkStatus();
   };
+  auto alloc_i32 = [&](int64_t n, Tensor& out) -> Status {
+    ASSIGN_OR_RETURN(out, backend_.allocate(DType::kI32, {n}));
+    return OkStatus();
+  };
+  for (Tensor* buffer : {&ids_, &positions_, &slots_, &rows_}) RETURN_IF_ERROR(alloc_i32(t, *buffer));
+  for (Tensor* buffer : {&qo_indptr_, &kv_indptr_}) RETURN_IF_ERROR(alloc_i32(seqs + 1, *buffer));
+  RETURN_IF_ERROR(alloc_i32(seqs, kv_lens_));
+  RETURN_IF_ERROR(alloc_i32(seqs * c.num_layers * c.num_kv_heads, head_lens_));
+  RETURN_IF_ERROR(alloc_i32(limits_.max_kv_indices, kv_indices_));
   RETURN_IF_ERROR(alloc({t, c.hidden_size}, hidden_));
   RETURN_IF_ERROR(alloc({t, c.hidden_size}, normed_));
   RETURN_IF_ERROR(alloc({t, c.q_dim() + 2 * c.kv_dim()}, qkv_));
@@ -50,27 +63,33 @@ Status Transformer::allocate_workspace() {
   RETURN_IF_ERROR(alloc({t, 2 * c.intermediate_size}, gate_up_));
   RETURN_IF_ERROR(alloc({t, c.intermediate_size}, act_));
   RETURN_IF_ERROR(alloc({t, c.hidden_size}, gathered_));
-  RETURN_IF_ERROR(alloc({static_cast<int64_t>(rope_.inv_freq.size())}, inv_freq_));
+  ASSIGN_OR_RETURN(inv_freq_, backend_.allocate(DType::kF32, {static_cast<int64_t>(rope_.inv_freq.size())}));
+  if (c.rope_scaling.type == RopeType::kDynamic) {
+    const int64_t half = static_cast<int64_t>(rope_.inv_freq.size());
+    host_inv_freq_ = Tensor::empty(DType::kF32, {t, half});
+    ASSIGN_OR_RETURN(token_inv_freq_, backend_.allocate(DType::kF32, {t, half}));
+  }
   backend_.copy(inv_freq_, TensorView(rope_.inv_freq.data(), DType::kF32,
                                       {static_cast<int64_t>(rope_.inv_freq.size())}));
   return OkStatus();
 }
 
-TensorView Transformer::upload(const std::vector<int32_t>& host, Tensor& device_buffer,
+TensorView Transformer::upload(const std::vector<int32_t>& host, const Tensor& device_buffer,
                                int64_t n) {
   SIEVE_CHECK_LE(n, static_cast<int64_t>(host.size()));
-  // The CPU backend reads the host arrays in place. (The CUDA backend will copy them into
-  // buffers sized at start-up.)
-  SIEVE_CHECK(backend_.kind() == kernels::BackendKind::kCpu) << "device index upload";
-  (void)device_buffer;
-  return TensorView(const_cast<int32_t*>(host.data()), DType::kI32, {n});
+  const TensorView in_place(const_cast<int32_t*>(host.data()), DType::kI32, {n});
+  if (backend_.kind() == kernels::BackendKind::kCpu) return in_place;
+  SIEVE_CHECK_LE(n, device_buffer.numel()) << "step exceeds the limits set at start-up";
+  const TensorView device = device_buffer.view().slice(0, 0, n);
+  backend_.copy(device, in_place);
+  return device;
 }
 
 // Dynamic NTK scaling recomputes the frequencies from the sequence's length (transformers uses
 // the longest position in the forward call plus one), so each token gets its sequence's row.
 void Transformer::rope_frequencies(const StepBatch& batch) {
   const int64_t half = static_cast<int64_t>(rope_.inv_freq.size());
-  token_inv_freq_ = Tensor::empty(DType::kF32, {batch.num_tokens(), half});
+
   for (int s = 0; s < batch.num_seqs(); ++s) {
     int64_t max_position = 0;
     for (int t = batch.qo_indptr[s]; t < batch.qo_indptr[s + 1]; ++t) {
@@ -81,10 +100,13 @@ void Transformer::rope_frequencies(const StepBatch& batch) {
                             : std::max<int64_t>(batch.rope_lens[s], max_position + 1);
     const RopeFrequencies f = compute_rope_frequencies(config_, len);
     for (int t = batch.qo_indptr[s]; t < batch.qo_indptr[s + 1]; ++t) {
-      std::memcpy(token_inv_freq_.data<float>() + t * half, f.inv_freq.data(),
+      std::memcpy(host_inv_freq_.data<float>() + t * half, f.inv_freq.data(),
                   half * sizeof(float));
     }
   }
+  const TensorView host = host_inv_freq_.view().slice(0, 0, batch.num_tokens());
+  token_inv_freq_view_ = token_inv_freq_.view().slice(0, 0, batch.num_tokens());
+  backend_.copy(token_inv_freq_view_, host);
 }
 
 void Transformer::attention_block(int layer, const StepBatch& batch, const TensorView& kv_arena,
@@ -104,7 +126,7 @@ void Transformer::attention_block(int layer, const StepBatch& batch, const Tenso
     backend_.rms_norm(k, k, w.k_norm, static_cast<float>(c.rms_norm_eps));
   }
   const bool dynamic = c.rope_scaling.type == RopeType::kDynamic;
-  const TensorView inv_freq = dynamic ? token_inv_freq_.view() : inv_freq_.view();
+  const TensorView inv_freq = dynamic ? token_inv_freq_view_ : inv_freq_.view();
   // Rotary dimensions are the first rotary_dim of each head (partial rotary factor).
   backend_.rope(RopeArgs{q.slice(2, 0, c.rotary_dim()), k.slice(2, 0, c.rotary_dim()),
                          positions_view_, inv_freq, rope_.attention_scaling});
@@ -140,7 +162,8 @@ void Transformer::forward(const StepBatch& batch, const TensorView& kv_arena,
                           const KvCacheLayout& layout, const TensorView& logits) {
   const ModelConfig& c = config_;
   const int64_t n = batch.num_tokens();
-  SIEVE_CHECK(n > 0 && n <= max_num_tokens_) << "step of " << n << " tokens";
+  SIEVE_CHECK(n > 0 && n <= limits_.max_num_tokens) << "step of " << n << " tokens";
+  SIEVE_CHECK_LE(batch.num_seqs(), limits_.max_num_seqs);
   SIEVE_CHECK_EQ(logits.size(0), static_cast<int64_t>(batch.logits_indices.size()));
   const float eps = static_cast<float>(c.rms_norm_eps);
 
@@ -175,7 +198,7 @@ void Transformer::forward(const StepBatch& batch, const TensorView& kv_arena,
   backend_.add_rms_norm(normed, hidden, proj, weights_.final_norm, eps);
   // Only the requested rows go through the LM head.
   const int64_t num_logits = static_cast<int64_t>(batch.logits_indices.size());
-  const TensorView rows = upload(batch.logits_indices, logits_rows_, num_logits);
+  const TensorView rows = upload(batch.logits_indices, rows_, num_logits);
   const TensorView gathered = gathered_.view().slice(0, 0, num_logits);
   backend_.embed(rows, normed, gathered);
   backend_.gemm(GemmArgs{gathered, weights_.lm_head, {}, logits});

@@ -37,17 +37,24 @@ struct StepBatch {
   int num_seqs() const { return static_cast<int>(kv_lens.size()); }
 };
 
+// Bounds of one step, fixed at start-up: all activation and index memory is allocated then.
+struct StepLimits {
+  int max_num_tokens = 512;      // tokens in one step (the prefill chunk size)
+  int max_num_seqs = 256;        // sequences in one step
+  int max_kv_indices = 1 << 16;  // page-table entries of one step, over all its sequences
+};
+
 class Transformer {
  public:
-  // `max_num_tokens` bounds a step's tokens; all activation memory is allocated here, none in
-  // forward().
+  // Nothing is allocated in forward().
   static StatusOr<std::unique_ptr<Transformer>> create(const ModelConfig& config,
                                                        ModelWeights weights,
                                                        kernels::Backend& backend,
-                                                       int max_num_tokens);
+                                                       const StepLimits& limits);
 
   const ModelConfig& config() const { return config_; }
-  int max_num_tokens() const { return max_num_tokens_; }
+  const StepLimits& limits() const { return limits_; }
+  int max_num_tokens() const { return limits_.max_num_tokens; }
 
   // Runs the batch: writes its K/V into `kv_arena` and the logits of the rows named by
   // batch.logits_indices into `logits` [num_logits, vocab].
@@ -56,9 +63,10 @@ class Transformer {
 
  private:
   Transformer(const ModelConfig& config, ModelWeights weights, kernels::Backend& backend,
-              int max_num_tokens);
+              const StepLimits& limits);
   Status allocate_workspace();
-  TensorView upload(const std::vector<int32_t>& host, Tensor& device_buffer, int64_t n);
+  // The first n entries of `host` on the backend's device (in place on the CPU).
+  TensorView upload(const std::vector<int32_t>& host, const Tensor& device_buffer, int64_t n);
   void rope_frequencies(const StepBatch& batch);
   void attention_block(int layer, const StepBatch& batch, const TensorView& kv_arena,
                        const kernels::KvCacheLayout& layout, int64_t num_tokens);
@@ -67,14 +75,16 @@ class Transformer {
   ModelConfig config_;
   ModelWeights weights_;
   kernels::Backend& backend_;
-  int max_num_tokens_;
+  StepLimits limits_;
   RopeFrequencies rope_;
 
   // Activations, [max_num_tokens, ...]; views of the first num_tokens rows are used per step.
   Tensor hidden_, normed_, qkv_, attn_, proj_, gate_up_, act_;
   // Index arrays of the current step on the device.
   Tensor ids_, positions_, slots_, qo_indptr_, kv_indptr_, kv_indices_, kv_lens_, head_lens_,
-      logits_rows_, inv_freq_, token_inv_freq_, gathered_;
+      rows_, inv_freq_, token_inv_freq_, gathered_;
+  Tensor host_inv_freq_;  // dynamic NTK only
+  TensorView token_inv_freq_view_;
   TensorView positions_view_, slots_view_, qo_indptr_view_, kv_indptr_view_, kv_indices_view_,
       kv_lens_view_, head_lens_view_;
 };

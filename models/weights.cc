@@ -1,7 +1,6 @@
 #include "models/weights.h"
 
 #include <cstring>
-#include <random>
 
 namespace sieve::models {
 namespace {
@@ -36,12 +35,22 @@ StatusOr<Tensor> to_f32(const Tensor& src, const std::string& where) {
   return out;
 }
 
-// Places a host f32 tensor on the backend's device (a no-op for the CPU backend).
+// Places a host f32 tensor on the backend's device in its compute dtype (a no-op for the CPU
+// backend, which computes in f32 on the host).
 StatusOr<Tensor> to_device(Tensor host, Backend& backend) {
-  if (backend.kind() == kernels::BackendKind::kCpu) return host;
+  const DType dtype = backend.compute_dtype();
+  if (backend.kind() == kernels::BackendKind::kCpu && dtype == DType::kF32) return host;
   std::vector<int64_t> shape;
   for (int d = 0; d < host.ndim(); ++d) shape.push_back(host.size(d));
-  ASSIGN_OR_RETURN(Tensor device, backend.allocate(DType::kF32, shape));
+  if (dtype == DType::kBF16) {
+    Tensor converted = Tensor::empty(DType::kBF16, shape);
+    for (int64_t i = 0; i < host.numel(); ++i) {
+      converted.data<uint16_t>()[i] = f32_to_bf16(host.data<float>()[i]);
+    }
+    host = std::move(converted);
+  }
+  SIEVE_CHECK(host.dtype() == dtype) << "no host conversion to " << dtype;
+  ASSIGN_OR_RETURN(Tensor device, backend.allocate(dtype, shape));
   backend.copy(device, host);
   return device;
 }
@@ -144,13 +153,13 @@ StatusOr<ModelWeights> build_weights(const ModelConfig& c, const TensorMap& tens
 }
 
 StatusOr<ModelWeights> random_weights(const ModelConfig& c, Backend& backend, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 0.02f);
-  std::uniform_real_distribution<float> around_one(0.9f, 1.1f);
+  // Drawn on the device itself: an 8B model's weights never pass through host memory.
+  uint64_t tensor_seed = seed;
   auto make = [&](std::initializer_list<int64_t> shape, bool norm) -> StatusOr<Tensor> {
-    Tensor t = Tensor::empty(DType::kF32, shape);
-    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = norm ? around_one(rng) : normal(rng);
-    return to_device(std::move(t), backend);
+    ASSIGN_OR_RETURN(Tensor t, backend.allocate(backend.compute_dtype(), shape));
+    backend.fill_random(t, ++tensor_seed * 0x9e3779b97f4a7c15ull, norm ? 1.0f : 0.0f,
+                        norm ? 0.1f : 0.02f);
+    return t;
   };
   const int64_t h = c.hidden_size, f = c.intermediate_size, q = c.q_dim(), kv = c.kv_dim();
   ModelWeights w;

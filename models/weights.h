@@ -37,8 +37,8 @@ struct ModelWeights {
 StatusOr<ModelWeights> build_weights(const ModelConfig& config, const TensorMap& tensors,
                                      kernels::Backend& backend, const std::string& source);
 
-// Random weights at the config's shapes (`--load-format dummy`): normal with std 0.02 for the
-// matrices, 1 ± 0.1 for the norms, drawn from `seed`.
+// Random weights at the config's shapes (`--load-format dummy`), drawn on the backend: mean 0
+// and std 0.02 for the matrices, mean 1 and std 0.1 for the norms, from `seed`.
 StatusOr<ModelWeights> random_weights(const ModelConfig& config, kernels::Backend& backend,
                                       uint64_t seed);
 

@@ -43,7 +43,8 @@ StatusOr<LoadedRunner> load_runner(const ModelOptions& o) {
                                                     r.files.source));
   }
   ASSIGN_OR_RETURN(r.model, models::Transformer::create(r.files.config, std::move(weights),
-                                                        *r.backend, o.max_num_batched_tokens));
+                                                        *r.backend,
+                                                        {o.max_num_batched_tokens, 1, 1 << 16}));
   spdlog::info("loaded {} ({}, {} layers, hidden {}, vocab {}) on {}", r.files.source,
                r.files.config.architecture_name, r.files.config.num_layers,
                r.files.config.hidden_size, r.files.config.vocab_size, r.backend->name());

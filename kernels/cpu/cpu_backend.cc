@@ -17,6 +17,8 @@ class CpuBackend final : public Backend {
     return "cpu (" + std::to_string(omp_get_max_threads()) + " threads)";
   }
 
+  DType compute_dtype() const override { return DType::kF32; }
+
   StatusOr<Tensor> allocate(DType dtype, std::span<const int64_t> shape) override {
     return Tensor::empty(dtype, shape);
   }
@@ -28,6 +30,9 @@ class CpuBackend final : public Backend {
   }
 
   void synchronize() override {}
+  void fill_random(const TensorView& out, uint64_t seed, float mean, float std) override {
+    cpu::fill_random(out, seed, mean, std);
+  }
 
   void embed(const TensorView& ids, const TensorView& table, const TensorView& out) override {
     cpu::embed(ids, table, out);

@@ -32,6 +32,8 @@ void write_kv(const KvWriteArgs& args);
 void attention(const AttentionArgs& args);
 void sample(const SampleArgs& args);
 
+void fill_random(const TensorView& out, uint64_t seed, float mean, float std);
+
 // The uniform draw in [0, 1) of a sequence's `step`-th token: a counter-based hash of (seed,
 // step), so a draw never depends on the batch around it.
 double sample_uniform(uint64_t seed, uint64_t step);

@@ -84,6 +84,18 @@ double sample_uniform(uint64_t seed, uint64_t step) {
   return static_cast<double>(bits >> 11) * 0x1.0p-53;
 }
 
+void fill_random(const TensorView& out, uint64_t seed, float mean, float std) {
+  SIEVE_CHECK(out.is_contiguous() && out.dtype() == DType::kF32);
+  const float half_width = std * 1.7320508f;
+  float* data = out.data<float>();
+  const uint64_t key = splitmix64(seed);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < out.numel(); ++i) {
+    const double u = static_cast<double>(splitmix64(key ^ static_cast<uint64_t>(i)) >> 11) * 0x1.0p-53;
+    data[i] = mean + half_width * static_cast<float>(2 * u - 1);
+  }
+}
+
 void sample(const SampleArgs& a) {
   SIEVE_CHECK_EQ(a.logits.ndim(), 2);
   SIEVE_CHECK_EQ(a.logits.stride(1), 1);

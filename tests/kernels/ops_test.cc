@@ -157,3 +157,29 @@ TEST(CpuOps, EmbedGathersRows) {
 
 }  // namespace
 }  // namespace sieve::kernels::cpu
+
+namespace sieve::kernels::cpu {
+namespace {
+
+TEST(CpuOps, FillRandomIsUniformWithTheAskedMomentsAndDeterministic) {
+  Tensor a = Tensor::empty(DType::kF32, {100000}), b = Tensor::empty(DType::kF32, {100000});
+  fill_random(a, 5, 1.0f, 0.1f);
+  fill_random(b, 5, 1.0f, 0.1f);
+  double sum = 0, sum_sq = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    const float x = a.data<float>()[i];
+    ASSERT_EQ(x, b.data<float>()[i]);
+    ASSERT_GE(x, 1.0f - 0.1733f);
+    ASSERT_LE(x, 1.0f + 0.1733f);
+    sum += x;
+    sum_sq += double(x) * x;
+  }
+  const double mean = sum / a.numel(), var = sum_sq / a.numel() - mean * mean;
+  EXPECT_NEAR(mean, 1.0, 2e-3);
+  EXPECT_NEAR(std::sqrt(var), 0.1, 2e-3);
+  fill_random(b, 6, 1.0f, 0.1f);
+  EXPECT_NE(a.data<float>()[0], b.data<float>()[0]);
+}
+
+}  // namespace
+}  // namespace sieve::kernels::cpu

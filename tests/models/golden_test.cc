@@ -105,7 +105,8 @@ TEST_P(Golden, LogitsAndGreedyMatchTransformers) {
   auto backend = kernels::cpu::make_cpu_backend();
   auto weights = build_weights(files->config, files->tensors, *backend, dir.string());
   ASSERT_TRUE(weights.ok()) << weights.status();
-  auto model = Transformer::create(files->config, *std::move(weights), *backend, kChunkTokens);
+  auto model = Transformer::create(files->config, *std::move(weights), *backend,
+                                   StepLimits{kChunkTokens, 1, 1024});
   ASSERT_TRUE(model.ok()) << model.status();
   const int vocab = files->config.vocab_size;
 

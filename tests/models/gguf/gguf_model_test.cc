@@ -89,7 +89,12 @@ TEST_F(GgufModelTest, LlamaIsUnpermutedToTheHuggingFaceLayout) {
   EXPECT_FLOAT_EQ(static_cast<float>(c.rms_norm_eps), 1e-5f);
   EXPECT_EQ(c.rope_theta, 10000.0);
   EXPECT_EQ(c.partial_rotary_factor, 1.0);
-  EXPECT_EQ(c.rope_scaling.type, RopeType::kDefault);
+  // Recovered from rope_freqs.weight (Llama 3.1-style scaling as llama.cpp's converter stores it).
+  EXPECT_EQ(c.rope_scaling.type, RopeType::kLlama3);
+  EXPECT_FLOAT_EQ(static_cast<float>(c.rope_scaling.factor), 8.0f);
+  EXPECT_EQ(c.rope_scaling.original_max_position_embeddings, 1024);
+  EXPECT_EQ(c.rope_scaling.low_freq_factor, 1.0);
+  EXPECT_EQ(c.rope_scaling.high_freq_factor, 4.0);
   EXPECT_TRUE(c.tie_word_embeddings);
   EXPECT_FALSE(c.attention_bias);
   EXPECT_FALSE(c.qk_norm);
@@ -203,6 +208,29 @@ TEST_F(GgufModelTest, BadModelsNameTheFileAndTheProblem) {
   bad[offset_after_string(llama, "llama.block_count") - 1] = std::byte{'X'};
   write_bytes(bad_dir + "/no_layers.gguf", bad);
   expect_load_error(bad_dir + "/no_layers.gguf", "metadata 'llama.block_count' is missing");
+
+  {  // a rope_freqs.weight that no Llama 3 scaling produces
+    const StatusOr<GgufFile> parsed = GgufFile::parse(llama, "llama");
+    ASSERT_TRUE(parsed.ok());
+    const TensorInfo* freqs = parsed->find_tensor("rope_freqs.weight");
+    ASSERT_NE(freqs, nullptr);
+    bad = llama;
+    poke<float>(bad, static_cast<size_t>(freqs->data - llama.data()), 2.0f);
+    write_bytes(bad_dir + "/rope.gguf", bad);
+    expect_load_error(bad_dir + "/rope.gguf", "'rope_freqs.weight' is not Llama 3 RoPE scaling");
+  }
+
+  bad = llama;  // more layers than the tensors could hold: rejected before listing them
+  poke<uint32_t>(bad, offset_after_string(llama, "llama.block_count") + 4, 2000000000);
+  write_bytes(bad_dir + "/layers.gguf", bad);
+  expect_load_error(bad_dir + "/layers.gguf", "block_count 2000000000 is more than");
+
+  const std::vector<std::byte> qwen3 = read_bytes(dir_ + "/qwen3.gguf");
+  bad = qwen3;  // num_heads * head_dim must fit in int
+  poke<uint32_t>(bad, offset_after_string(qwen3, "qwen3.attention.head_count") + 4, 1 << 20);
+  poke<uint32_t>(bad, offset_after_string(qwen3, "qwen3.attention.key_length") + 4, 1 << 20);
+  write_bytes(bad_dir + "/qdim.gguf", bad);
+  expect_load_error(bad_dir + "/qdim.gguf", "head_count times the head size overflows");
 
   bad = llama;
   poke<uint32_t>(bad, offset_after_string(llama, "tokenizer.ggml.eos_token_id") + 4, 64);

@@ -1,6 +1,9 @@
 """Builds small GGUF files with gguf.GGUFWriter, and references for the C++ tests.
 
-Usage: make_gguf_files.py OUT_DIR SEED
+Usage: make_gguf_files.py OUT_DIR SEED [--tiny]
+
+--tiny writes the same files with one layer and hidden size 32 (a few KB each): the fuzzer's
+seed corpus (fuzz/corpus/gguf).
 
 Writes into OUT_DIR:
   metadata.gguf        every metadata value type, arrays (nested too), alignment 64, and a few
@@ -10,7 +13,8 @@ Writes into OUT_DIR:
                        tiny models (2 layers) with a tokenizer; <model>.ref/ holds one file per
                        Hugging Face weight name (<hf name>.f32) and manifest.txt ("hf_name dims...",
                        HF order). For llama, Q and K are written permuted as llama.cpp's converter
-                       does, and the references are the unpermuted (Hugging Face) matrices.
+                       does, and the references are the unpermuted (Hugging Face) matrices; llama
+                       also has Llama 3 RoPE scaling as rope_freqs.weight, as the converter writes it.
   missing_tensor.gguf  llama without blk.1.ffn_up.weight.
   gpt2.gguf            an architecture Sieve does not support.
 """
@@ -37,6 +41,22 @@ def gguf_to_hf_unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
     head_dim = w.shape[0] // n_head
     return (w.reshape(n_head, head_dim // 2, 2, *w.shape[1:])
             .swapaxes(1, 2).reshape(w.shape))
+
+
+def llama3_rope_factors(theta: float, dim: int, factor: float, low: float, high: float,
+                        original: int) -> np.ndarray:
+    """The rope_freqs.weight llama.cpp's converter writes for rope_type llama3."""
+    factors = []
+    for freq in 1.0 / (theta ** (np.arange(0, dim, 2, dtype=np.float32) / dim)):
+        wavelen = 2 * np.pi / freq
+        if wavelen < original / high:
+            factors.append(1.0)
+        elif wavelen > original / low:
+            factors.append(factor)
+        else:
+            smooth = (original / wavelen - low) / (high - low)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(factors, dtype=np.float32)
 
 
 def random_k_blocks(rng, qtype, shape) -> np.ndarray:
@@ -219,6 +239,8 @@ def write_model(out: Path, rng, arch: str, skip: str = "", file_name: str = "") 
         put(b + "ffn_down.weight", h + "mlp.down_proj.weight", mat(HIDDEN, INTER),
             T.Q4_1 if i == 0 else T.Q6_K)
     put("output_norm.weight", "model.norm.weight", vec(HIDDEN), T.F32)
+    if arch == "llama":  # Llama 3.1-style RoPE scaling: factor 8, original context 1024
+        w.add_tensor("rope_freqs.weight", llama3_rope_factors(10000.0, HEAD_DIM, 8.0, 1.0, 4.0, 1024))
     if arch != "llama":  # llama ties its embeddings
         put("output.weight", "lm_head.weight", mat(VOCAB, HIDDEN), T.Q5_0)
 
@@ -238,6 +260,9 @@ def write_model(out: Path, rng, arch: str, skip: str = "", file_name: str = "") 
 
 
 def main() -> None:
+    global HIDDEN, HEADS, KV_HEADS, HEAD_DIM, INTER, LAYERS, VOCAB
+    if "--tiny" in sys.argv[3:]:
+        HIDDEN, HEADS, KV_HEADS, HEAD_DIM, INTER, LAYERS, VOCAB = 32, 2, 1, 16, 32, 1, 8
     out = Path(sys.argv[1])
     rng = np.random.default_rng(int(sys.argv[2]))
     out.mkdir(parents=True, exist_ok=True)

@@ -118,6 +118,9 @@ TEST(QuantTableTest, DequantizeRejectsPartialBlocksAndUnsupportedTypes) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(dequantize(GgmlType::kQ2_K, src.data(), 256, out.data()).code(),
             absl::StatusCode::kUnimplemented);
+  // Empty tensors are valid; found by fuzz/gguf_fuzz.cc (memcpy to a null `out`).
+  EXPECT_TRUE(dequantize(GgmlType::kF32, nullptr, 0, nullptr).ok());
+  EXPECT_TRUE(dequantize(GgmlType::kQ4_K, nullptr, 0, nullptr).ok());
 }
 
 // A hand-built block whose values are known without any reference implementation.
