@@ -86,6 +86,25 @@ struct AttentionArgs {
   float scale = 1.0f;     // softmax scale, usually 1/sqrt(head_dim)
 };
 
+// Copies whole pages, every layer's K and V: copy-on-write of shared prefix pages.
+struct PageCopyArgs {
+  TensorView arena;      // u8 [arena_bytes]
+  KvCacheLayout layout;
+  TensorView src_pages;  // i32 [n]
+  TensorView dst_pages;  // i32 [n]
+};
+
+// Compaction of one sequence: for each (layer, KV head), slot j of the sequence receives its old
+// slot keep_slots[layer][kv_head][j] for j < keep_counts[layer][kv_head]. Each row of keep_slots
+// is strictly ascending, so moves only go forward and the op works in place.
+struct CompactArgs {
+  TensorView arena;        // u8 [arena_bytes]
+  KvCacheLayout layout;
+  TensorView page_table;   // i32 [pages of the sequence]
+  TensorView keep_slots;   // i32 [num_layers, num_kv_heads, max_keep]
+  TensorView keep_counts;  // i32 [num_layers, num_kv_heads]
+};
+
 // Per-sequence sampling, one row of logits each. A sequence's random draw depends only on its
 // seed and its step, never on the batch around it.
 struct SampleArgs {
@@ -137,6 +156,8 @@ class Backend {
   // In place, per row of the last dimension.
   virtual void softmax(const TensorView& x) = 0;
   virtual void write_kv(const KvWriteArgs& args) = 0;
+  virtual void copy_pages(const PageCopyArgs& args) = 0;
+  virtual void compact_kv(const CompactArgs& args) = 0;
   virtual void attention(const AttentionArgs& args) = 0;
   virtual void sample(const SampleArgs& args) = 0;
 };

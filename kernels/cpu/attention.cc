@@ -141,7 +141,62 @@ void run_write_kv(const KvWriteArgs& a, bool parallel) {
   }
 }
 
+// Byte offset of (layer, K or V, kv_head, slot) in the arena, for a sequence's page table.
+size_t slot_offset(const KvCacheLayout& layout, const int32_t* pages, int layer, int kv,
+                   int kv_head, int64_t slot) {
+  const int tpp = layout.tokens_per_page;
+  return (static_cast<size_t>(layer) * layout.num_pages + pages[slot / tpp]) *
+             layout.layer_page_bytes() +
+         ((static_cast<size_t>(kv) * layout.num_kv_heads + kv_head) * tpp + slot % tpp) *
+             layout.head_dim * dtype_size(layout.dtype);
+}
+
 }  // namespace
+
+void copy_pages(const PageCopyArgs& a) {
+  SIEVE_CHECK_EQ(a.src_pages.numel(), a.dst_pages.numel());
+  SIEVE_CHECK_GE(a.arena.nbytes(), a.layout.arena_bytes());
+  auto* arena = static_cast<std::byte*>(a.arena.raw());
+  const size_t page_bytes = a.layout.layer_page_bytes();
+  for (int64_t i = 0; i < a.src_pages.numel(); ++i) {
+    const int32_t src = a.src_pages.data<int32_t>()[i], dst = a.dst_pages.data<int32_t>()[i];
+    SIEVE_CHECK(src >= 0 && src < a.layout.num_pages && dst >= 0 && dst < a.layout.num_pages);
+    for (int l = 0; l < a.layout.num_layers; ++l) {
+      const size_t layer_base = static_cast<size_t>(l) * a.layout.num_pages;
+      std::memcpy(arena + (layer_base + dst) * page_bytes, arena + (layer_base + src) * page_bytes,
+                  page_bytes);
+    }
+  }
+}
+
+void compact_kv(const CompactArgs& a) {
+  const KvCacheLayout& layout = a.layout;
+  SIEVE_CHECK_EQ(a.keep_slots.ndim(), 3);
+  SIEVE_CHECK_EQ(a.keep_slots.size(0), layout.num_layers);
+  SIEVE_CHECK_EQ(a.keep_slots.size(1), layout.num_kv_heads);
+  const int64_t max_keep = a.keep_slots.size(2);
+  const int64_t capacity = a.page_table.numel() * layout.tokens_per_page;
+  const size_t row_bytes = layout.head_dim * dtype_size(layout.dtype);
+  auto* arena = static_cast<std::byte*>(a.arena.raw());
+  const int32_t* pages = a.page_table.data<int32_t>();
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int l = 0; l < layout.num_layers; ++l) {
+    for (int h = 0; h < layout.num_kv_heads; ++h) {
+      const int32_t count = a.keep_counts.data<int32_t>()[l * layout.num_kv_heads + h];
+      const int32_t* keep = a.keep_slots.data<int32_t>() + (l * layout.num_kv_heads + h) * max_keep;
+      SIEVE_CHECK(count >= 0 && count <= max_keep);
+      for (int32_t j = 0; j < count; ++j) {
+        SIEVE_CHECK(keep[j] >= j && keep[j] < capacity && (j == 0 || keep[j] > keep[j - 1]))
+            << "keep slots must ascend within the sequence: slot " << keep[j] << " at " << j;
+        if (keep[j] == j) continue;
+        for (int kv = 0; kv < 2; ++kv) {
+          std::memmove(arena + slot_offset(layout, pages, l, kv, h, j),
+                       arena + slot_offset(layout, pages, l, kv, h, keep[j]), row_bytes);
+        }
+      }
+    }
+  }
+}
 
 void ref::attention(const AttentionArgs& args) { run_attention(args, /*parallel=*/false); }
 void ref::write_kv(const KvWriteArgs& args) { run_write_kv(args, /*parallel=*/false); }

@@ -29,6 +29,8 @@ void rope(const RopeArgs& args);
 void silu_mul(const TensorView& out, const TensorView& gate_up);
 void softmax(const TensorView& x);
 void write_kv(const KvWriteArgs& args);
+void copy_pages(const PageCopyArgs& args);
+void compact_kv(const CompactArgs& args);
 void attention(const AttentionArgs& args);
 void sample(const SampleArgs& args);
 
