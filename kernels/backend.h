@@ -68,8 +68,12 @@ struct KvWriteArgs {
 
 // Causal attention of a flat (varlen) batch over the paged cache. Sequence s owns query rows
 // [qo_indptr[s], qo_indptr[s+1]) and pages kv_indices[kv_indptr[s] .. kv_indptr[s+1]); its
-// first kv_lens[s] slots are valid, the last q_len of them being this step's own tokens. Query i
+// first kv_lens[s] slots are in use, the last q_len of them being this step's own tokens. Query i
 // of the step (0-based) sees slots [0, kv_len - q_len + i].
+//
+// A compacted sequence (kvcache::KvManager::compact) has dead slots: for KV head h of layer l
+// only [0, kv_head_lens[s][l][h]) (the packed survivors) and [kv_gap_ends[s], kv_len) (tokens
+// appended since) are valid. Both arrays are given together or not at all.
 struct AttentionArgs {
   TensorView q;           // [num_tokens, num_heads, head_dim]
   TensorView out;         // [num_tokens, num_heads, head_dim]
@@ -80,9 +84,8 @@ struct AttentionArgs {
   TensorView kv_indptr;   // i32 [num_seqs + 1]
   TensorView kv_indices;  // i32 [kv_indptr[num_seqs]]
   TensorView kv_lens;     // i32 [num_seqs]
-  // Optional i32 [num_seqs, num_layers, num_kv_heads]: per-(layer, KV head) valid slots after
-  // compaction; where given it replaces kv_lens for that head.
-  TensorView kv_head_lens;
+  TensorView kv_head_lens;  // optional i32 [num_seqs, num_layers, num_kv_heads]
+  TensorView kv_gap_ends;   // optional i32 [num_seqs]
   float scale = 1.0f;     // softmax scale, usually 1/sqrt(head_dim)
 };
 

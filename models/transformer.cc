@@ -53,6 +53,7 @@ Status Transformer::allocate_workspace() {
   for (Tensor* buffer : {&ids_, &positions_, &slots_, &rows_}) RETURN_IF_ERROR(alloc_i32(t, *buffer));
   for (Tensor* buffer : {&qo_indptr_, &kv_indptr_}) RETURN_IF_ERROR(alloc_i32(seqs + 1, *buffer));
   RETURN_IF_ERROR(alloc_i32(seqs, kv_lens_));
+  RETURN_IF_ERROR(alloc_i32(seqs, gap_ends_));
   RETURN_IF_ERROR(alloc_i32(seqs * c.num_layers * c.num_kv_heads, head_lens_));
   RETURN_IF_ERROR(alloc_i32(limits_.max_kv_indices, kv_indices_));
   RETURN_IF_ERROR(alloc({t, c.hidden_size}, hidden_));
@@ -143,6 +144,7 @@ void Transformer::attention_block(int layer, const StepBatch& batch, const Tenso
   args.kv_indices = kv_indices_view_;
   args.kv_lens = kv_lens_view_;
   args.kv_head_lens = head_lens_view_;
+  args.kv_gap_ends = gap_ends_view_;
   args.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   backend_.attention(args);
   (void)batch;
@@ -174,9 +176,13 @@ void Transformer::forward(const StepBatch& batch, const TensorView& kv_arena,
   kv_indptr_view_ = upload(batch.kv_indptr, kv_indptr_, batch.num_seqs() + 1);
   kv_indices_view_ = upload(batch.kv_indices, kv_indices_, batch.kv_indices.size());
   kv_lens_view_ = upload(batch.kv_lens, kv_lens_, batch.num_seqs());
+  SIEVE_CHECK_EQ(batch.kv_head_lens.empty(), batch.kv_gap_ends.empty());
   head_lens_view_ = batch.kv_head_lens.empty()
                         ? TensorView()
                         : upload(batch.kv_head_lens, head_lens_, batch.kv_head_lens.size());
+  gap_ends_view_ = batch.kv_gap_ends.empty()
+                       ? TensorView()
+                       : upload(batch.kv_gap_ends, gap_ends_, batch.num_seqs());
   if (c.rope_scaling.type == RopeType::kDynamic) rope_frequencies(batch);
 
   const TensorView hidden = hidden_.view().slice(0, 0, n);

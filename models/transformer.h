@@ -26,7 +26,9 @@ struct StepBatch {
   std::vector<int32_t> kv_indptr;     // [num_seqs + 1]
   std::vector<int32_t> kv_indices;    // page ids
   std::vector<int32_t> kv_lens;       // [num_seqs]
-  std::vector<int32_t> kv_head_lens;  // optional [num_seqs, num_layers, num_kv_heads]
+  // Optional, together: compacted sequences' valid slots (kernels::AttentionArgs).
+  std::vector<int32_t> kv_head_lens;  // [num_seqs, num_layers, num_kv_heads]
+  std::vector<int32_t> kv_gap_ends;   // [num_seqs]
   std::vector<int32_t> logits_indices;  // token rows whose logits are wanted
   // Optional [num_seqs]: the length dynamic-NTK RoPE computes a sequence's frequencies for
   // (default: its largest position in the step plus one). A chunked prompt passes the whole
@@ -82,11 +84,12 @@ class Transformer {
   Tensor hidden_, normed_, qkv_, attn_, proj_, gate_up_, act_;
   // Index arrays of the current step on the device.
   Tensor ids_, positions_, slots_, qo_indptr_, kv_indptr_, kv_indices_, kv_lens_, head_lens_,
+      gap_ends_,
       rows_, inv_freq_, token_inv_freq_, gathered_;
   Tensor host_inv_freq_;  // dynamic NTK only
   TensorView token_inv_freq_view_;
   TensorView positions_view_, slots_view_, qo_indptr_view_, kv_indptr_view_, kv_indices_view_,
-      kv_lens_view_, head_lens_view_;
+      kv_lens_view_, head_lens_view_, gap_ends_view_;
 };
 
 }  // namespace sieve::models

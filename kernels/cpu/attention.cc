@@ -1,6 +1,7 @@
 // Paged attention and KV writes on the CPU: the reference for the CUDA kernels, and the
 // production path of the CPU backend (parallel over query rows and heads).
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -38,29 +39,43 @@ void check_layout(const KvCacheLayout& layout, const TensorView& arena, int laye
   SIEVE_CHECK(layer >= 0 && layer < layout.num_layers) << "layer " << layer;
 }
 
-// One query row against the first `limit` slots of one KV head: out = softmax(q·Kᵀ·scale)·V.
-void attend(const float* q, float* out, const PagedHead& head, int64_t limit, int head_dim,
-            float scale, std::vector<float>& scores) {
+// The slots one query row reads: [0, prefix_end) and [gap_end, limit).
+struct SlotRange {
+  int64_t prefix_end;
+  int64_t gap_end;
+  int64_t limit;
+
+  int64_t count() const { return std::min(prefix_end, limit) + std::max<int64_t>(0, limit - gap_end); }
+  int64_t slot(int64_t i) const {  // the i-th valid slot
+    const int64_t first = std::min(prefix_end, limit);
+    return i < first ? i : gap_end + (i - first);
+  }
+};
+
+// One query row against its valid slots of one KV head: out = softmax(q·Kᵀ·scale)·V.
+void attend(const float* q, float* out, const PagedHead& head, const SlotRange& range,
+            int head_dim, float scale, std::vector<float>& scores) {
   std::memset(out, 0, head_dim * sizeof(float));
-  if (limit <= 0) return;
-  scores.resize(limit);
+  const int64_t n = range.count();
+  if (n <= 0) return;
+  scores.resize(n);
   float max = -INFINITY;
-  for (int64_t j = 0; j < limit; ++j) {
-    const float* k = head.slot(j, 0);
+  for (int64_t i = 0; i < n; ++i) {
+    const float* k = head.slot(range.slot(i), 0);
     float dot = 0;
     for (int d = 0; d < head_dim; ++d) dot += q[d] * k[d];
-    scores[j] = dot * scale;
-    max = std::max(max, scores[j]);
+    scores[i] = dot * scale;
+    max = std::max(max, scores[i]);
   }
   float sum = 0;
-  for (int64_t j = 0; j < limit; ++j) {
-    scores[j] = std::exp(scores[j] - max);
-    sum += scores[j];
+  for (int64_t i = 0; i < n; ++i) {
+    scores[i] = std::exp(scores[i] - max);
+    sum += scores[i];
   }
   const float inv = 1.0f / sum;
-  for (int64_t j = 0; j < limit; ++j) {
-    const float p = scores[j] * inv;
-    const float* v = head.slot(j, 1);
+  for (int64_t i = 0; i < n; ++i) {
+    const float p = scores[i] * inv;
+    const float* v = head.slot(range.slot(i), 1);
     for (int d = 0; d < head_dim; ++d) out[d] += p * v[d];
   }
 }
@@ -80,6 +95,9 @@ void run_attention(const AttentionArgs& a, bool parallel) {
   const int32_t* kv_indices = a.kv_indices.data<int32_t>();
   const int32_t* kv_lens = a.kv_lens.data<int32_t>();
   const int32_t* head_lens = a.kv_head_lens.empty() ? nullptr : a.kv_head_lens.data<int32_t>();
+  const int32_t* gap_ends = a.kv_gap_ends.empty() ? nullptr : a.kv_gap_ends.data<int32_t>();
+  SIEVE_CHECK_EQ(head_lens == nullptr, gap_ends == nullptr)
+      << "kv_head_lens and kv_gap_ends come together";
   const int64_t num_tokens = a.q.size(0);
 
   // Map each query row to its sequence once.
@@ -97,17 +115,20 @@ void run_attention(const AttentionArgs& a, bool parallel) {
       const int32_t s = seq_of_row[t];
       const int kv_head = h / group;
       const int64_t q_len = qo_indptr[s + 1] - qo_indptr[s];
-      const int64_t len =
-          head_lens ? head_lens[(s * a.layout.num_layers + a.layer) * a.layout.num_kv_heads +
-                                kv_head]
-                    : kv_lens[s];
-      const int64_t limit = len - q_len + (t - qo_indptr[s]) + 1;
+      const int64_t limit = kv_lens[s] - q_len + (t - qo_indptr[s]) + 1;
       SIEVE_CHECK_LE(limit, static_cast<int64_t>(kv_indptr[s + 1] - kv_indptr[s]) *
                                 a.layout.tokens_per_page);
+      SlotRange range{limit, limit, limit};
+      if (head_lens) {
+        range.prefix_end =
+            head_lens[(s * a.layout.num_layers + a.layer) * a.layout.num_kv_heads + kv_head];
+        range.gap_end = gap_ends[s];
+        SIEVE_CHECK_LE(range.prefix_end, range.gap_end);
+      }
       const PagedHead head{static_cast<const std::byte*>(a.arena.raw()), &a.layout,
                            kv_indices + kv_indptr[s], a.layer, kv_head};
       attend(a.q.data<float>() + t * a.q.stride(0) + h * a.q.stride(1),
-             a.out.data<float>() + t * a.out.stride(0) + h * a.out.stride(1), head, limit,
+             a.out.data<float>() + t * a.out.stride(0) + h * a.out.stride(1), head, range,
              a.layout.head_dim, a.scale, scores);
     }
   }

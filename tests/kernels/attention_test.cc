@@ -1,6 +1,6 @@
 // Paged attention against a dense reference computed here from the same keys and values laid out
 // contiguously: several sequences, GQA, chunked prefill over history, decode, shuffled pages and
-// per-(layer, KV head) valid lengths.
+// compacted sequences (per-(layer, KV head) survivors, a dead gap, then appended tokens).
 
 #include <gtest/gtest.h>
 
@@ -44,7 +44,7 @@ void run_case(const Case& c, uint32_t seed) {
   std::iota(pool.begin(), pool.end(), 0);
   std::shuffle(pool.begin(), pool.end(), rng);
 
-  std::vector<int32_t> qo_indptr{0}, kv_indptr{0}, kv_indices, kv_lens, head_lens;
+  std::vector<int32_t> qo_indptr{0}, kv_indptr{0}, kv_indices, kv_lens, head_lens, gap_ends;
   // Dense K/V per sequence: [kv_len][kv_heads][dim].
   std::vector<std::vector<float>> dense_k(num_seqs), dense_v(num_seqs);
   int next_page = 0;
@@ -59,10 +59,15 @@ void run_case(const Case& c, uint32_t seed) {
     dense_v[s].resize(dense_k[s].size());
     for (float& x : dense_k[s]) x = normal(rng);
     for (float& x : dense_v[s]) x = normal(rng);
+    // Compacted: head survivors [0, head_len), dead [head_len, gap_end), then appended slots up
+    // to kv_len, which hold this step's tokens.
+    const int history = seq.kv_len - seq.q_len;
+    const int gap_end = c.per_head_lens ? history - static_cast<int>(rng() % (history / 2 + 1))
+                                        : seq.kv_len;
+    gap_ends.push_back(gap_end);
     for (int l = 0; l < c.num_layers; ++l) {
       for (int h = 0; h < c.num_kv_heads; ++h) {
-        head_lens.push_back(c.per_head_lens ? std::max(seq.q_len, seq.kv_len - int(rng() % 5))
-                                            : seq.kv_len);
+        head_lens.push_back(c.per_head_lens ? static_cast<int>(rng() % (gap_end + 1)) : seq.kv_len);
       }
     }
   }
@@ -93,6 +98,7 @@ void run_case(const Case& c, uint32_t seed) {
   args.kv_lens = TensorView(kv_lens.data(), DType::kI32, {num_seqs});
   if (c.per_head_lens) {
     args.kv_head_lens = TensorView(head_lens.data(), DType::kI32, {int64_t(head_lens.size())});
+    args.kv_gap_ends = TensorView(gap_ends.data(), DType::kI32, {num_seqs});
   }
   args.scale = 1.0f / std::sqrt(float(c.head_dim));
   args.out = TensorView(out.data(), DType::kF32, {num_tokens, c.num_heads, c.head_dim});
@@ -107,25 +113,31 @@ void run_case(const Case& c, uint32_t seed) {
       const int t = qo_indptr[s] + i;
       for (int h = 0; h < c.num_heads; ++h) {
         const int kvh = h / group;
-        const int len = head_lens[(s * c.num_layers + c.layer) * c.num_kv_heads + kvh];
-        const int limit = len - seq.q_len + i + 1;
-        const float* qv = &q[(size_t(t) * c.num_heads + h) * c.head_dim];
-        std::vector<double> p(limit);
-        double max = -INFINITY;
+        const int prefix = head_lens[(s * c.num_layers + c.layer) * c.num_kv_heads + kvh];
+        const int limit = seq.kv_len - seq.q_len + i + 1;
+        std::vector<int> valid;
         for (int j = 0; j < limit; ++j) {
+          if (j < prefix || j >= gap_ends[s]) valid.push_back(j);
+        }
+        const float* qv = &q[(size_t(t) * c.num_heads + h) * c.head_dim];
+        std::vector<double> p(valid.size());
+        double max = -INFINITY;
+        for (size_t vi = 0; vi < valid.size(); ++vi) {
+          const int j = valid[vi];
           double dot = 0;
           for (int d = 0; d < c.head_dim; ++d) {
             dot += double(qv[d]) * dense_k[s][(size_t(j) * c.num_kv_heads + kvh) * c.head_dim + d];
           }
-          p[j] = dot / std::sqrt(double(c.head_dim));
-          max = std::max(max, p[j]);
+          p[vi] = dot / std::sqrt(double(c.head_dim));
+          max = std::max(max, p[vi]);
         }
         double sum = 0;
         for (double& x : p) sum += (x = std::exp(x - max));
         for (int d = 0; d < c.head_dim; ++d) {
           double expect = 0;
-          for (int j = 0; j < limit; ++j) {
-            expect += p[j] / sum * dense_v[s][(size_t(j) * c.num_kv_heads + kvh) * c.head_dim + d];
+          for (size_t vi = 0; vi < valid.size(); ++vi) {
+            expect += p[vi] / sum *
+                      dense_v[s][(size_t(valid[vi]) * c.num_kv_heads + kvh) * c.head_dim + d];
           }
           const size_t o = (size_t(t) * c.num_heads + h) * c.head_dim + d;
           ASSERT_NEAR(out[o], expect, 1e-4) << "seq " << s << " row " << i << " head " << h;
@@ -143,7 +155,7 @@ TEST_P(PagedAttention, MatchesDenseReference) {
   run_case(c, seed);
 }
 
-TEST_P(PagedAttention, HonoursPerHeadValidLengths) {
+TEST_P(PagedAttention, SkipsTheDeadSlotsOfCompactedSequences) {
   Case c{{{40, 1}, {33, 3}, {17, 1}}, 6, 3, 8, 4, 2, 0, true};
   run_case(c, GetParam());
 }

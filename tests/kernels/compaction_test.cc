@@ -79,7 +79,8 @@ TEST(Compaction, AttentionOverTheCompactedCacheEqualsAttentionOverTheKeptTokens)
 
     std::vector<float> q(kHeads * kDim);
     for (float& x : q) x = normal(rng);
-    std::vector<int32_t> qo_indptr = {0, 1}, kv_indptr = {0, 6}, kv_lens = {n};
+    // The decode query is the last kept token; slots [count, n) are dead (gap_end = n).
+    std::vector<int32_t> qo_indptr = {0, 1}, kv_indptr = {0, 6}, kv_lens = {n}, gap_ends = {n};
     for (int l = 0; l < kLayers; ++l) {
       std::vector<float> out(q.size(), NAN);
       AttentionArgs args;
@@ -93,6 +94,7 @@ TEST(Compaction, AttentionOverTheCompactedCacheEqualsAttentionOverTheKeptTokens)
       args.kv_indices = TensorView(pages.data(), DType::kI32, {6});
       args.kv_lens = TensorView(kv_lens.data(), DType::kI32, {1});
       args.kv_head_lens = TensorView(counts.data(), DType::kI32, {kLayers * kKvHeads});
+      args.kv_gap_ends = TensorView(gap_ends.data(), DType::kI32, {1});
       args.scale = 1.0f / std::sqrt(float(kDim));
       attention(args);
       for (int h = 0; h < kHeads; ++h) {
