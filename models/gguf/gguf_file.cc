@@ -517,7 +517,12 @@ StatusOr<std::vector<float>> GgufFile::get_float_array(std::string_view key) con
     if (!v) {
       return key_error(key, "must be an array of numbers (it is " + type_description(*array) + ")");
     }
-    out.push_back(static_cast<float>(*v));
+    // Out of float's range the conversion is undefined: saturate to infinity as IEEE would.
+    const double d = *v;
+    const double max = std::numeric_limits<float>::max();
+    out.push_back(d > max    ? std::numeric_limits<float>::infinity()
+                  : d < -max ? -std::numeric_limits<float>::infinity()
+                             : static_cast<float>(d));
   }
   return out;
 }

@@ -1,8 +1,10 @@
 #include "models/gguf/gguf_model.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
+#include <numbers>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -78,6 +80,72 @@ Status read_rope_scaling(const GgufFile& file, const std::string& arch, ModelCon
   }
   ASSIGN_OR_RETURN(rope.original_max_position_embeddings,
                    positive_int(file, prefix + "original_context_length", 0));
+  return OkStatus();
+}
+
+// llama.cpp's converter stores Llama 3 RoPE scaling as per-frequency divisors (rope_freqs.weight)
+// rather than metadata. Recovers transformers' llama3 parameters from them, assuming its
+// low_freq_factor 1 and high_freq_factor 4 (every Llama 3.x release), and checks that these
+// reproduce every divisor. With f_i the divisor of frequency i and wavelength w_i =
+// 2*pi*theta^(2i/d): f_i = 1 (w_i < L/4), factor (w_i > L), else 1 / ((1 - s) / factor + s), s = (L
+// / w_i - 1) / 3.
+Status read_llama3_rope(const GgufFile& file, ModelConfig* c) {
+  const TensorInfo* info = file.find_tensor("rope_freqs.weight");
+  if (info == nullptr) return OkStatus();
+  const int64_t n = c->rotary_dim() / 2;
+  if (info->type != GgmlType::kF32 || info->numel != n) {
+    return file_error(file, "tensor 'rope_freqs.weight' must be F32 with " + std::to_string(n) +
+                                " values (rotary_dim / 2)");
+  }
+  if (c->rope_scaling.type != RopeType::kDefault) {
+    return file_error(file, "tensor 'rope_freqs.weight' and rope.scaling.type both scale RoPE");
+  }
+  std::vector<float> f(static_cast<size_t>(n));
+  std::memcpy(f.data(), info->data, f.size() * sizeof(float));
+  const double factor = *std::max_element(f.begin(), f.end());
+  if (factor == 1.0) return OkStatus();
+  constexpr double kLow = 1.0, kHigh = 4.0;
+  const auto wavelen = [&](int64_t i) {
+    return 2.0 * std::numbers::pi *
+           std::pow(c->rope_theta, 2.0 * static_cast<double>(i) / c->rotary_dim());
+  };
+  // L from the smoothly scaled frequencies; without any, a length between the two regions.
+  double sum = 0.0, lo = 0.0, hi = std::numeric_limits<double>::infinity();
+  int64_t num_medium = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double fi = f[static_cast<size_t>(i)];
+    if (fi <= 1.0) {
+      lo = std::max(lo, kHigh * wavelen(i));
+    } else if (fi >= factor) {
+      hi = std::min(hi, wavelen(i) * kLow);
+    } else {
+      const double smooth = (1.0 / fi - 1.0 / factor) / (1.0 - 1.0 / factor);
+      sum += wavelen(i) * (smooth * (kHigh - kLow) + kLow);
+      ++num_medium;
+    }
+  }
+  const double length = num_medium > 0                 ? sum / static_cast<double>(num_medium)
+                        : (8192.0 > lo && 8192.0 < hi) ? 8192.0
+                                                       : (lo + std::min(hi, 2.0 * lo + 1.0)) / 2;
+  const bool fits = factor <= 1e6 && length >= 1.0 && length <= 1e9;
+  const double original = fits ? std::round(length) : 0.0;
+  for (int64_t i = 0; fits && i < n; ++i) {
+    const double w = wavelen(i);
+    const double smooth = (original / w - kLow) / (kHigh - kLow);
+    const double expected = w < original / kHigh  ? 1.0
+                            : w > original / kLow ? factor
+                                                  : 1.0 / ((1.0 - smooth) / factor + smooth);
+    if (!(std::fabs(expected - f[static_cast<size_t>(i)]) <= 1e-3 * expected)) {
+      return file_error(file, "tensor 'rope_freqs.weight' is not Llama 3 RoPE scaling " +
+                                  std::string("(low_freq_factor 1, high_freq_factor 4)"));
+    }
+  }
+  if (!fits) return file_error(file, "tensor 'rope_freqs.weight' has absurd scaling factors");
+  c->rope_scaling.type = RopeType::kLlama3;
+  c->rope_scaling.factor = factor;
+  c->rope_scaling.low_freq_factor = kLow;
+  c->rope_scaling.high_freq_factor = kHigh;
+  c->rope_scaling.original_max_position_embeddings = static_cast<int>(original);
   return OkStatus();
 }
 
@@ -234,6 +302,9 @@ StatusOr<ModelConfig> read_model_config(const GgufFile& file) {
   }
   ASSIGN_OR_RETURN(c.head_dim,
                    positive_int(file, arch + ".attention.key_length", c.hidden_size / c.num_heads));
+  if (int64_t{c.num_heads} * c.head_dim > std::numeric_limits<int>::max()) {
+    return file_error(file, "attention.head_count times the head size overflows");
+  }
   ASSIGN_OR_RETURN(const int rotary_dim,
                    positive_int(file, arch + ".rope.dimension_count", c.head_dim));
   if (rotary_dim > c.head_dim || rotary_dim % 2 != 0) {
@@ -248,6 +319,7 @@ StatusOr<ModelConfig> read_model_config(const GgufFile& file) {
     return file_error(file, "layer_norm_rms_epsilon and rope.freq_base must be positive");
   }
   RETURN_IF_ERROR(read_rope_scaling(file, arch, &c));
+  RETURN_IF_ERROR(read_llama3_rope(file, &c));
 
   int vocab_fallback = 0;
   if (const Value* tokens = file.find("tokenizer.ggml.tokens"); tokens && tokens->is_array()) {
@@ -265,7 +337,7 @@ StatusOr<ModelConfig> read_model_config(const GgufFile& file) {
   c.tie_word_embeddings = file.find_tensor("output.weight") == nullptr;
   c.attention_bias = file.find_tensor("blk.0.attn_q.bias") != nullptr;
   c.qk_norm = file.find_tensor("blk.0.attn_q_norm.weight") != nullptr;
-  const size_t vocab = static_cast<size_t>(c.vocab_size);
+  const auto vocab = static_cast<size_t>(c.vocab_size);
   ASSIGN_OR_RETURN(c.bos_token_id, token_id(file, "tokenizer.ggml.bos_token_id", vocab));
   for (const char* key : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
                           "tokenizer.ggml.eom_token_id"}) {
@@ -327,17 +399,27 @@ StatusOr<VocabData> read_vocab(const GgufFile& file) {
   return v;
 }
 
-StatusOr<GgufModel> load_gguf_model(const std::string& path) {
-  ASSIGN_OR_RETURN(const GgufFile file, GgufFile::open(path));
+StatusOr<GgufModel> load_gguf_model(const GgufFile& file) {
   GgufModel model;
   ASSIGN_OR_RETURN(model.config, read_model_config(file));
   ASSIGN_OR_RETURN(model.vocab, read_vocab(file));
+  // Each layer has at least 9 weights: bound the layer count before listing them.
+  if (static_cast<uint64_t>(model.config.num_layers) > file.tensors().size() / 9) {
+    return file_error(file, "block_count " + std::to_string(model.config.num_layers) +
+                                " is more than " + std::to_string(file.tensors().size()) +
+                                " tensors can hold");
+  }
   for (const WeightSpec& spec : weight_specs(file, model.config)) {
     ASSIGN_OR_RETURN(Tensor tensor, load_weight(file, spec));
     model.tensors.emplace(spec.hf_name, std::move(tensor));
   }
   model.file = file.file();
   return model;
+}
+
+StatusOr<GgufModel> load_gguf_model(const std::string& path) {
+  ASSIGN_OR_RETURN(const GgufFile file, GgufFile::open(path));
+  return load_gguf_model(file);
 }
 
 }  // namespace sieve::models::gguf

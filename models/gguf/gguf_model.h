@@ -30,6 +30,8 @@ struct GgufModel {
 // Opens, validates and dequantizes the model at `path`. Errors name the file and the key or
 // tensor at fault (unsupported architecture, missing tensor, wrong shape, unsupported type).
 StatusOr<GgufModel> load_gguf_model(const std::string& path);
+// The same from a parsed file (model.file is the file's mapping, null for GgufFile::parse).
+StatusOr<GgufModel> load_gguf_model(const GgufFile& file);
 
 // The config from `<arch>.*` metadata and the tensors present (bias, q/k norm, output).
 StatusOr<ModelConfig> read_model_config(const GgufFile& file);

@@ -218,6 +218,7 @@ Status dequantize(GgmlType type, const std::byte* src, int64_t numel, float* out
     return InvalidArgumentError(std::to_string(numel) + " elements is not a whole number of " +
                                 std::string(traits->name) + " blocks");
   }
+  if (numel == 0) return OkStatus();  // `out` may be null then, and memcpy must not see it
   traits->dequantize(src, numel / traits->block_size, out);
   return OkStatus();
 }
