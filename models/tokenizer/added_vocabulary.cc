@@ -120,7 +120,6 @@ void AddedTokenMatcher::split(std::string_view text, std::vector<TextSpan>* span
     spans->push_back({start, stop, token.id});
     start_offset = stop;
     pos = std::max(pos, stop);  // HF resumes at the match end; differs only for whitespace tokens
-
   }
   if (start_offset < text.size() || spans->size() == first_span) {
     spans->push_back({start_offset, text.size(), -1});

@@ -6,12 +6,18 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace sieve::models {
 
 // One entry of tokenizer.json's added_tokens (GGUF control tokens become special ones).
 struct AddedToken {
+  AddedToken() = default;
+  // A token as GGUF and SentencePiece models define them: no stripping, matched in raw text.
+  AddedToken(int32_t id, std::string content, bool special)
+      : id(id), content(std::move(content)), special(special) {}
+
   int32_t id = -1;
   std::string content;
   bool single_word = false;

@@ -47,9 +47,8 @@ void split_by_behavior(const std::vector<Span>& spans, SplitBehavior behavior, c
     case SplitBehavior::kContiguous:
     case SplitBehavior::kMergedWithPrevious:
       for (const Span& s : spans) {
-        const bool merge = behavior == SplitBehavior::kContiguous
-                               ? s.is_match == previous_match
-                               : s.is_match && !previous_match;
+        const bool merge = behavior == SplitBehavior::kContiguous ? s.is_match == previous_match
+                                                                  : s.is_match && !previous_match;
         if (merge && out->size() > first_out) {
           out->back().end = static_cast<uint32_t>(s.end);
         } else {
@@ -143,12 +142,12 @@ void apply_step(const PreTokenizerStep& step, Piece piece, std::string* buffer,
       const std::string_view text(buffer->data() + piece.begin, piece.end - piece.begin);
       step.regex->find_all(text, matches);
       for (auto& [begin, end] : *matches) begin += piece.begin, end += piece.begin;
-      spans_from_matches(piece, *matches, step.kind == PreTokenizerStep::Kind::kSplit && step.invert,
-                         spans);
-      split_by_behavior(*spans, step.kind == PreTokenizerStep::Kind::kSplit
-                                    ? step.behavior
-                                    : SplitBehavior::kIsolated,
-                        piece, out);
+      spans_from_matches(piece, *matches,
+                         step.kind == PreTokenizerStep::Kind::kSplit && step.invert, spans);
+      split_by_behavior(
+          *spans,
+          step.kind == PreTokenizerStep::Kind::kSplit ? step.behavior : SplitBehavior::kIsolated,
+          piece, out);
       return;
     }
     case PreTokenizerStep::Kind::kDigits: {
@@ -161,20 +160,18 @@ void apply_step(const PreTokenizerStep& step, Piece piece, std::string* buffer,
         pos += s.length;
       }
       spans_from_matches(piece, *matches, false, spans);
-      split_by_behavior(*spans,
-                        step.individual_digits ? SplitBehavior::kIsolated
-                                               : SplitBehavior::kContiguous,
-                        piece, out);
+      split_by_behavior(
+          *spans, step.individual_digits ? SplitBehavior::kIsolated : SplitBehavior::kContiguous,
+          piece, out);
       return;
     }
     case PreTokenizerStep::Kind::kMetaspace: {
       std::string rewritten;
       replace_all(std::string_view(buffer->data() + piece.begin, piece.end - piece.begin), " ",
                   step.replacement, &rewritten);
-      const bool prepend =
-          (step.prepend_scheme == PrependScheme::kAlways ||
-           (step.prepend_scheme == PrependScheme::kFirst && piece.at_start)) &&
-          !std::string_view(rewritten).starts_with(step.replacement);
+      const bool prepend = (step.prepend_scheme == PrependScheme::kAlways ||
+                            (step.prepend_scheme == PrependScheme::kFirst && piece.at_start)) &&
+                           !std::string_view(rewritten).starts_with(step.replacement);
       if (prepend) rewritten.insert(0, step.replacement);
       piece.begin = static_cast<uint32_t>(buffer->size());
       buffer->append(rewritten);
@@ -196,9 +193,8 @@ void apply_step(const PreTokenizerStep& step, Piece piece, std::string* buffer,
 StatusOr<std::shared_ptr<const Regex>> Regex::compile(std::string_view pattern) {
   int error = 0;
   PCRE2_SIZE error_offset = 0;
-  pcre2_code* code =
-      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
-                    PCRE2_UTF | PCRE2_UCP, &error, &error_offset, nullptr);
+  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                                   PCRE2_UTF | PCRE2_UCP, &error, &error_offset, nullptr);
   if (code == nullptr) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error, message, sizeof(message));
@@ -212,14 +208,13 @@ StatusOr<std::shared_ptr<const Regex>> Regex::compile(std::string_view pattern) 
 
 Regex::~Regex() { pcre2_code_free(code_); }
 
-void Regex::find_all(std::string_view text,
-                     std::vector<std::pair<size_t, size_t>>* matches) const {
+void Regex::find_all(std::string_view text, std::vector<std::pair<size_t, size_t>>* matches) const {
   thread_local MatchState state;
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   size_t offset = 0;
   while (offset < text.size()) {
-    const int rc = pcre2_match(code_, subject, text.size(), offset, PCRE2_NO_UTF_CHECK,
-                               state.data, state.context);
+    const int rc = pcre2_match(code_, subject, text.size(), offset, PCRE2_NO_UTF_CHECK, state.data,
+                               state.context);
     if (rc == PCRE2_ERROR_NOMATCH) break;
     if (rc < 0) {
       // Only resource limits can fail here; the rest of the text stays one unmatched piece.
@@ -298,7 +293,7 @@ Status pipeline_for_gguf_pre(std::string_view pre, std::vector<NormalizerStep>* 
     split_pattern = kLlama3Pattern;
   } else if (pre == "qwen2") {
     split_pattern = kQwen2Pattern;
-    normalizer->push_back({.kind = NormalizerStep::Kind::kUnicode});
+    normalizer->emplace_back(NormalizerStep::Kind::kUnicode);
   } else if (pre == "smollm" || pre == "starcoder" || pre == "refact") {
     digits = true;
   } else {
@@ -308,14 +303,15 @@ Status pipeline_for_gguf_pre(std::string_view pre, std::vector<NormalizerStep>* 
         pre));
   }
   if (digits) {
-    pre_tokenizer->push_back(
-        {.kind = PreTokenizerStep::Kind::kDigits, .individual_digits = true});
+    PreTokenizerStep step(PreTokenizerStep::Kind::kDigits);
+    step.individual_digits = true;
+    pre_tokenizer->push_back(std::move(step));
   }
-  PreTokenizerStep byte_level{.kind = PreTokenizerStep::Kind::kByteLevel};
+  PreTokenizerStep byte_level(PreTokenizerStep::Kind::kByteLevel);
   if (split_pattern.empty()) {
     ASSIGN_OR_RETURN(byte_level.regex, Regex::compile(kGpt2Pattern));
   } else {
-    PreTokenizerStep split{.kind = PreTokenizerStep::Kind::kSplit};
+    PreTokenizerStep split(PreTokenizerStep::Kind::kSplit);
     ASSIGN_OR_RETURN(split.regex, Regex::compile(split_pattern));
     pre_tokenizer->push_back(std::move(split));
   }

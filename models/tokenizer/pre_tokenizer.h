@@ -44,7 +44,8 @@ inline constexpr std::string_view kQwen2Pattern =
 // One normalizer of tokenizer.json's "normalizer" (a Sequence is flattened).
 struct NormalizerStep {
   enum class Kind { kUnicode, kPrepend, kReplace };
-  Kind kind = Kind::kUnicode;
+  explicit NormalizerStep(Kind kind) : kind(kind) {}
+  Kind kind;
   unicode::NormalForm form = unicode::NormalForm::kNfc;  // kUnicode
   std::string text;                                      // kPrepend: prefix; kReplace: content
   std::string pattern;                                   // kReplace: literal to replace
@@ -63,15 +64,16 @@ enum class PrependScheme { kAlways, kFirst, kNever };
 // One pre-tokenizer of tokenizer.json's "pre_tokenizer" (a Sequence is flattened).
 struct PreTokenizerStep {
   enum class Kind { kSplit, kByteLevel, kDigits, kMetaspace };
-  Kind kind = Kind::kSplit;
+  explicit PreTokenizerStep(Kind kind) : kind(kind) {}
+  Kind kind;
   std::shared_ptr<const Regex> regex;  // kSplit; kByteLevel with use_regex (GPT-2's pattern)
   SplitBehavior behavior = SplitBehavior::kIsolated;
-  bool invert = false;                   // kSplit
-  bool add_prefix_space = false;         // kByteLevel
-  bool individual_digits = false;        // kDigits
-  std::string replacement = "\u2581";    // kMetaspace
+  bool invert = false;                 // kSplit
+  bool add_prefix_space = false;       // kByteLevel
+  bool individual_digits = false;      // kDigits
+  std::string replacement = "\u2581";  // kMetaspace
   PrependScheme prepend_scheme = PrependScheme::kAlways;
-  bool split = true;                     // kMetaspace: split on the replacement
+  bool split = true;  // kMetaspace: split on the replacement
 };
 
 // A word: bytes [begin, end) of a scratch buffer.

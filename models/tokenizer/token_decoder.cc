@@ -23,9 +23,8 @@ std::string byte_level_bytes(std::string_view text) {
   std::string bytes;
   for (size_t pos = 0; pos < text.size();) {
     const unicode::Utf8Step step = unicode::decode_utf8(text, pos);
-    const int byte = step.kind == unicode::Utf8Step::kValid
-                         ? unicode::code_point_to_byte(step.code_point)
-                         : -1;
+    const int byte =
+        step.kind == unicode::Utf8Step::kValid ? unicode::code_point_to_byte(step.code_point) : -1;
     if (byte < 0) return std::string(text);
     bytes.push_back(static_cast<char>(byte));
     pos += step.length;
@@ -70,8 +69,8 @@ TokenDecoder::TokenDecoder(DecoderSpec spec, const std::vector<std::string>& tok
         break;
       case DecoderSpec::Kind::kMetaspace:
         pieces_.push_back(replace_all(text, spec_.replacement, " "));
-        first_pieces_.push_back(
-            spec_.strip_first ? replace_all(text, spec_.replacement, "") : pieces_.back());
+        first_pieces_.push_back(spec_.strip_first ? replace_all(text, spec_.replacement, "")
+                                                  : pieces_.back());
         break;
       case DecoderSpec::Kind::kJoin:
         pieces_.push_back(text);
@@ -91,8 +90,7 @@ void TokenDecoder::Stream::push(int32_t id, std::string* out) {
     case DecoderSpec::Kind::kByteLevel: {
       pending_.append(piece);
       const size_t hold = unicode::incomplete_utf8_suffix(pending_);
-      unicode::append_lossy_utf8(std::string_view(pending_).substr(0, pending_.size() - hold),
-                                 out);
+      unicode::append_lossy_utf8(std::string_view(pending_).substr(0, pending_.size() - hold), out);
       pending_.erase(0, pending_.size() - hold);
       return;
     }

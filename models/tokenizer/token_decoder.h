@@ -18,9 +18,9 @@ struct DecoderSpec {
     kJoin,           // no decoder: tokens joined by " "
   };
   Kind kind = Kind::kByteLevel;
-  bool replace_metaspace = true;  // kSentencePiece: has the Replace("▁", " ") step
-  bool byte_fallback = true;      // kSentencePiece: <0xXX> tokens are raw bytes
-  int strip_leading_spaces = 0;   // kSentencePiece: Strip's `start`
+  bool replace_metaspace = true;       // kSentencePiece: has the Replace("▁", " ") step
+  bool byte_fallback = true;           // kSentencePiece: <0xXX> tokens are raw bytes
+  int strip_leading_spaces = 0;        // kSentencePiece: Strip's `start`
   std::string replacement = "\u2581";  // kMetaspace
   bool strip_first = true;             // kMetaspace: prepend_scheme is not "never"
 };
@@ -54,7 +54,7 @@ class TokenDecoder {
 
  private:
   DecoderSpec spec_;
-  std::vector<std::string> pieces_;  // per id: bytes (kByteLevel) or text with "▁" replaced
+  std::vector<std::string> pieces_;        // per id: bytes (kByteLevel) or text with "▁" replaced
   std::vector<std::string> first_pieces_;  // kMetaspace: the text when the token comes first
   std::vector<int16_t> byte_values_;       // kSentencePiece: 0..255 for <0xXX> tokens, else -1
 };

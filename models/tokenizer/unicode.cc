@@ -1,9 +1,9 @@
 #include "models/tokenizer/unicode.h"
 
+#include <utf8proc.h>
+
 #include <array>
 #include <cstdlib>
-
-#include <utf8proc.h>
 
 #include "core/check.h"
 
@@ -138,8 +138,8 @@ int code_point_to_byte(char32_t code_point) {
 
 bool is_whitespace(char32_t c) {
   return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
-         c == 0x205F || c == 0x3000;
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
+         c == 0x3000;
 }
 
 bool is_word_char(char32_t c) {
@@ -192,10 +192,9 @@ std::string normalize(std::string_view text, NormalForm form) {
       break;
   }
   utf8proc_uint8_t* mapped = nullptr;
-  const utf8proc_ssize_t length =
-      utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()),
-                   static_cast<utf8proc_ssize_t>(text.size()), &mapped,
-                   static_cast<utf8proc_option_t>(options));
+  const utf8proc_ssize_t length = utf8proc_map(
+      reinterpret_cast<const utf8proc_uint8_t*>(text.data()),
+      static_cast<utf8proc_ssize_t>(text.size()), &mapped, static_cast<utf8proc_option_t>(options));
   // The callers pass valid UTF-8, so utf8proc can only fail by running out of memory.
   SIEVE_CHECK(length >= 0) << utf8proc_errmsg(length);
   std::string result(reinterpret_cast<const char*>(mapped), static_cast<size_t>(length));
