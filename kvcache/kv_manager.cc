@@ -14,10 +14,10 @@ StatusOr<std::unique_ptr<KvManager>> KvManager::create(const KvManagerConfig& co
   }
   const KvGeometry& g = config.geometry;
   if (g.num_layers <= 0 || g.num_kv_heads <= 0 || g.head_dim <= 0) {
-    return InvalidArgumentError("KV geometry must be positive, got num_layers=" +
-                                std::to_string(g.num_layers) + " num_kv_heads=" +
-                                std::to_string(g.num_kv_heads) + " head_dim=" +
-                                std::to_string(g.head_dim));
+    return InvalidArgumentError(
+        "KV geometry must be positive, got num_layers=" + std::to_string(g.num_layers) +
+        " num_kv_heads=" + std::to_string(g.num_kv_heads) +
+        " head_dim=" + std::to_string(g.head_dim));
   }
   int max_tokens_per_page = 0;
   for (const KvFormat& format : kKvFormats) {
@@ -39,9 +39,7 @@ StatusOr<std::unique_ptr<KvManager>> KvManager::create(const KvManagerConfig& co
 }
 
 KvManager::KvManager(const KvManagerConfig& config)
-    : config_(config),
-      pool_(config.num_pages),
-      prefix_(pool_, config.enable_prefix_caching) {
+    : config_(config), pool_(config.num_pages), prefix_(pool_, config.enable_prefix_caching) {
   for (const KvFormat& format : kKvFormats) {
     namespace_hashes_.push_back(PrefixCache::namespace_hash(config.model_id, format.name));
   }
@@ -110,9 +108,8 @@ int KvManager::num_pages_needed(SeqId seq, int num_new_tokens) const {
   SIEVE_CHECK_GE(num_new_tokens, 0);
   if (num_new_tokens == 0) return 0;
   const PageTable& table = state(seq).table;
-  const int grow =
-      pages_for_tokens(table.num_tokens + num_new_tokens, table.tokens_per_page) -
-      table.num_pages();
+  const int grow = pages_for_tokens(table.num_tokens + num_new_tokens, table.tokens_per_page) -
+                   table.num_pages();
   const bool last_partial = table.num_tokens % table.tokens_per_page != 0;
   const bool copy_last = last_partial && pool_.ref_count(table.pages.back()) > 1;
   return grow + (copy_last ? 1 : 0);

@@ -27,9 +27,9 @@ using SeqId = uint64_t;
 // Sizes the pool. Each sequence's format then decides its tokens per page.
 struct KvManagerConfig {
   int num_pages = 0;
-  size_t page_bytes = 0;   // bytes of one page across all layers
+  size_t page_bytes = 0;  // bytes of one page across all layers
   KvGeometry geometry;
-  std::string model_id;    // namespaces prefix-cache hashes
+  std::string model_id;  // namespaces prefix-cache hashes
   bool enable_prefix_caching = true;
 };
 

@@ -49,15 +49,14 @@ class FakeArena {
   ::testing::AssertionResult holds(const PageTable& table,
                                    std::span<const int32_t> expected) const {
     if (static_cast<size_t>(table.num_tokens) != expected.size()) {
-      return ::testing::AssertionFailure() << "table holds " << table.num_tokens
-                                           << " slots, expected " << expected.size();
+      return ::testing::AssertionFailure()
+             << "table holds " << table.num_tokens << " slots, expected " << expected.size();
     }
     for (int i = 0; i < table.num_tokens; ++i) {
       if (read(table, i) != expected[i]) {
-        return ::testing::AssertionFailure() << "slot " << i << " (page "
-                                             << table.pages[i / table.tokens_per_page]
-                                             << ") holds " << read(table, i) << ", expected "
-                                             << expected[i];
+        return ::testing::AssertionFailure()
+               << "slot " << i << " (page " << table.pages[i / table.tokens_per_page] << ") holds "
+               << read(table, i) << ", expected " << expected[i];
       }
     }
     return ::testing::AssertionSuccess();

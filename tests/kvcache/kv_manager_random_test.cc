@@ -44,20 +44,20 @@ class KvManagerRandomTest {
   void run(int num_ops) {
     for (int op = 0; op < num_ops; ++op) {
       SCOPED_TRACE("op " + std::to_string(op));
-      switch (std::uniform_int_distribution<int>(0, 9)(rng_)) {
-        case 0:
-        case 1: add(); break;
-        case 2:
-        case 3:
-        case 4:
-        case 5: grow(); break;
-        case 6: fork(); break;
-        case 7: free(); break;
-        case 8: compact(); break;
-        default: grow(); break;
+      const int kind = random_int(0, 9);  // of 10: add 2, grow 5, fork, free, compact 1 each
+      if (kind < 2) {
+        add();
+      } else if (kind < 7) {
+        grow();
+      } else if (kind == 7) {
+        fork();
+      } else if (kind == 8) {
+        free();
+      } else {
+        compact();
       }
       check();
-      if (::testing::Test::HasFatalFailure() || ::testing::Test::HasNonfatalFailure()) return;
+      if (::testing::Test::HasFailure()) return;
     }
     while (!live_.empty()) free();
     EXPECT_EQ(kv_->usage().num_used, 0);

@@ -106,8 +106,8 @@ TEST(KvManager, SecondSequenceSharesTheCachedPrefixPages) {
   run_tokens(*kv, arena, 1, a, 10);
   kv->add_sequence(2, KvFormatId::kBF16);
   EXPECT_EQ(kv->attach_cached_prefix(2, b), 8);
-  EXPECT_EQ(kv->page_table(2).pages,
-            std::vector<PageId>(kv->page_table(1).pages.begin(), kv->page_table(1).pages.begin() + 2));
+  EXPECT_EQ(kv->page_table(2).pages, std::vector<PageId>(kv->page_table(1).pages.begin(),
+                                                         kv->page_table(1).pages.begin() + 2));
   EXPECT_EQ(kv->pool().ref_count(kv->page_table(2).pages[0]), 2);
   run_tokens(*kv, arena, 2, b, 3);
   EXPECT_TRUE(arena.holds(kv->page_table(1), a));
