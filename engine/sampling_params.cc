@@ -34,6 +34,18 @@ Status validate(const SamplingParams& p) {
   if (!(p.frequency_penalty >= -2.0f && p.frequency_penalty <= 2.0f)) {
     return bad("frequency_penalty", "must be in [-2, 2]");
   }
+  if (p.n < 1 || p.n > 128) return bad("n", "must be in [1, 128], got " + std::to_string(p.n));
+  if (p.logprobs < -1 || p.logprobs > kMaxLogprobs) {
+    return bad("logprobs", "must be in [0, " + std::to_string(kMaxLogprobs) + "], got " +
+                               std::to_string(p.logprobs));
+  }
+  if (p.prompt_logprobs < -1 || p.prompt_logprobs > kMaxLogprobs) {
+    return bad("prompt_logprobs", "must be in [0, " + std::to_string(kMaxLogprobs) + "], got " +
+                                      std::to_string(p.prompt_logprobs));
+  }
+  for (const std::string& s : p.stop) {
+    if (s.empty()) return bad("stop", "strings must not be empty");
+  }
   return OkStatus();
 }
 

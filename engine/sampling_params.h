@@ -24,7 +24,16 @@ struct SamplingParams {
   float repetition_penalty = 1.0f;
   float presence_penalty = 0.0f;
   float frequency_penalty = 0.0f;
+  std::vector<std::string> stop;  // stop strings: never cut inside nor leaked partially
+  bool include_stop_str_in_output = false;
+  int n = 1;                      // parallel samples sharing the prompt's pages
+  int logprobs = -1;              // -1 = none; k >= 0: the sampled token's and the top-k
+  int prompt_logprobs = -1;       // -1 = none; k >= 0: per prompt token
+  bool skip_special_tokens = true;
 };
+
+// Most top logprobs a request may ask for (vLLM's default max_logprobs).
+inline constexpr int kMaxLogprobs = 20;
 
 // Checks ranges that do not depend on the model.
 Status validate(const SamplingParams& params);

@@ -1,0 +1,28 @@
+#include "engine/output_stream.h"
+
+namespace sieve::engine {
+
+void OutputStream::push(RequestOutput output) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (output.finished_request) closed_ = true;
+    queue_.push_back(std::move(output));
+  }
+  ready_.notify_all();
+}
+
+std::optional<RequestOutput> OutputStream::next(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  ready_.wait_for(lock, timeout, [&] { return !queue_.empty() || closed_; });
+  if (queue_.empty()) return std::nullopt;
+  RequestOutput out = std::move(queue_.front());
+  queue_.pop_front();
+  return out;
+}
+
+bool OutputStream::done() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return closed_ && queue_.empty();
+}
+
+}  // namespace sieve::engine

@@ -1,0 +1,54 @@
+#include "engine/stop_strings.h"
+
+#include <algorithm>
+
+namespace sieve::engine {
+
+StopStringFilter::StopStringFilter(std::vector<std::string> stops, bool include_stop_in_output)
+    : stops_(std::move(stops)), include_(include_stop_in_output) {}
+
+std::string StopStringFilter::push(std::string_view text) {
+  if (matched_) return {};
+  const size_t old_size = text_.size();
+  text_ += text;
+  // The earliest stop string that ends in the new text.
+  size_t best = std::string::npos, best_len = 0;
+  for (const std::string& stop : stops_) {
+    const size_t from = old_size >= stop.size() ? old_size - stop.size() + 1 : 0;
+    const size_t at = text_.find(stop, from);
+    if (at != std::string::npos && at < best) {
+      best = at;
+      best_len = stop.size();
+    }
+  }
+  if (best != std::string::npos) {
+    matched_ = true;
+    const size_t end = std::max(emitted_, include_ ? best + best_len : best);
+    std::string out = text_.substr(emitted_, end - emitted_);
+    emitted_ = end;
+    return out;
+  }
+  // Hold back the longest suffix that is a proper prefix of some stop string.
+  size_t hold = 0;
+  for (const std::string& stop : stops_) {
+    for (size_t k = std::min(stop.size() - 1, text_.size() - emitted_); k > hold; --k) {
+      if (text_.compare(text_.size() - k, k, stop, 0, k) == 0) {
+        hold = k;
+        break;
+      }
+    }
+  }
+  const size_t end = text_.size() - hold;
+  std::string out = text_.substr(emitted_, end - emitted_);
+  emitted_ = end;
+  return out;
+}
+
+std::string StopStringFilter::flush() {
+  if (matched_) return {};
+  std::string out = text_.substr(emitted_);
+  emitted_ = text_.size();
+  return out;
+}
+
+}  // namespace sieve::engine

@@ -1,0 +1,240 @@
+// The engine end to end on the golden fixtures: greedy output equals transformers' whether a
+// request runs alone or among 64 others, with or without a prefix-cache hit, and with or without
+// being preempted and recomputed.
+
+#include "engine/engine.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "kernels/cpu/cpu_backend.h"
+#include "models/model_loader.h"
+#include "models/weights.h"
+#include "nlohmann/json.hpp"
+
+namespace sieve::engine {
+namespace {
+
+namespace fs = std::filesystem;
+const fs::path kGolden = fs::path(SIEVE_SOURCE_DIR) / "tests/fixtures/golden";
+
+struct Case {
+  std::vector<int32_t> prompt;
+  std::vector<int32_t> greedy;
+};
+
+struct Fixture {
+  std::unique_ptr<kernels::Backend> backend = kernels::cpu::make_cpu_backend();
+  std::unique_ptr<models::Transformer> model;
+  std::vector<Case> cases;
+};
+
+Fixture load(const std::string& name, int max_num_tokens, int max_num_seqs) {
+  Fixture f;
+  const fs::path dir = kGolden / name;
+  auto files = models::load_model_files(dir.string(), models::LoadFormat::kAuto);
+  SIEVE_CHECK(files.ok()) << files.status();
+  auto weights = models::build_weights(files->config, files->tensors, *f.backend, dir.string());
+  SIEVE_CHECK(weights.ok()) << weights.status();
+  auto model = models::Transformer::create(files->config, *std::move(weights), *f.backend,
+                                           {max_num_tokens, max_num_seqs, 1 << 16});
+  SIEVE_CHECK(model.ok()) << model.status();
+  f.model = *std::move(model);
+  std::ifstream in(dir / "golden.json");
+  const nlohmann::json golden = nlohmann::json::parse(in);
+  for (const auto& c : golden["cases"]) {
+    f.cases.push_back({c["prompt_ids"].get<std::vector<int32_t>>(),
+                       c["greedy_ids"].get<std::vector<int32_t>>()});
+  }
+  return f;
+}
+
+// An engine whose step limits are the model runner's.
+std::unique_ptr<Engine> make_engine(Fixture& f, EngineConfig config = {}) {
+  config.max_num_batched_tokens = f.model->limits().max_num_tokens;
+  config.max_num_seqs = f.model->limits().max_num_seqs;
+  if (config.num_kv_pages == 0 && config.kv_cache_bytes == EngineConfig{}.kv_cache_bytes) {
+    config.kv_cache_bytes = 32 << 20;
+  }
+  auto engine = Engine::create(*f.model, *f.backend, nullptr, {}, config);
+  SIEVE_CHECK(engine.ok()) << engine.status();
+  return *std::move(engine);
+}
+
+Request greedy_request(const Case& c) {
+  Request r;
+  r.prompt_token_ids = c.prompt;
+  r.params.temperature = 0;
+  r.params.max_tokens = static_cast<int>(c.greedy.size());
+  r.params.ignore_eos = true;
+  return r;
+}
+
+// Drives the engine synchronously until every stream finished; returns each stream's tokens.
+std::vector<std::vector<int32_t>> run_all(Engine& engine,
+                                          const std::vector<std::shared_ptr<OutputStream>>& streams,
+                                          std::vector<std::string>* finish = nullptr) {
+  std::vector<std::vector<int32_t>> tokens(streams.size());
+  int guard = 0;
+  while (engine.has_work() && ++guard < 100000) engine.step();
+  for (size_t i = 0; i < streams.size(); ++i) {
+    while (auto out = streams[i]->next(std::chrono::milliseconds(0))) {
+      tokens[i].insert(tokens[i].end(), out->token_ids.begin(), out->token_ids.end());
+      if (finish && out->finished_request) finish->push_back(out->finish_reason.value_or(""));
+    }
+  }
+  return tokens;
+}
+
+TEST(Engine, GreedyIsIdenticalAloneAndAmong64Others) {
+  for (const char* name : {"llama3", "qwen2", "qwen3", "smollm2"}) {
+    SCOPED_TRACE(name);
+    Fixture f = load(name, 256, 80);
+    EngineConfig config;
+    config.max_num_batched_tokens = 256;
+    config.max_num_seqs = 80;
+    config.kv_cache_bytes = 64 << 20;
+    auto engine = Engine::create(*f.model, *f.backend, nullptr, {}, config);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    // Alone.
+    for (const Case& c : f.cases) {
+      auto stream = (*engine)->add_request(greedy_request(c));
+      ASSERT_TRUE(stream.ok()) << stream.status();
+      EXPECT_EQ(run_all(**engine, {*stream})[0], c.greedy);
+    }
+    // 64 at once: the fixture's cases repeated, all in one batch.
+    std::vector<std::shared_ptr<OutputStream>> streams;
+    for (int i = 0; i < 64; ++i) {
+      streams.push_back(*(*engine)->add_request(greedy_request(f.cases[i % f.cases.size()])));
+    }
+    std::vector<std::string> finish;
+    auto tokens = run_all(**engine, streams, &finish);
+    for (int i = 0; i < 64; ++i) EXPECT_EQ(tokens[i], f.cases[i % f.cases.size()].greedy) << i;
+    EXPECT_EQ(finish, std::vector<std::string>(64, "length"));
+    EXPECT_EQ((*engine)->stats().kv_pages_used.load(), 0);  // every page back (cached or free)
+  }
+}
+
+TEST(Engine, GreedyIsIdenticalWithAPrefixCacheHit) {
+  Fixture f = load("mistral", 64, 8);
+  EngineConfig config;
+  config.max_num_batched_tokens = 64;
+  config.max_num_seqs = 8;
+  config.kv_cache_bytes = 16 << 20;
+  auto engine = *Engine::create(*f.model, *f.backend, nullptr, {}, config);
+  const Case& long_case = f.cases.back();  // 300 tokens: many full pages to share
+  ASSERT_GT(long_case.prompt.size(), 100u);
+  auto first = *engine->add_request(greedy_request(long_case));
+  EXPECT_EQ(run_all(*engine, {first})[0], long_case.greedy);
+  auto second = *engine->add_request(greedy_request(long_case));
+  std::vector<std::vector<int32_t>> tokens(1);
+  Usage usage;
+  while (engine->has_work()) engine->step();
+  while (auto out = second->next(std::chrono::milliseconds(0))) {
+    tokens[0].insert(tokens[0].end(), out->token_ids.begin(), out->token_ids.end());
+    if (out->finished_request) usage = out->usage;
+  }
+  EXPECT_EQ(tokens[0], long_case.greedy);
+  EXPECT_GT(usage.cached_prompt_tokens, 200) << "the second request should hit the prefix cache";
+}
+
+TEST(Engine, GreedyIsIdenticalWhenPreemptedAndRecomputed) {
+  Fixture f = load("llama2", 64, 16);
+  EngineConfig config;
+  config.max_num_batched_tokens = 64;
+  config.max_num_seqs = 16;
+  config.enable_prefix_caching = false;
+  // Room for about two of the long sequences: running 12 at once must preempt.
+  config.num_kv_pages = 48;
+  auto engine = *Engine::create(*f.model, *f.backend, nullptr, {}, config);
+  std::vector<std::shared_ptr<OutputStream>> streams;
+  for (int i = 0; i < 12; ++i) {
+    streams.push_back(*engine->add_request(greedy_request(f.cases[2 + i % 2])));
+  }
+  auto tokens = run_all(*engine, streams);
+  for (int i = 0; i < 12; ++i) EXPECT_EQ(tokens[i], f.cases[2 + i % 2].greedy) << i;
+  EXPECT_GT(engine->stats().preemptions.load(), 0) << "the pool was meant to run short";
+}
+
+TEST(Engine, BadRequestsAreRejectedAndNothingElseHappens) {
+  Fixture f = load("llama2", 64, 4);
+  auto engine = make_engine(f);
+  Request r = greedy_request(f.cases[0]);
+  r.prompt_token_ids = {1, 999};
+  EXPECT_NE(engine->add_request(r).status().message().find("token id 999"), std::string::npos);
+  r = greedy_request(f.cases[0]);
+  r.params.max_tokens = 0;
+  EXPECT_NE(engine->add_request(r).status().message().find("max_tokens"), std::string::npos);
+  r = greedy_request(f.cases[0]);
+  r.params.top_p = 0;
+  EXPECT_NE(engine->add_request(r).status().message().find("top_p"), std::string::npos);
+  r = greedy_request(f.cases[0]);
+  r.params.max_tokens = 100000;
+  EXPECT_NE(engine->add_request(r).status().message().find("exceed"), std::string::npos);
+  EXPECT_FALSE(engine->has_work());
+}
+
+TEST(Engine, AbortFreesPagesAndOtherRequestsFinish) {
+  Fixture f = load("llama2", 64, 8);
+  auto engine = make_engine(f);
+  Request long_request = greedy_request(f.cases[3]);
+  long_request.params.max_tokens = 100;
+  auto victim = *engine->add_request(long_request);
+  auto other = *engine->add_request(greedy_request(f.cases[2]));
+  for (int i = 0; i < 3; ++i) engine->step();
+  engine->abort(victim->id());
+  std::vector<std::string> finish;
+  auto tokens = run_all(*engine, {victim, other}, &finish);
+  EXPECT_LT(tokens[0].size(), 100u);
+  EXPECT_EQ(tokens[1], f.cases[2].greedy);
+  EXPECT_EQ(finish, (std::vector<std::string>{"abort", "length"}));
+  EXPECT_EQ(engine->stats().kv_pages_used.load(), 0);
+}
+
+TEST(Engine, SeededSamplingDoesNotDependOnTheBatch) {
+  Fixture f = load("qwen3", 64, 16);
+  auto engine = make_engine(f);
+  Request r = greedy_request(f.cases[1]);
+  r.params.temperature = 1.0f;
+  r.params.top_p = 0.95f;
+  r.params.seed = 1234;
+  r.params.max_tokens = 10;
+  auto alone = run_all(*engine, {*engine->add_request(r)})[0];
+  std::vector<std::shared_ptr<OutputStream>> streams;
+  for (int i = 0; i < 8; ++i) {
+    Request other = r;
+    other.params.seed = 100 + i;
+    other.prompt_token_ids = f.cases[i % 4].prompt;
+    streams.push_back(*engine->add_request(other));
+  }
+  streams.push_back(*engine->add_request(r));
+  auto batched = run_all(*engine, streams);
+  EXPECT_EQ(batched.back(), alone);
+}
+
+TEST(Engine, ParallelSamplesShareThePromptAndDiffer) {
+  Fixture f = load("qwen3", 64, 16);
+  auto engine = make_engine(f);
+  Request r = greedy_request(f.cases[2]);
+  r.params.temperature = 1.0f;
+  r.params.seed = 7;
+  r.params.n = 4;
+  r.params.max_tokens = 8;
+  auto stream = *engine->add_request(r);
+  while (engine->has_work()) engine->step();
+  std::vector<std::vector<int32_t>> samples(4);
+  Usage usage;
+  while (auto out = stream->next(std::chrono::milliseconds(0))) {
+    samples.at(out->index).insert(samples[out->index].end(), out->token_ids.begin(),
+                                  out->token_ids.end());
+    if (out->finished_request) usage = out->usage;
+  }
+  for (const auto& s : samples) EXPECT_EQ(s.size(), 8u);
+  EXPECT_EQ(usage.completion_tokens, 32);
+  EXPECT_NE(samples[0], samples[1]);
+}
+
+}  // namespace
+}  // namespace sieve::engine
