@@ -96,6 +96,19 @@ def byte_level_tokenizer(name):
     return tok
 
 
+def write_llama3_configs(tok, d):
+    """tokenizer_config.json and generation_config.json as Llama 3.1 Instruct's: BOS/EOS names,
+    the chat template, and several EOS ids."""
+    template = open(os.path.join(HERE, "fixtures", "chat_templates", "llama3.1_instruct.jinja"),
+                    encoding="utf-8").read()
+    with open(os.path.join(d, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+        json.dump({"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>",
+                   "chat_template": template}, f)
+    with open(os.path.join(d, "generation_config.json"), "w") as f:
+        json.dump({"eos_token_id": [tok.token_to_id("<|endoftext|>"),
+                                    tok.token_to_id("<|eot_id|>")]}, f)
+
+
 def train_sentencepiece(out_dir, model_type):
     os.makedirs(out_dir, exist_ok=True)
     prefix = os.path.join(out_dir, "tokenizer")
@@ -109,8 +122,9 @@ def train_sentencepiece(out_dir, model_type):
     return spm.SentencePieceProcessor(model_file=prefix + ".model")
 
 
-def llama_converter(sp, model_type, legacy):
-    """What transformers' LlamaConverter builds from a tokenizer.model."""
+def llama_converter(sp, model_type, legacy, add_eos=False, extra_special=()):
+    """What transformers' LlamaConverter builds from a tokenizer.model (with add_eos_token and
+    added_tokens_decoder entries of a tokenizer_config.json when given)."""
     vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
     scores = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
     if model_type == "bpe":
@@ -139,8 +153,10 @@ def llama_converter(sp, model_type, legacy):
                                      decoders.Fuse(), decoders.Strip(" ", 1, 0)])
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
                             for t in ("<unk>", "<s>", "</s>")])
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A",
-                                                       special_tokens=[("<s>", 1)])
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in extra_special])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>" if add_eos else "<s> $A",
+        special_tokens=[("<s>", 1), ("</s>", 2)] if add_eos else [("<s>", 1)])
     return tok
 
 
@@ -190,6 +206,8 @@ def main():
         d = os.path.join(out, name)
         os.makedirs(d, exist_ok=True)
         tok.save(os.path.join(d, "tokenizer.json"))
+        if name == "llama3":
+            write_llama3_configs(tok, d)
         encode, decode = expectations(tok, seed=len(name))
         cases.append({"name": name, "kind": "hf_dir", "dir": name, "encode": encode,
                       "decode": decode})
@@ -206,15 +224,30 @@ def main():
     for model_type in ("bpe", "unigram"):
         d = os.path.join(out, "spm_" + model_type)
         sp = train_sentencepiece(d, model_type)
+        # The unigram directory also has a tokenizer_config.json that adds EOS and a token.
+        with_config = model_type == "unigram"
+        if with_config:
+            config = {"add_bos_token": True, "add_eos_token": True, "bos_token": "<s>",
+                      "eos_token": "</s>",
+                      "added_tokens_decoder": {str(sp.get_piece_size()): {
+                          "content": "<|user|>", "lstrip": False, "normalized": False,
+                          "rstrip": False, "single_word": False, "special": True}}}
+            with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+                json.dump(config, f)
         for legacy in (True, False):
-            tok = llama_converter(sp, model_type, legacy)
+            tok = llama_converter(sp, model_type, legacy, add_eos=with_config,
+                                  extra_special=("<|user|>",) if with_config else ())
             encode, decode = expectations(tok, seed=11)
             if legacy:
                 # tokenizer.model through libsentencepiece, against the legacy converter.
                 sp_ids = [sp.encode(e["text"]) for e in encode]
-                cases.append({"name": "spm_" + model_type, "kind": "hf_dir",
-                              "dir": os.path.basename(d),
-                              "encode": encode, "decode": decode, "sentencepiece_ids": sp_ids})
+                case = {"name": "spm_" + model_type, "kind": "hf_dir", "dir": os.path.basename(d),
+                        "encode": encode, "decode": decode, "sentencepiece_ids": sp_ids}
+                if model_type == "unigram":
+                    # Unigram segmentations can tie in score; sentencepiece versions break ties
+                    # differently, so the test accepts an equally scored segmentation.
+                    case["scores"] = [sp.get_score(i) for i in range(sp.get_piece_size())]
+                cases.append(case)
             if model_type == "bpe":
                 jd = os.path.join(out, "spm_json_%s_%s" % (model_type, "legacy" if legacy else "first"))
                 os.makedirs(jd, exist_ok=True)
@@ -309,6 +342,15 @@ def smollm2_gguf_case(path):
                             for i, t in enumerate(types) if t == 3])
     encode, decode = expectations(tok, seed=5)
     chat = reader.fields["tokenizer.chat_template"]
+    # A chat rendered by the GGUF's own template and tokenized by HF: what a server sends.
+    import jinja2
+    template = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(
+        bytes(chat.parts[-1]).decode("utf-8"))
+    chat_messages = [{"role": "user", "content": "What is the capital of France?"},
+                     {"role": "assistant", "content": "Paris."},
+                     {"role": "user", "content": "And of \u65e5\u672c? \U0001F5FE"}]
+    chat_ids = tok.encode(template.render(messages=chat_messages, add_generation_prompt=True),
+                          add_special_tokens=False).ids
     vocab = {"model": "gpt2", "pre": bytes(reader.fields["tokenizer.ggml.pre"].parts[-1]).decode(),
              "tokens": tokens, "token_types": types, "merges": merges,
              "bos_id": scalar("tokenizer.ggml.bos_token_id"),
@@ -317,7 +359,7 @@ def smollm2_gguf_case(path):
              "add_bos": bool(scalar("tokenizer.ggml.add_bos_token")),
              "chat_template": bytes(chat.parts[-1]).decode("utf-8")}
     return {"name": "smollm2_real_gguf", "kind": "vocab", "vocab": vocab, "encode": encode,
-            "decode": decode}
+            "decode": decode, "chat": {"messages": chat_messages, "ids": chat_ids}}
 
 
 if __name__ == "__main__":

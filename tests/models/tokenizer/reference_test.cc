@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -33,24 +34,32 @@ class TokenizerReference : public ::testing::TestWithParam<std::string> {
   std::unique_ptr<Tokenizer> tokenizer_;
 };
 
+// True when `ids` and `expected` are different but equally good unigram segmentations: the same
+// text and the same total score (a Viterbi tie, which sentencepiece versions break differently).
+bool is_unigram_tie(const Tokenizer& tokenizer, const nlohmann::json& reference,
+                    const std::vector<int32_t>& ids, const std::vector<int32_t>& expected) {
+  if (!reference.contains("scores")) return false;
+  const auto& scores = reference["scores"];
+  double score = 0.0, expected_score = 0.0;
+  for (const int32_t id : ids)
+    score += id < static_cast<int32_t>(scores.size()) ? scores[id].get<double>() : 0.0;
+  for (const int32_t id : expected) {
+    expected_score += id < static_cast<int32_t>(scores.size()) ? scores[id].get<double>() : 0.0;
+  }
+  return tokenizer.decode(ids, false) == tokenizer.decode(expected, false) &&
+         std::abs(score - expected_score) < 1e-3;
+}
+
 TEST_P(TokenizerReference, EncodesAsHuggingFace) {
   for (const auto& e : (*reference_)["encode"]) {
     const std::string text = e["text"];
     SCOPED_TRACE("text: " + text);
-    EXPECT_EQ(tokenizer_->encode(text, false), e["ids"].get<std::vector<int32_t>>());
-    EXPECT_EQ(tokenizer_->encode(text, true), e["ids_special"].get<std::vector<int32_t>>());
-  }
-}
-
-TEST_P(TokenizerReference, EncodesAsSentencePieceWithoutSpecialTokensInText) {
-  if (!reference_->contains("sentencepiece_ids")) GTEST_SKIP() << "not a tokenizer.model case";
-  const auto& encode = (*reference_)["encode"];
-  const auto& expected = (*reference_)["sentencepiece_ids"];
-  for (size_t i = 0; i < encode.size(); ++i) {
-    const std::string text = encode[i]["text"];
-    if (text.find("<s>") != std::string::npos) continue;  // sentencepiece does not parse those
-    SCOPED_TRACE("text: " + text);
-    EXPECT_EQ(tokenizer_->encode(text, false), expected[i].get<std::vector<int32_t>>());
+    for (const bool add_special : {false, true}) {
+      const auto ids = tokenizer_->encode(text, add_special);
+      const auto expected = e[add_special ? "ids_special" : "ids"].get<std::vector<int32_t>>();
+      if (ids != expected && is_unigram_tie(*tokenizer_, *reference_, ids, expected)) continue;
+      EXPECT_EQ(ids, expected) << "add_special_tokens=" << add_special;
+    }
   }
 }
 
@@ -83,24 +92,56 @@ TEST_P(TokenizerReference, IncrementalDeltasAreValidUtf8AndConcatenateToDecode) 
   }
 }
 
-TEST_P(TokenizerReference, RoundTripsTextWithoutSpecialTokens) {
-  for (const auto& e : (*reference_)["encode"]) {
-    const std::string text = e["text"];
-    const auto ids = tokenizer_->encode(text, false);
-    // Byte-level BPE is lossless; SentencePiece may map rare characters to <unk>.
-    bool has_unknown = false;
-    for (const int32_t id : ids) has_unknown |= tokenizer_->token_text(id) == "<unk>";
-    if (has_unknown) continue;
-    const auto expected = e["ids"].get<std::vector<int32_t>>();
-    EXPECT_EQ(tokenizer_->decode(ids, false), tokenizer_->decode(expected, false)) << text;
-  }
-}
-
 INSTANTIATE_TEST_SUITE_P(All, TokenizerReference,
                          ::testing::Values("gpt2", "gpt2_gguf", "llama3", "llama3_gguf", "qwen2",
                                            "qwen2_gguf", "smollm2", "smollm2_gguf", "spm_bpe",
                                            "spm_unigram", "spm_json_bpe_legacy",
                                            "spm_json_bpe_first", "spm_bpe_gguf",
+                                           "smollm2_real_gguf"));
+
+// tokenizer.model through libsentencepiece against the sentencepiece package itself.
+class SentencePieceReference : public TokenizerReference {};
+
+TEST_P(SentencePieceReference, EncodesAsTheSentencePiecePackage) {
+  const auto& encode = (*reference_)["encode"];
+  const auto& expected = (*reference_)["sentencepiece_ids"];
+  for (size_t i = 0; i < encode.size(); ++i) {
+    const std::string text = encode[i]["text"];
+    // sentencepiece does not parse special tokens in text.
+    if (text.find("<s>") != std::string::npos || text.find("<|user|>") != std::string::npos) {
+      continue;
+    }
+    SCOPED_TRACE("text: " + text);
+    const auto ids = tokenizer_->encode(text, false);
+    const auto want = expected[i].get<std::vector<int32_t>>();
+    if (ids != want && is_unigram_tie(*tokenizer_, *reference_, ids, want)) continue;
+    EXPECT_EQ(ids, want);
+  }
+}
+
+// Byte-level BPE loses nothing: decoding gives back the text (NFC-normalized for Qwen2).
+class ByteLevelReference : public TokenizerReference {};
+
+TEST_P(ByteLevelReference, RoundTripIsLossless) {
+  for (const auto& e : (*reference_)["encode"]) {
+    const std::string text = e["text"];
+    // Not for the test's added tokens: "<mask>" absorbs the whitespace before it (lstrip), and
+    // "café" decodes through the byte-level decoder to U+FFFD, in HF too.
+    if (text.find("<mask>") != std::string::npos || text.find("caf") != std::string::npos) {
+      continue;
+    }
+    const std::string decoded = tokenizer_->decode(tokenizer_->encode(text, false), false);
+    if (decoded != unicode::normalize(text, unicode::NormalForm::kNfc)) {
+      EXPECT_EQ(decoded, text);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(All, SentencePieceReference, ::testing::Values("spm_bpe", "spm_unigram"));
+
+INSTANTIATE_TEST_SUITE_P(All, ByteLevelReference,
+                         ::testing::Values("gpt2", "gpt2_gguf", "llama3", "llama3_gguf", "qwen2",
+                                           "qwen2_gguf", "smollm2", "smollm2_gguf",
                                            "smollm2_real_gguf"));
 
 }  // namespace
