@@ -91,7 +91,8 @@ int KvManager::attach_cached_prefix(SeqId seq, std::span<const int32_t> token_id
   const int max_pages = static_cast<int>(token_ids.size() - 1) / tpp;
   PageHash prev = namespace_hashes_[static_cast<size_t>(s.format)];
   for (int i = 0; i < max_pages; ++i) {
-    const PageHash hash = PrefixCache::chain_hash(prev, token_ids.subspan(i * tpp, tpp));
+    const PageHash hash =
+        PrefixCache::chain_hash(prev, token_ids.subspan(static_cast<size_t>(i) * tpp, tpp));
     const std::optional<PageId> page = prefix_.find(hash);
     if (!page.has_value()) break;
     pool_.add_ref(*page);
@@ -145,7 +146,7 @@ void KvManager::free(SeqId seq) {
   SeqState& s = state(seq);
   // Last page first: the LRU then reclaims a prefix's tail before its head, which more
   // sequences share.
-  for (auto it = s.table.pages.rbegin(); it != s.table.pages.rend(); ++it) pool_.release(*it);
+  for (int i = s.table.num_pages() - 1; i >= 0; --i) pool_.release(s.table.pages[i]);
   seqs_.erase(seq);
 }
 
@@ -241,7 +242,8 @@ void KvManager::publish_full_pages(SeqState& s, std::span<const int32_t> token_i
   for (int i = static_cast<int>(s.page_hashes.size()); i < num_full; ++i) {
     const PageHash& prev =
         i == 0 ? namespace_hashes_[static_cast<size_t>(s.format)] : s.page_hashes[i - 1];
-    s.page_hashes.push_back(PrefixCache::chain_hash(prev, token_ids.subspan(i * tpp, tpp)));
+    s.page_hashes.push_back(
+        PrefixCache::chain_hash(prev, token_ids.subspan(static_cast<size_t>(i) * tpp, tpp)));
     prefix_.insert(s.page_hashes.back(), s.table.pages[i]);
   }
 }

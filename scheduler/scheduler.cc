@@ -195,9 +195,10 @@ bool Scheduler::admit(Sequence& seq, Step& step) {
 }
 
 Sequence* Scheduler::pick_victim(const Sequence& seq, const Step& step) {
-  for (auto it = running_.rbegin(); it != running_.rend(); ++it) {
-    if ((*it)->admit_order <= seq.admit_order) break;
-    if (!step.scheduled.contains((*it)->seq_id)) return *it;
+  for (size_t i = running_.size(); i-- > 0;) {
+    Sequence* candidate = running_[i];
+    if (candidate->admit_order <= seq.admit_order) break;
+    if (!step.scheduled.contains(candidate->seq_id)) return candidate;
   }
   return nullptr;
 }

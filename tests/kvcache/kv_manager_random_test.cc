@@ -164,6 +164,7 @@ class KvManagerRandomTest {
     arena_.apply(result->copies);
     arena_.compact(result->source_pages, kept, after);
     std::vector<int32_t> slots;
+    slots.reserve(kept.size());
     for (int slot : kept) slots.push_back(model.slots[slot]);
     model.slots = std::move(slots);
     model.compacted = true;

@@ -29,8 +29,8 @@ TEST(PagePool, HandsOutEveryPageOnceThenRunsDry) {
 
 TEST(PagePool, ReturnsEveryPageAfterRelease) {
   PagePool pool(4);
-  std::vector<PageId> pages;
-  for (int i = 0; i < 4; ++i) pages.push_back(pool.allocate()->page);
+  std::vector<PageId> pages(4);
+  for (PageId& page : pages) page = pool.allocate()->page;
   for (PageId page : pages) pool.release(page);
   EXPECT_EQ(pool.num_free(), 4);
   EXPECT_EQ(pool.num_used(), 0);

@@ -286,6 +286,7 @@ class Driver {
       arena_.compact(result->source_pages, kept, kv_->page_table(id));
       std::vector<int32_t>& slots = slots_.at(id);
       std::vector<int32_t> survivors;
+      survivors.reserve(kept.size());
       for (int slot : kept) survivors.push_back(slots[slot]);
       slots = std::move(survivors);
     }
