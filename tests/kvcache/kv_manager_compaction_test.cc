@@ -3,39 +3,19 @@
 
 #include <gtest/gtest.h>
 
-#include <numeric>
 #include <vector>
 
 #include "kvcache/kv_manager.h"
-#include "tests/kvcache/fake_arena.h"
+#include "tests/kvcache/kv_test_util.h"
 
 namespace sieve::kvcache {
 namespace {
 
 using testing::FakeArena;
-
-// 2 layers x 2 KV heads; 4 bf16 tokens per page (see kv_manager_test.cc).
-constexpr KvGeometry kGeometry{2, 2, 4};
-constexpr int kNumHeads = 4;  // layers x KV heads
-
-std::unique_ptr<KvManager> make_manager(int num_pages) {
-  return KvManager::create(KvManagerConfig{num_pages, 256, kGeometry, "m", true}).value();
-}
-
-std::vector<int32_t> iota_tokens(int n, int32_t first = 100) {
-  std::vector<int32_t> tokens(n);
-  std::iota(tokens.begin(), tokens.end(), first);
-  return tokens;
-}
-
-void run_tokens(KvManager& kv, FakeArena& arena, SeqId seq, const std::vector<int32_t>& tokens,
-                int n) {
-  const int first = kv.num_tokens(seq);
-  const std::optional<SlotAllocation> allocation = kv.allocate_slots(seq, tokens, n);
-  ASSERT_TRUE(allocation.has_value());
-  arena.apply(allocation->copies);
-  for (int i = first; i < first + n; ++i) arena.write(kv.page_table(seq), i, tokens[i]);
-}
+using testing::iota_tokens;
+using testing::kNumHeads;
+using testing::make_manager;
+using testing::run_tokens;
 
 TEST(KvManagerCompaction, ReleasesTrailingPagesThatNoHeadUses) {
   const auto kv = make_manager(8);
@@ -98,7 +78,7 @@ TEST(KvManagerCompactionDeathTest, KeepingMoreSlotsThanAHeadHoldsIsABug) {
 
 TEST(KvManagerCompaction, CopiesSharedPagesBeforeRewritingThem) {
   const auto kv = make_manager(8);
-  FakeArena arena(8, 4);
+  FakeArena arena(8, testing::kMaxTokensPerPage);
   const std::vector<int32_t> a = iota_tokens(8);
   std::vector<int32_t> b = a;
   b.insert(b.end(), {1, 2});
@@ -128,7 +108,7 @@ TEST(KvManagerCompaction, CopiesSharedPagesBeforeRewritingThem) {
 
 TEST(KvManagerCompaction, UnpublishesThePagesItRewrites) {
   const auto kv = make_manager(8);
-  FakeArena arena(8, 4);
+  FakeArena arena(8, testing::kMaxTokensPerPage);
   const std::vector<int32_t> prompt = iota_tokens(13);
   kv->add_sequence(1, KvFormatId::kBF16);
   run_tokens(*kv, arena, 1, prompt, 12);

@@ -11,15 +11,13 @@
 #include <vector>
 
 #include "kvcache/kv_manager.h"
-#include "tests/kvcache/fake_arena.h"
+#include "tests/kvcache/kv_test_util.h"
 
 namespace sieve::kvcache {
 namespace {
 
 using testing::FakeArena;
-
-constexpr KvGeometry kGeometry{2, 2, 4};  // 4 bf16 or 2 f32 tokens per 256-byte page
-constexpr int kNumHeads = 4;
+using testing::kNumHeads;
 
 struct SeqModel {
   std::vector<int32_t> tokens;  // token ids by position
@@ -31,9 +29,8 @@ class KvManagerRandomTest {
  public:
   KvManagerRandomTest(uint32_t seed, int num_pages, bool prefix_caching)
       : rng_(seed),
-        kv_(KvManager::create(KvManagerConfig{num_pages, 256, kGeometry, "m", prefix_caching})
-                .value()),
-        arena_(num_pages, 4) {
+        kv_(testing::make_manager(num_pages, prefix_caching)),
+        arena_(num_pages, testing::kMaxTokensPerPage) {
     // Shared stems make prefix hits likely; a small vocabulary makes equal pages likely too.
     for (int s = 0; s < 3; ++s) {
       stems_.emplace_back();

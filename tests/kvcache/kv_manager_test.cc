@@ -2,47 +2,19 @@
 
 #include <gtest/gtest.h>
 
-#include <numeric>
 #include <vector>
 
-#include "tests/kvcache/fake_arena.h"
+#include "tests/kvcache/kv_test_util.h"
 
 namespace sieve::kvcache {
 namespace {
 
 using testing::FakeArena;
-
-// bf16: 2 layers x 2 KV heads x head_dim 4 x 2 (K, V) x 2 bytes = 64 bytes per token, so a
-// 256-byte page holds 4 bf16 tokens or 2 f32 tokens.
-constexpr KvGeometry kGeometry{2, 2, 4};
-constexpr size_t kPageBytes = 256;
-
-std::unique_ptr<KvManager> make_manager(int num_pages, bool prefix_caching = true) {
-  KvManagerConfig config;
-  config.num_pages = num_pages;
-  config.page_bytes = kPageBytes;
-  config.geometry = kGeometry;
-  config.model_id = "test-model";
-  config.enable_prefix_caching = prefix_caching;
-  return KvManager::create(config).value();
-}
-
-std::vector<int32_t> iota_tokens(int n, int32_t first = 100) {
-  std::vector<int32_t> tokens(n);
-  std::iota(tokens.begin(), tokens.end(), first);
-  return tokens;
-}
-
-// Allocates the slots of tokens [num_tokens, num_tokens + n) of `seq` and writes them, as a step
-// of the engine would.
-void run_tokens(KvManager& kv, FakeArena& arena, SeqId seq, const std::vector<int32_t>& tokens,
-                int n) {
-  const int first = kv.num_tokens(seq);
-  const std::optional<SlotAllocation> allocation = kv.allocate_slots(seq, tokens, n);
-  ASSERT_TRUE(allocation.has_value());
-  arena.apply(allocation->copies);
-  for (int i = first; i < first + n; ++i) arena.write(kv.page_table(seq), i, tokens[i]);
-}
+using testing::iota_tokens;
+using testing::kGeometry;
+using testing::kPageBytes;
+using testing::make_manager;
+using testing::run_tokens;
 
 TEST(KvManager, CreateRejectsABadConfigNamingTheField) {
   KvManagerConfig config{4, kPageBytes, kGeometry, "m", true};
@@ -98,7 +70,7 @@ TEST(KvManager, FailedAllocationChangesNothing) {
 
 TEST(KvManager, SecondSequenceSharesTheCachedPrefixPages) {
   const auto kv = make_manager(8);
-  FakeArena arena(8, 4);
+  FakeArena arena(8, testing::kMaxTokensPerPage);
   const std::vector<int32_t> a = iota_tokens(10);
   std::vector<int32_t> b(a.begin(), a.begin() + 8);
   b.insert(b.end(), {7, 7, 7});
@@ -119,7 +91,7 @@ TEST(KvManager, SecondSequenceSharesTheCachedPrefixPages) {
 
 TEST(KvManager, NeverServesTheLastTokenFromTheCache) {
   const auto kv = make_manager(8);
-  FakeArena arena(8, 4);
+  FakeArena arena(8, testing::kMaxTokensPerPage);
   const std::vector<int32_t> prompt = iota_tokens(8);
   kv->add_sequence(1, KvFormatId::kBF16);
   run_tokens(*kv, arena, 1, prompt, 8);
@@ -129,7 +101,7 @@ TEST(KvManager, NeverServesTheLastTokenFromTheCache) {
 
 TEST(KvManager, CachedPagesOutliveTheirSequenceAndGoTailFirst) {
   const auto kv = make_manager(3);
-  FakeArena arena(3, 4);
+  FakeArena arena(3, testing::kMaxTokensPerPage);
   const std::vector<int32_t> prompt = iota_tokens(9);
   kv->add_sequence(1, KvFormatId::kBF16);
   run_tokens(*kv, arena, 1, prompt, 8);
@@ -150,7 +122,7 @@ TEST(KvManager, CachedPagesOutliveTheirSequenceAndGoTailFirst) {
 
 TEST(KvManager, ForkSharesPagesAndCopiesThePartialLastPageOnWrite) {
   const auto kv = make_manager(8);
-  FakeArena arena(8, 4);
+  FakeArena arena(8, testing::kMaxTokensPerPage);
   std::vector<int32_t> parent = iota_tokens(6);
   kv->add_sequence(1, KvFormatId::kBF16);
   run_tokens(*kv, arena, 1, parent, 6);
@@ -179,7 +151,7 @@ TEST(KvManager, ForkSharesPagesAndCopiesThePartialLastPageOnWrite) {
 
 TEST(KvManager, WithPrefixCachingOffSharesNothing) {
   const auto kv = make_manager(8, /*prefix_caching=*/false);
-  FakeArena arena(8, 4);
+  FakeArena arena(8, testing::kMaxTokensPerPage);
   const std::vector<int32_t> prompt = iota_tokens(9);
   kv->add_sequence(1, KvFormatId::kBF16);
   run_tokens(*kv, arena, 1, prompt, 9);
@@ -193,7 +165,7 @@ TEST(KvManager, WithPrefixCachingOffSharesNothing) {
 
 TEST(KvManager, FormatsShareOnePoolButNeverEachOthersPages) {
   const auto kv = make_manager(8);
-  FakeArena arena(8, 4);
+  FakeArena arena(8, testing::kMaxTokensPerPage);
   const std::vector<int32_t> prompt = iota_tokens(9);
   kv->add_sequence(1, KvFormatId::kBF16);
   run_tokens(*kv, arena, 1, prompt, 9);
@@ -210,7 +182,7 @@ TEST(KvManager, FormatsShareOnePoolButNeverEachOthersPages) {
 
 TEST(KvManager, CountsALookupOnlyOnceItsSequenceGetsSlots) {
   const auto kv = make_manager(8);
-  FakeArena arena(8, 4);
+  FakeArena arena(8, testing::kMaxTokensPerPage);
   const std::vector<int32_t> prompt = iota_tokens(9);
   kv->add_sequence(1, KvFormatId::kBF16);
   kv->attach_cached_prefix(1, prompt);
@@ -225,7 +197,7 @@ TEST(KvManager, CountsALookupOnlyOnceItsSequenceGetsSlots) {
 
 TEST(KvManager, KeepsTheFirstOfTwoIdenticalPagesComputedTogether) {
   const auto kv = make_manager(8);
-  FakeArena arena(8, 4);
+  FakeArena arena(8, testing::kMaxTokensPerPage);
   const std::vector<int32_t> prompt = iota_tokens(5);
   for (SeqId seq : {1, 2}) {
     kv->add_sequence(seq, KvFormatId::kBF16);

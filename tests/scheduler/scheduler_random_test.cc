@@ -13,7 +13,7 @@
 
 #include "kvcache/page_table.h"
 #include "scheduler/scheduler.h"
-#include "tests/kvcache/fake_arena.h"
+#include "tests/kvcache/kv_test_util.h"
 
 namespace sieve::scheduler {
 namespace {
@@ -23,8 +23,7 @@ using kvcache::KvManager;
 using kvcache::PageId;
 using kvcache::pages_for_tokens;
 
-constexpr kvcache::KvGeometry kGeometry{2, 2, 4};  // 4 bf16 or 2 f32 tokens per 256-byte page
-constexpr int kNumHeads = 4;
+using kvcache::testing::kNumHeads;
 constexpr int kMaxSteps = 20000;
 
 struct Scenario {
@@ -59,11 +58,9 @@ class Driver {
   Driver(const Scenario& scenario, uint32_t seed)
       : scenario_(scenario),
         rng_(seed),
-        kv_(KvManager::create(kvcache::KvManagerConfig{scenario.num_pages, 256, kGeometry, "m",
-                                                       scenario.prefix_caching})
-                .value()),
+        kv_(kvcache::testing::make_manager(scenario.num_pages, scenario.prefix_caching)),
         scheduler_(scenario.config, *kv_),
-        arena_(scenario.num_pages, 4) {
+        arena_(scenario.num_pages, kvcache::testing::kMaxTokensPerPage) {
     for (int s = 0; s < 3; ++s) {
       stems_.emplace_back();
       for (int i = 0; i < 16; ++i) stems_.back().push_back(token());

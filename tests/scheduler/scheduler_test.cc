@@ -5,15 +5,13 @@
 #include <numeric>
 #include <vector>
 
+#include "tests/kvcache/kv_test_util.h"
+
 namespace sieve::scheduler {
 namespace {
 
 using kvcache::KvFormatId;
 using kvcache::KvManager;
-using kvcache::KvManagerConfig;
-
-// 4 bf16 tokens per page: 2 layers x 2 KV heads x head_dim 4 x K,V x 2 bytes = 64 bytes a token.
-constexpr kvcache::KvGeometry kGeometry{2, 2, 4};
 
 SchedulerConfig small_config() {
   SchedulerConfig config;
@@ -25,10 +23,10 @@ SchedulerConfig small_config() {
 
 // A KvManager of `num_pages` pages and a scheduler over it.
 struct Harness {
+  // 4 bf16 tokens per page of 256 bytes (kvcache::testing::kGeometry).
   Harness(int num_pages, const SchedulerConfig& config, size_t page_bytes = 256,
           bool prefix_caching = true)
-      : kv(KvManager::create(KvManagerConfig{num_pages, page_bytes, kGeometry, "m", prefix_caching})
-               .value()),
+      : kv(kvcache::testing::make_manager(num_pages, prefix_caching, page_bytes)),
         scheduler(config, *kv) {}
 
   SeqId add(RequestId id, int num_prompt_tokens, int max_tokens, int n = 1, int32_t first = 100) {
