@@ -3,6 +3,8 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "models/gguf/gguf_model.h"
+
 namespace sieve::models {
 namespace fs = std::filesystem;
 
@@ -43,11 +45,41 @@ StatusOr<ModelFiles> load_model_files(const std::string& model, LoadFormat forma
     return files;
   }
   if (path.extension() == ".gguf") {
-    return UnimplementedError(files.source + ": GGUF loading is not wired in yet");
+    ASSIGN_OR_RETURN(gguf::GgufModel gguf, gguf::load_gguf_model(files.source));
+    files.config = std::move(gguf.config);
+    files.tensors = std::move(gguf.tensors);
+    files.gguf_vocab = std::move(gguf.vocab);
+    files.is_gguf = true;
+    return files;
   }
   return InvalidArgumentError(files.source +
                               ": not a model directory (config.json + *.safetensors) or a .gguf "
                               "file");
+}
+
+StatusOr<std::unique_ptr<Tokenizer>> load_model_tokenizer(const ModelFiles& files) {
+  if (files.gguf_vocab) return load_tokenizer_from_vocab(*files.gguf_vocab);
+  const fs::path dir(files.source);
+  std::error_code ec;
+  if (fs::is_directory(dir, ec) &&
+      (fs::exists(dir / "tokenizer.json", ec) || fs::exists(dir / "tokenizer.model", ec))) {
+    return load_tokenizer_from_hf_dir(files.source);
+  }
+  return std::unique_ptr<Tokenizer>();
+}
+
+StatusOr<std::unique_ptr<Tokenizer>> load_tokenizer_for(const std::string& model) {
+  const std::string path = model == "default" ? default_model_path() : model;
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return NotFoundError(path + ": no such file or directory");
+  if (fs::path(path).extension() == ".gguf") {
+    ASSIGN_OR_RETURN(gguf::GgufFile file, gguf::GgufFile::open(path));
+    ASSIGN_OR_RETURN(VocabData vocab, gguf::read_vocab(file));
+    return load_tokenizer_from_vocab(vocab);
+  }
+  ModelFiles files;
+  files.source = path;
+  return load_model_tokenizer(files);
 }
 
 }  // namespace sieve::models

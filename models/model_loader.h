@@ -6,8 +6,13 @@
 #include <string>
 
 #include "core/status.h"
+#include <memory>
+#include <optional>
+
 #include "models/config.h"
 #include "models/safetensors.h"
+#include "models/tokenizer/tokenizer.h"
+#include "models/tokenizer/vocab.h"
 
 namespace sieve::models {
 
@@ -18,6 +23,7 @@ struct ModelFiles {
   ModelConfig config;
   TensorMap tensors;       // Hugging Face names; empty for dummy weights
   bool is_gguf = false;
+  std::optional<VocabData> gguf_vocab;  // the GGUF file's tokenizer metadata
 };
 
 // Where `--model default` points: $SIEVE_MODEL_CACHE, else $XDG_CACHE_HOME/sieve, else
@@ -26,5 +32,12 @@ std::string default_model_path();
 
 // Loads config and tensors (not yet on a backend). Errors name the file and the problem.
 StatusOr<ModelFiles> load_model_files(const std::string& model, LoadFormat format);
+
+// The model's tokenizer: from the GGUF vocabulary, or a Hugging Face directory's tokenizer.json /
+// tokenizer.model. Null (not an error) when the model has none (e.g. dummy weights, bare fixtures).
+StatusOr<std::unique_ptr<Tokenizer>> load_model_tokenizer(const ModelFiles& files);
+
+// The tokenizer of `model` (a path or "default") without loading its weights.
+StatusOr<std::unique_ptr<Tokenizer>> load_tokenizer_for(const std::string& model);
 
 }  // namespace sieve::models

@@ -44,11 +44,43 @@ StatusOr<LoadedRunner> load_runner(const ModelOptions& o) {
   }
   ASSIGN_OR_RETURN(r.model, models::Transformer::create(r.files.config, std::move(weights),
                                                         *r.backend,
-                                                        {o.max_num_batched_tokens, 1, 1 << 16}));
+                                                        {o.max_num_batched_tokens, o.max_num_seqs, 1 << 18}));
   spdlog::info("loaded {} ({}, {} layers, hidden {}, vocab {}) on {}", r.files.source,
                r.files.config.architecture_name, r.files.config.num_layers,
                r.files.config.hidden_size, r.files.config.vocab_size, r.backend->name());
   return r;
+}
+
+StatusOr<std::unique_ptr<engine::Engine>> make_engine(const LoadedRunner& runner,
+                                                      const models::Tokenizer* tokenizer,
+                                                      const ModelOptions& o,
+                                                      int64_t max_tokens_needed) {
+  engine::EngineConfig config;
+  config.max_num_batched_tokens = o.max_num_batched_tokens;
+  config.max_num_seqs = o.max_num_seqs;
+  config.enable_prefix_caching = o.enable_prefix_caching;
+  const models::ModelConfig& c = runner.files.config;
+  if (o.kv_cache_gib > 0) {
+    config.kv_cache_bytes = static_cast<size_t>(o.kv_cache_gib * (1ull << 30));
+  } else if (max_tokens_needed > 0) {
+    // Pages for the workload at f32 (the larger format), plus one page of slack per sequence.
+    config.num_kv_pages = static_cast<int>((max_tokens_needed + config.page_tokens - 1) /
+                                               config.page_tokens * 2 +
+                                           2 * o.max_num_seqs);
+  }
+  std::vector<int32_t> eos = c.eos_token_ids;
+  if (tokenizer) eos = tokenizer->stop_token_ids();
+  return engine::Engine::create(*runner.model, *runner.backend, tokenizer, eos, config);
+}
+
+std::string architecture_hint(const models::ModelConfig& config) {
+  switch (config.architecture) {
+    case models::Architecture::kLlama: return "llama";
+    case models::Architecture::kMistral: return "mistral";
+    case models::Architecture::kQwen2: return "qwen2";
+    case models::Architecture::kQwen3: return "qwen3";
+  }
+  return "";
 }
 
 int report_error(const Status& status) {

@@ -7,6 +7,7 @@
 #include "CLI/CLI.hpp"
 #include "core/status.h"
 #include "kernels/backend.h"
+#include "engine/engine.h"
 #include "models/model_loader.h"
 #include "models/transformer.h"
 
@@ -18,6 +19,9 @@ struct ModelOptions {
   std::string device = "auto";       // auto | cpu | cuda
   std::string load_format = "auto";  // auto | dummy
   int max_num_batched_tokens = 512;  // the largest step, in tokens (prefill chunk size)
+  int max_num_seqs = 256;
+  double kv_cache_gib = 0;  // 0 = as much as the workload needs (CLI) or 1 GiB
+  bool enable_prefix_caching = true;
   uint64_t dummy_seed = 0;
 };
 
@@ -31,6 +35,16 @@ struct LoadedRunner {
 };
 
 StatusOr<LoadedRunner> load_runner(const ModelOptions& options);
+
+// An engine over the runner. `max_tokens_needed` > 0 sizes the KV cache for that many tokens
+// (one-shot commands); otherwise --kv-cache-gib decides.
+StatusOr<std::unique_ptr<engine::Engine>> make_engine(const LoadedRunner& runner,
+                                                      const models::Tokenizer* tokenizer,
+                                                      const ModelOptions& options,
+                                                      int64_t max_tokens_needed = 0);
+
+// The chat template's architecture hint ("llama", "mistral", "qwen2", "qwen3").
+std::string architecture_hint(const models::ModelConfig& config);
 
 // Prints `status` as "error: <message>" on stderr and returns the process exit code (1).
 int report_error(const Status& status);

@@ -1,12 +1,14 @@
 #include "server/cli_generate.h"
 
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <memory>
 #include <optional>
 #include <sstream>
 
-#include "engine/single_sequence.h"
+#include "engine/engine.h"
+#include "models/tokenizer/chat_template.h"
 #include "nlohmann/json.hpp"
 #include "server/cli_common.h"
 #include "spdlog/spdlog.h"
@@ -18,8 +20,11 @@ struct GenerateOptions {
   ModelOptions model;
   std::string prompt;
   std::string prompt_token_ids;
+  bool chat = false;
+  std::string system;
   engine::SamplingParams sampling;
   std::optional<uint64_t> seed;
+  std::vector<std::string> stop;
   bool json = false;
 };
 
@@ -45,44 +50,89 @@ StatusOr<std::vector<int32_t>> parse_token_ids(const std::string& text) {
   return ids;
 }
 
+// The prompt's token ids: given, or the text encoded (through the chat template with --chat).
+StatusOr<std::vector<int32_t>> prompt_ids(const GenerateOptions& o, const LoadedRunner& runner,
+                                          const models::Tokenizer* tokenizer) {
+  if (!o.prompt_token_ids.empty()) {
+    if (o.chat) return InvalidArgumentError("--chat takes --prompt text, not token ids");
+    return parse_token_ids(o.prompt_token_ids);
+  }
+  if (tokenizer == nullptr) {
+    return InvalidArgumentError(runner.files.source +
+                                ": the model has no tokenizer; pass --prompt-token-ids");
+  }
+  if (!o.chat) return tokenizer->encode(o.prompt, /*add_special_tokens=*/true);
+  std::vector<models::ChatMessage> messages;
+  if (!o.system.empty()) messages.push_back({"system", o.system});
+  messages.push_back({"user", o.prompt});
+  const models::ChatTemplate chat_template =
+      models::chat_template_for(*tokenizer, architecture_hint(runner.files.config));
+  ASSIGN_OR_RETURN(std::string text,
+                   models::apply_chat_template(chat_template, messages, /*add_generation_prompt=*/true));
+  SPDLOG_DEBUG("chat prompt: {}", text);
+  // The template writes BOS itself where the model wants one.
+  return tokenizer->encode(text, /*add_special_tokens=*/false);
+}
+
 Status run_generate(const GenerateOptions& o) {
   engine::SamplingParams params = o.sampling;
   params.seed = o.seed;
+  params.stop = o.stop;
   RETURN_IF_ERROR(engine::validate(params));
-  std::vector<int32_t> prompt;
-  if (!o.prompt_token_ids.empty()) {
-    ASSIGN_OR_RETURN(prompt, parse_token_ids(o.prompt_token_ids));
-  } else {
-    return UnimplementedError("--prompt: text prompts need the tokenizer; pass --prompt-token-ids");
-  }
-  ASSIGN_OR_RETURN(LoadedRunner runner, load_runner(o.model));
-  const std::vector<int32_t>& eos = runner.files.config.eos_token_ids;
-  auto on_token = [&](int32_t token) {
-    if (!o.json) {
-      std::printf("%d ", token);
-      std::fflush(stdout);
+  if (!o.system.empty() && !o.chat) return InvalidArgumentError("--system needs --chat");
+  ModelOptions model_options = o.model;
+  model_options.max_num_seqs = 1;
+  ASSIGN_OR_RETURN(LoadedRunner runner, load_runner(model_options));
+  ASSIGN_OR_RETURN(std::unique_ptr<models::Tokenizer> tokenizer,
+                   models::load_model_tokenizer(runner.files));
+  ASSIGN_OR_RETURN(std::vector<int32_t> prompt, prompt_ids(o, runner, tokenizer.get()));
+  ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> engine,
+                   make_engine(runner, tokenizer.get(), model_options,
+                               static_cast<int64_t>(prompt.size()) + params.max_tokens));
+  engine::Request request{prompt, params};
+  ASSIGN_OR_RETURN(std::shared_ptr<engine::OutputStream> stream, engine->add_request(request));
+
+  const auto start = std::chrono::steady_clock::now();
+  double first_token_s = 0;
+  std::vector<int32_t> tokens;
+  std::string text, finish_reason;
+  engine::Usage usage;
+  while (!stream->done()) {
+    engine->step();
+    while (auto out = stream->next(std::chrono::milliseconds(0))) {
+      if (tokens.empty() && !out->token_ids.empty()) {
+        first_token_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      }
+      tokens.insert(tokens.end(), out->token_ids.begin(), out->token_ids.end());
+      text += out->text;
+      if (!o.json) {
+        if (tokenizer) {
+          std::fputs(out->text.c_str(), stdout);
+        } else {
+          for (int32_t id : out->token_ids) std::printf("%d ", id);
+        }
+        std::fflush(stdout);
+      }
+      if (out->finish_reason) finish_reason = *out->finish_reason;
+      if (!out->error.empty()) return InternalError(out->error);
+      if (out->finished_request) usage = out->usage;
     }
-  };
-  ASSIGN_OR_RETURN(engine::GenerationResult result,
-                   engine::generate_single(*runner.model, *runner.backend, prompt, params, eos,
-                                           on_token));
-  const double prefill_tps = prompt.size() / std::max(result.prefill_seconds, 1e-9);
+  }
+  const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double prefill_tps = prompt.size() / std::max(first_token_s, 1e-9);
   const double decode_tps =
-      result.token_ids.size() > 1
-          ? (result.token_ids.size() - 1) / std::max(result.decode_seconds, 1e-9)
-          : 0.0;
+      tokens.size() > 1 ? (tokens.size() - 1) / std::max(total_s - first_token_s, 1e-9) : 0.0;
   spdlog::info("prompt {} tokens, {:.1f} tokens/s; generated {} tokens, {:.1f} tokens/s; {}",
-               prompt.size(), prefill_tps, result.token_ids.size(), decode_tps,
-               result.finish_reason);
+               prompt.size(), prefill_tps, tokens.size(), decode_tps, finish_reason);
   if (o.json) {
-    nlohmann::json out = {{"token_ids", result.token_ids},
-                          {"text", ""},
-                          {"finish_reason", result.finish_reason},
-                          {"prompt_tokens", prompt.size()},
-                          {"completion_tokens", result.token_ids.size()},
+    nlohmann::json out = {{"token_ids", tokens},
+                          {"text", text},
+                          {"finish_reason", finish_reason},
+                          {"prompt_tokens", usage.prompt_tokens},
+                          {"completion_tokens", usage.completion_tokens},
                           {"prefill_tokens_per_s", prefill_tps},
                           {"decode_tokens_per_s", decode_tps}};
-    std::printf("%s\n", out.dump().c_str());
+    std::printf("%s\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
     std::printf("\n");
   }
@@ -112,6 +162,10 @@ void register_generate(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   cmd->add_option("--seed", o.seed, "Random seed (reproducible sampling)");
   cmd->add_flag("--ignore-eos", o.sampling.ignore_eos, "Do not stop at end-of-sequence tokens");
+  cmd->add_flag("--chat", o.chat, "Format the prompt with the model's chat template");
+  cmd->add_option("--system", o.system, "System message (with --chat)");
+  cmd->add_option("--stop", o.stop, "Stop string (repeatable)");
+  cmd->add_option("--repetition-penalty", o.sampling.repetition_penalty)->capture_default_str();
   cmd->add_flag("--json", o.json, "Print one JSON object as the last line of stdout");
   cmd->callback([options, &exit_code] {
     if (options->prompt.empty() && options->prompt_token_ids.empty()) {

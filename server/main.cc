@@ -4,6 +4,7 @@
 #include "core/logging.h"
 #include "server/cli_common.h"
 #include "server/cli_generate.h"
+#include "server/cli_tokenize.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"Sieve: an LLM serving engine with per-request KV-cache compression"};
@@ -18,6 +19,7 @@ int main(int argc, char** argv) {
     if (!status.ok()) throw CLI::ValidationError("--log-level", std::string(status.message()));
   });
   sieve::server::register_generate(app, exit_code);
+  sieve::server::register_tokenize(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

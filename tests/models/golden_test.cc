@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/single_sequence.h"
+#include "engine/engine.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "models/model_loader.h"
 #include "models/transformer.h"
@@ -132,16 +132,28 @@ TEST_P(Golden, LogitsAndGreedyMatchTransformers) {
       if (i < greedy.size()) logits = runner.step({greedy[i]});
     }
 
-    // Free-running greedy generation through the generation loop, where the served context
-    // allows it (the dynamic-NTK fixture deliberately runs past it above).
+    // Free-running greedy generation through the engine, where the served context allows it
+    // (the dynamic-NTK fixture deliberately runs past it above).
     if (static_cast<int>(prompt.size() + greedy.size()) > files->config.context_length()) continue;
-    engine::SamplingParams params;
-    params.temperature = 0;
-    params.max_tokens = static_cast<int>(greedy.size());
-    params.ignore_eos = true;
-    auto result = engine::generate_single(**model, *backend, prompt, params, {});
-    ASSERT_TRUE(result.ok()) << result.status();
-    EXPECT_EQ(result->token_ids, greedy);
+    engine::EngineConfig config;
+    config.max_num_batched_tokens = kChunkTokens;
+    config.max_num_seqs = 1;
+    config.num_kv_pages = 64;
+    auto engine = engine::Engine::create(**model, *backend, nullptr, {}, config);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    engine::Request request;
+    request.prompt_token_ids = prompt;
+    request.params.temperature = 0;
+    request.params.max_tokens = static_cast<int>(greedy.size());
+    request.params.ignore_eos = true;
+    auto stream = (*engine)->add_request(request);
+    ASSERT_TRUE(stream.ok()) << stream.status();
+    std::vector<int32_t> generated;
+    while ((*engine)->has_work()) (*engine)->step();
+    while (auto out = (*stream)->next(std::chrono::milliseconds(0))) {
+      generated.insert(generated.end(), out->token_ids.begin(), out->token_ids.end());
+    }
+    EXPECT_EQ(generated, greedy);
   }
 }
 
