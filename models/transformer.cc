@@ -1,6 +1,7 @@
 #include "models/transformer.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 
@@ -146,7 +147,10 @@ void Transformer::attention_block(int layer, const StepBatch& batch, const Tenso
   args.kv_head_lens = head_lens_view_;
   args.kv_gap_ends = gap_ends_view_;
   args.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  const auto start = std::chrono::steady_clock::now();
   backend_.attention(args);
+  attention_seconds_ +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   (void)batch;
   backend_.gemm(GemmArgs{attn_.view().slice(0, 0, n), w.o_proj, {}, proj_.view().slice(0, 0, n)});
 }

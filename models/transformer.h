@@ -56,6 +56,9 @@ class Transformer {
 
   const ModelConfig& config() const { return config_; }
   const StepLimits& limits() const { return limits_; }
+  // Host seconds spent in attention calls so far (the step-time split; on an asynchronous
+  // backend this counts launches only).
+  double attention_seconds() const { return attention_seconds_; }
   int max_num_tokens() const { return limits_.max_num_tokens; }
 
   // Runs the batch: writes its K/V into `kv_arena` and the logits of the rows named by
@@ -79,6 +82,7 @@ class Transformer {
   kernels::Backend& backend_;
   StepLimits limits_;
   RopeFrequencies rope_;
+  double attention_seconds_ = 0;
 
   // Activations, [max_num_tokens, ...]; views of the first num_tokens rows are used per step.
   Tensor hidden_, normed_, qkv_, attn_, proj_, gate_up_, act_;

@@ -23,6 +23,16 @@ void add_model_options(CLI::App& app, ModelOptions& o) {
                  "Most tokens in one step (the prefill chunk size)")
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
+  app.add_option("--max-num-seqs", o.max_num_seqs, "Most sequences in one step")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  app.add_option("--kv-cache-gib", o.kv_cache_gib,
+                 "KV cache size in GiB (0: sized for the workload, or 1 GiB for a server)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", o.enable_prefix_caching,
+               "Share the KV pages of identical prompt prefixes")
+      ->capture_default_str();
 }
 
 StatusOr<LoadedRunner> load_runner(const ModelOptions& o) {

@@ -2,6 +2,7 @@
 
 #include "CLI/CLI.hpp"
 #include "core/logging.h"
+#include "server/cli_bench.h"
 #include "server/cli_common.h"
 #include "server/cli_generate.h"
 #include "server/cli_tokenize.h"
@@ -20,6 +21,7 @@ int main(int argc, char** argv) {
   });
   sieve::server::register_generate(app, exit_code);
   sieve::server::register_tokenize(app, exit_code);
+  sieve::server::register_bench(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

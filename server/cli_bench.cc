@@ -1,0 +1,129 @@
+#include "server/cli_bench.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <random>
+
+#include "nlohmann/json.hpp"
+#include "server/cli_common.h"
+#include "spdlog/spdlog.h"
+
+namespace sieve::server {
+namespace {
+
+struct ThroughputOptions {
+  ModelOptions model;
+  int num_prompts = 100;
+  int input_len = 128;
+  int output_len = 128;
+  uint64_t seed = 0;
+  bool json = false;
+};
+
+void progress(int done, int total, double elapsed_s) {
+  const int width = 40;
+  const int filled = total ? width * done / total : width;
+  std::fprintf(stderr, "\r[%.*s%*s] %d/%d requests, %.1f s", filled,
+               "########################################", width - filled, "", done, total,
+               elapsed_s);
+  std::fflush(stderr);
+}
+
+Status run_throughput(const ThroughputOptions& o) {
+  if (o.num_prompts < 1 || o.input_len < 1 || o.output_len < 1) {
+    return InvalidArgumentError("--num-prompts, --input-len and --output-len must be positive");
+  }
+  ModelOptions model_options = o.model;
+  ASSIGN_OR_RETURN(LoadedRunner runner, load_runner(model_options));
+  const int64_t per_request = o.input_len + o.output_len;
+  ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> engine,
+                   make_engine(runner, nullptr, model_options,
+                               per_request * std::min(o.num_prompts, model_options.max_num_seqs)));
+  // Random prompts, as vLLM's random dataset: ids uniform over the vocabulary.
+  std::mt19937_64 rng(o.seed);
+  std::uniform_int_distribution<int32_t> token(0, runner.files.config.vocab_size - 1);
+  std::vector<std::shared_ptr<engine::OutputStream>> streams;
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < o.num_prompts; ++i) {
+    engine::Request request;
+    for (int t = 0; t < o.input_len; ++t) request.prompt_token_ids.push_back(token(rng));
+    request.params.temperature = 0;
+    request.params.max_tokens = o.output_len;
+    request.params.min_tokens = o.output_len;
+    request.params.ignore_eos = true;
+    ASSIGN_OR_RETURN(auto stream, engine->add_request(std::move(request)));
+    streams.push_back(std::move(stream));
+  }
+  const bool show_progress = isatty(STDERR_FILENO);
+  int64_t output_tokens = 0;
+  int finished = 0;
+  while (finished < o.num_prompts) {
+    engine->step();
+    for (auto& stream : streams) {
+      while (auto out = stream->next(std::chrono::milliseconds(0))) {
+        output_tokens += static_cast<int64_t>(out->token_ids.size());
+        if (out->finish_reason == "error") return InternalError(out->error);
+        finished += out->finished_request ? 1 : 0;
+      }
+    }
+    if (show_progress) {
+      progress(finished, o.num_prompts,
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
+  }
+  if (show_progress) std::fprintf(stderr, "\n");
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const engine::StepTimer& timer = engine->timer();
+  const double model_s = timer.seconds(engine::StepPhase::kModel);
+  const double attention_s = runner.model->attention_seconds();
+  nlohmann::json out = {
+      {"num_prompts", o.num_prompts},
+      {"input_len", o.input_len},
+      {"output_len", o.output_len},
+      {"max_num_seqs", model_options.max_num_seqs},
+      {"elapsed_s", elapsed},
+      {"requests_per_s", o.num_prompts / elapsed},
+      {"output_tokens_per_s", output_tokens / elapsed},
+      {"total_tokens_per_s", (output_tokens + int64_t{o.num_prompts} * o.input_len) / elapsed},
+      {"peak_kv_pages", engine->stats().peak_kv_pages.load()},
+      {"steps", engine->stats().steps.load()},
+      {"preemptions", engine->stats().preemptions.load()},
+      {"step_split_s",
+       {{"model_without_attention", model_s - attention_s},
+        {"attention", attention_s},
+        {"scheduler", timer.seconds(engine::StepPhase::kSchedule)},
+        {"sampling", timer.seconds(engine::StepPhase::kSample)},
+        {"detokenization", timer.seconds(engine::StepPhase::kDetokenize)}}},
+      {"backend", runner.backend->name()}};
+  if (o.json) {
+    std::printf("%s\n", out.dump().c_str());
+  } else {
+    std::printf("Throughput: %.2f requests/s, %.1f output tokens/s, %.1f total tokens/s (%.1f s)\n",
+                out["requests_per_s"].get<double>(), out["output_tokens_per_s"].get<double>(),
+                out["total_tokens_per_s"].get<double>(), elapsed);
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+void register_bench(CLI::App& app, int& exit_code) {
+  CLI::App* bench = app.add_subcommand("bench", "Benchmarks");
+  bench->require_subcommand(1);
+  auto o = std::make_shared<ThroughputOptions>();
+  CLI::App* cmd = bench->add_subcommand("throughput", "Offline throughput on random prompts");
+  add_model_options(*cmd, o->model);
+  cmd->add_option("--num-prompts", o->num_prompts)->capture_default_str();
+  cmd->add_option("--input-len", o->input_len)->capture_default_str();
+  cmd->add_option("--output-len", o->output_len)->capture_default_str();
+  cmd->add_option("--seed", o->seed, "Seed of the random prompts")->capture_default_str();
+  cmd->add_flag("--json", o->json, "Print one JSON object as the last line of stdout");
+  cmd->callback([o, &exit_code] {
+    const Status status = run_throughput(*o);
+    if (!status.ok()) exit_code = report_error(status);
+  });
+}
+
+}  // namespace sieve::server
