@@ -210,6 +210,19 @@ Regex::~Regex() { pcre2_code_free(code_); }
 
 void Regex::find_all(std::string_view text, std::vector<std::pair<size_t, size_t>>* matches) const {
   thread_local MatchState state;
+  // PCRE2's \s still counts U+180E (Mongolian vowel separator) as space, as Unicode did before
+  // 6.3; Oniguruma and Rust, which HF uses, do not. Match on a copy where it is U+200B, another
+  // 3-byte format character that no \s, \w, \p{L} or \p{N} matches, so offsets carry over.
+  constexpr std::string_view kMongolianVowelSeparator = "\xE1\xA0\x8E";
+  std::string swapped;
+  if (text.find(kMongolianVowelSeparator) != std::string_view::npos) {
+    swapped = text;
+    for (size_t pos = swapped.find(kMongolianVowelSeparator); pos != std::string::npos;
+         pos = swapped.find(kMongolianVowelSeparator, pos + 3)) {
+      swapped.replace(pos, 3, "\xE2\x80\x8B");
+    }
+    text = swapped;
+  }
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   size_t offset = 0;
   while (offset < text.size()) {

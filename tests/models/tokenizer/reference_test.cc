@@ -53,6 +53,7 @@ bool is_unigram_tie(const Tokenizer& tokenizer, const nlohmann::json& reference,
 TEST_P(TokenizerReference, EncodesAsHuggingFace) {
   for (const auto& e : (*reference_)["encode"]) {
     const std::string text = e["text"];
+    if (e.value("hf_differs", false)) continue;  // see make_references.py
     SCOPED_TRACE("text: " + text);
     for (const bool add_special : {false, true}) {
       const auto ids = tokenizer_->encode(text, add_special);
@@ -108,9 +109,11 @@ TEST_P(SentencePieceReference, EncodesAsTheSentencePiecePackage) {
   for (size_t i = 0; i < encode.size(); ++i) {
     const std::string text = encode[i]["text"];
     // sentencepiece does not parse special tokens in text.
-    if (text.find("<s>") != std::string::npos || text.find("<|user|>") != std::string::npos) {
-      continue;
+    bool special = false;
+    for (const char* token : {"<s>", "</s>", "<unk>", "<|user|>"}) {
+      special |= text.find(token) != std::string::npos;
     }
+    if (special) continue;
     SCOPED_TRACE("text: " + text);
     const auto ids = tokenizer_->encode(text, false);
     const auto want = expected[i].get<std::vector<int32_t>>();
