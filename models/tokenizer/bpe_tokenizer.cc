@@ -1,6 +1,7 @@
 #include "models/tokenizer/bpe_tokenizer.h"
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <mutex>
@@ -163,6 +164,8 @@ void BpeTokenizer::encode_text(std::string_view text, bool at_start,
                   &scratch, ids);
     }
   }
+  // A huge prompt should not pin its copy in every thread that ever encoded one.
+  if (scratch.buffer.capacity() > (1 << 20)) std::string().swap(scratch.buffer);
 }
 
 void BpeTokenizer::encode_word(std::string_view word, Scratch* scratch,
@@ -279,6 +282,46 @@ void BpeTokenizer::merge(std::vector<Symbol>* symbols, std::vector<QueuedMerge>*
 }
 
 }  // namespace
+
+Status apply_gguf_pre(std::string_view pre, BpeSpec* spec) {
+  std::vector<NormalizerStep>* normalizer = &spec->normalizer;
+  std::vector<PreTokenizerStep>* pre_tokenizer = &spec->pre_tokenizer;
+  normalizer->clear();
+  pre_tokenizer->clear();
+  std::string_view split_pattern;
+  bool digits = false;
+  if (pre == "gpt-2" || pre == "gpt2" || pre == "default" || pre.empty()) {
+    if (pre.empty()) spdlog::warn("GGUF has no tokenizer.ggml.pre; using GPT-2's pre-tokenizer");
+  } else if (pre == "llama-bpe" || pre == "llama3" || pre == "llama-v3") {
+    split_pattern = kLlama3Pattern;
+    spec->ignore_merges = true;  // as Llama 3's tokenizer.json (and llama.cpp) have it
+  } else if (pre == "qwen2") {
+    split_pattern = kQwen2Pattern;
+    normalizer->emplace_back(NormalizerStep::Kind::kUnicode);
+  } else if (pre == "smollm" || pre == "starcoder" || pre == "refact") {
+    digits = true;
+  } else {
+    return UnimplementedError(fmt::format(
+        "tokenizer.ggml.pre '{}' is not supported (supported: gpt-2, default, llama-bpe, llama3, "
+        "qwen2, smollm, starcoder, refact)",
+        pre));
+  }
+  if (digits) {
+    PreTokenizerStep step(PreTokenizerStep::Kind::kDigits);
+    step.individual_digits = true;
+    pre_tokenizer->push_back(std::move(step));
+  }
+  PreTokenizerStep byte_level(PreTokenizerStep::Kind::kByteLevel);
+  if (split_pattern.empty()) {
+    ASSIGN_OR_RETURN(byte_level.regex, Regex::compile(kGpt2Pattern));
+  } else {
+    PreTokenizerStep split(PreTokenizerStep::Kind::kSplit);
+    ASSIGN_OR_RETURN(split.regex, Regex::compile(split_pattern));
+    pre_tokenizer->push_back(std::move(split));
+  }
+  pre_tokenizer->push_back(std::move(byte_level));
+  return OkStatus();
+}
 
 StatusOr<std::unique_ptr<Tokenizer>> make_bpe_tokenizer(TokenizerParts parts, BpeSpec spec) {
   ASSIGN_OR_RETURN(BpeTables tables, build_tables(spec));

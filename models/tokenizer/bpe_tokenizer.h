@@ -27,6 +27,12 @@ struct BpeSpec {
   std::vector<PreTokenizerStep> pre_tokenizer;
 };
 
+// Sets the normalizer, pre-tokenizer and ignore_merges that llama.cpp's tokenizer.ggml.pre names
+// stand for, as those models' tokenizer.json files declare them: "gpt-2"/"default",
+// "llama-bpe"/"llama3", "qwen2" (NFC too) and "smollm"/"starcoder"/"refact". Other names are an
+// Unimplemented error naming the field.
+Status apply_gguf_pre(std::string_view pre, BpeSpec* spec);
+
 // Builds the tokenizer; an error names the merge or token that does not fit the vocabulary.
 StatusOr<std::unique_ptr<Tokenizer>> make_bpe_tokenizer(TokenizerParts parts, BpeSpec spec);
 

@@ -284,52 +284,14 @@ void pre_tokenize(const std::vector<PreTokenizerStep>& steps, bool at_start, std
   pieces->clear();
   if (buffer->empty()) return;
   pieces->push_back({0, static_cast<uint32_t>(buffer->size()), at_start});
-  std::vector<Piece> next;
-  std::vector<std::pair<size_t, size_t>> matches;
-  std::vector<Span> spans;
+  thread_local std::vector<Piece> next;  // reused: encoding allocates little
+  thread_local std::vector<std::pair<size_t, size_t>> matches;
+  thread_local std::vector<Span> spans;
   for (const PreTokenizerStep& step : steps) {
     next.clear();
     for (const Piece& piece : *pieces) apply_step(step, piece, buffer, &next, &matches, &spans);
     pieces->swap(next);
   }
-}
-
-Status pipeline_for_gguf_pre(std::string_view pre, std::vector<NormalizerStep>* normalizer,
-                             std::vector<PreTokenizerStep>* pre_tokenizer) {
-  normalizer->clear();
-  pre_tokenizer->clear();
-  std::string_view split_pattern;
-  bool digits = false;
-  if (pre == "gpt-2" || pre == "gpt2" || pre == "default" || pre.empty()) {
-    if (pre.empty()) spdlog::warn("GGUF has no tokenizer.ggml.pre; using GPT-2's pre-tokenizer");
-  } else if (pre == "llama-bpe" || pre == "llama3" || pre == "llama-v3") {
-    split_pattern = kLlama3Pattern;
-  } else if (pre == "qwen2") {
-    split_pattern = kQwen2Pattern;
-    normalizer->emplace_back(NormalizerStep::Kind::kUnicode);
-  } else if (pre == "smollm" || pre == "starcoder" || pre == "refact") {
-    digits = true;
-  } else {
-    return UnimplementedError(fmt::format(
-        "tokenizer.ggml.pre '{}' is not supported (supported: gpt-2, default, llama-bpe, llama3, "
-        "qwen2, smollm, starcoder, refact)",
-        pre));
-  }
-  if (digits) {
-    PreTokenizerStep step(PreTokenizerStep::Kind::kDigits);
-    step.individual_digits = true;
-    pre_tokenizer->push_back(std::move(step));
-  }
-  PreTokenizerStep byte_level(PreTokenizerStep::Kind::kByteLevel);
-  if (split_pattern.empty()) {
-    ASSIGN_OR_RETURN(byte_level.regex, Regex::compile(kGpt2Pattern));
-  } else {
-    PreTokenizerStep split(PreTokenizerStep::Kind::kSplit);
-    ASSIGN_OR_RETURN(split.regex, Regex::compile(split_pattern));
-    pre_tokenizer->push_back(std::move(split));
-  }
-  pre_tokenizer->push_back(std::move(byte_level));
-  return OkStatus();
 }
 
 }  // namespace sieve::models

@@ -37,9 +37,11 @@ class Regex {
 inline constexpr std::string_view kGpt2Pattern =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 inline constexpr std::string_view kLlama3Pattern =
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|)"
+    R"( ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 inline constexpr std::string_view kQwen2Pattern =
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|)"
+    R"( ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
 // One normalizer of tokenizer.json's "normalizer" (a Sequence is flattened).
 struct NormalizerStep {
@@ -87,11 +89,5 @@ struct Piece {
 // space or metaspace) append the rewritten text to `buffer`, so pieces are offsets, not views.
 void pre_tokenize(const std::vector<PreTokenizerStep>& steps, bool at_start, std::string* buffer,
                   std::vector<Piece>* pieces);
-
-// The pipeline that llama.cpp's tokenizer.ggml.pre names stand for, as those models'
-// tokenizer.json files declare it: "gpt-2"/"default", "llama-bpe"/"llama3", "qwen2" (which also
-// normalizes to NFC) and "smollm"/"starcoder"/"refact". Other names are an error.
-Status pipeline_for_gguf_pre(std::string_view pre, std::vector<NormalizerStep>* normalizer,
-                             std::vector<PreTokenizerStep>* pre_tokenizer);
 
 }  // namespace sieve::models

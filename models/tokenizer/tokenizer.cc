@@ -99,7 +99,7 @@ StatusOr<std::unique_ptr<Tokenizer>> gguf_bpe(const VocabData& vocab, TokenizerP
     }
     spec.merges.emplace_back(merge.substr(0, space), merge.substr(space + 1));
   }
-  RETURN_IF_ERROR(pipeline_for_gguf_pre(vocab.pre, &spec.normalizer, &spec.pre_tokenizer));
+  RETURN_IF_ERROR(apply_gguf_pre(vocab.pre, &spec));
   if (vocab.unknown_id >= 0 && vocab.unknown_id < static_cast<int32_t>(vocab.tokens.size())) {
     spec.unk_id = vocab.unknown_id;
   }

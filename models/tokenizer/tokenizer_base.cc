@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "core/check.h"
 #include "models/tokenizer/unicode.h"
 
 namespace sieve::models {
@@ -52,11 +53,13 @@ TokenizerBase::TokenizerBase(TokenizerParts parts, bool normalized_in_model)
       chat_template_(std::move(parts.chat_template)) {
   ids_by_text_.reserve(token_texts_.size());
   for (size_t id = 0; id < token_texts_.size(); ++id) {
-    ids_by_text_.try_emplace(token_texts_[id], static_cast<int32_t>(id));
+    if (!token_texts_[id].empty())
+      ids_by_text_.try_emplace(token_texts_[id], static_cast<int32_t>(id));
   }
   std::vector<AddedToken> raw;
   std::vector<std::string> patterns;
   for (const AddedToken& token : added_tokens_) {
+    SIEVE_CHECK(token.id >= 0 && token.id < vocab_size()) << "added token id " << token.id;
     ids_by_text_.insert_or_assign(token.content, token.id);
     if (token.special) special_[token.id] = true;
     if (!token.normalized || !normalized_in_model) {

@@ -273,7 +273,8 @@ def main():
                             e["hf_differs"] = True
                 cases.append(case)
             if model_type == "bpe":
-                jd = os.path.join(out, "spm_json_%s_%s" % (model_type, "legacy" if legacy else "first"))
+                variant = "legacy" if legacy else "first"
+                jd = os.path.join(out, "spm_json_%s_%s" % (model_type, variant))
                 os.makedirs(jd, exist_ok=True)
                 tok.save(os.path.join(jd, "tokenizer.json"))
                 cases.append({"name": os.path.basename(jd), "kind": "hf_dir",
