@@ -19,6 +19,6 @@ add_library(sieve_tokenizer STATIC
   ${CMAKE_CURRENT_LIST_DIR}/unicode.cc
 )
 target_link_libraries(sieve_tokenizer
-  PUBLIC sieve_core absl::flat_hash_map
-  PRIVATE nlohmann_json::nlohmann_json PkgConfig::PCRE2 PkgConfig::SENTENCEPIECE
-          PkgConfig::UTF8PROC sieve_warnings)
+  PUBLIC sieve_core
+  PRIVATE absl::flat_hash_map nlohmann_json::nlohmann_json PkgConfig::PCRE2
+          PkgConfig::SENTENCEPIECE PkgConfig::UTF8PROC sieve_warnings)

@@ -40,9 +40,17 @@ class Tokenizer {
   virtual std::vector<int32_t> encode(std::string_view text, bool add_special_tokens) const = 0;
   // Text of `ids`; ids outside the vocabulary are skipped, as HF skips them.
   virtual std::string decode(std::span<const int32_t> ids, bool skip_special_tokens) const = 0;
-  // A streaming decoder over this tokenizer, which must outlive it.
+  // A streaming decoder over this tokenizer, which must outlive it. `context_ids` (say, the
+  // prompt's last few ids) are decoded first and their text dropped, so that the first delta
+  // reads as a continuation: SentencePiece's "▁Paris" after a prompt gives " Paris", where
+  // decode() of the generated ids alone gives "Paris". The deltas then concatenate to what
+  // decode(context + ids) adds after the context's settled text.
   virtual std::unique_ptr<IncrementalDetokenizer> make_detokenizer(
-      bool skip_special_tokens) const = 0;
+      bool skip_special_tokens, std::span<const int32_t> context_ids) const = 0;
+  // The same without context: deltas concatenate to decode(ids).
+  std::unique_ptr<IncrementalDetokenizer> make_detokenizer(bool skip_special_tokens) const {
+    return make_detokenizer(skip_special_tokens, {});
+  }
 
   // Number of ids, added tokens included (the model's embedding table may be larger).
   virtual int vocab_size() const = 0;

@@ -16,10 +16,16 @@ constexpr std::string_view kEndTokens[] = {
 
 class Detokenizer : public IncrementalDetokenizer {
  public:
-  Detokenizer(const TokenizerBase* tokenizer, bool skip_special_tokens)
+  Detokenizer(const TokenizerBase* tokenizer, bool skip_special_tokens,
+              std::span<const int32_t> context_ids)
       : tokenizer_(tokenizer),
         skip_special_tokens_(skip_special_tokens),
-        stream_(&tokenizer->token_decoder()) {}
+        stream_(&tokenizer->token_decoder()) {
+    std::string dropped;
+    for (const int32_t id : context_ids) {
+      if (tokenizer_->decodes(id, skip_special_tokens_)) stream_.push(id, &dropped);
+    }
+  }
 
   std::string feed(int32_t id) override {
     std::string delta;
@@ -117,8 +123,8 @@ std::string TokenizerBase::decode(std::span<const int32_t> ids, bool skip_specia
 }
 
 std::unique_ptr<IncrementalDetokenizer> TokenizerBase::make_detokenizer(
-    bool skip_special_tokens) const {
-  return std::make_unique<Detokenizer>(this, skip_special_tokens);
+    bool skip_special_tokens, std::span<const int32_t> context_ids) const {
+  return std::make_unique<Detokenizer>(this, skip_special_tokens, context_ids);
 }
 
 std::string_view TokenizerBase::token_text(int32_t id) const {

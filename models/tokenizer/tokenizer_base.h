@@ -47,7 +47,9 @@ class TokenizerBase : public Tokenizer {
  public:
   std::vector<int32_t> encode(std::string_view text, bool add_special_tokens) const override;
   std::string decode(std::span<const int32_t> ids, bool skip_special_tokens) const override;
-  std::unique_ptr<IncrementalDetokenizer> make_detokenizer(bool skip_special_tokens) const override;
+  using Tokenizer::make_detokenizer;
+  std::unique_ptr<IncrementalDetokenizer> make_detokenizer(
+      bool skip_special_tokens, std::span<const int32_t> context_ids) const override;
   int vocab_size() const override { return static_cast<int>(token_texts_.size()); }
   std::optional<int32_t> bos_id() const override { return bos_id_; }
   std::optional<int32_t> eos_id() const override { return eos_id_; }

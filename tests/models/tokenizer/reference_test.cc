@@ -93,6 +93,24 @@ TEST_P(TokenizerReference, IncrementalDeltasAreValidUtf8AndConcatenateToDecode) 
   }
 }
 
+// With context ids, the deltas are what decoding context + ids adds after the context's text.
+TEST_P(TokenizerReference, IncrementalWithContextContinuesTheContextsText) {
+  for (const auto& d : (*reference_)["decode"]) {
+    const auto ids = d["ids"].get<std::vector<int32_t>>();
+    SCOPED_TRACE("ids: " + d["ids"].dump());
+    const size_t split = ids.size() / 2;
+    const std::span<const int32_t> context(ids.data(), split);
+    std::string settled;  // what the context alone settles
+    auto primer = tokenizer_->make_detokenizer(false);
+    for (const int32_t id : context) settled += primer->feed(id);
+    auto detokenizer = tokenizer_->make_detokenizer(false, context);
+    std::string text = settled;
+    for (size_t i = split; i < ids.size(); ++i) text += detokenizer->feed(ids[i]);
+    text += detokenizer->finish();
+    EXPECT_EQ(text, tokenizer_->decode(ids, false));
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(All, TokenizerReference,
                          ::testing::Values("gpt2", "gpt2_gguf", "llama3", "llama3_gguf", "qwen2",
                                            "qwen2_gguf", "smollm2", "smollm2_gguf", "spm_bpe",

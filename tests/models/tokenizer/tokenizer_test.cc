@@ -105,6 +105,21 @@ TEST(Tokenizer, EncodesTheSameFromManyThreads) {
   EXPECT_EQ(mismatches, 0);
 }
 
+TEST(Tokenizer, SentencePieceContinuationKeepsTheLeadingSpace) {
+  const auto tokenizer = load("spm_bpe");
+  ASSERT_NE(tokenizer, nullptr);
+  const auto prompt = tokenizer->encode("The capital of France is", true);
+  const auto answer = tokenizer->encode("Paris", false);  // "▁Paris" (dummy prefix)
+  auto fresh = tokenizer->make_detokenizer(true);
+  std::string alone;
+  for (const int32_t id : answer) alone += fresh->feed(id);
+  EXPECT_EQ(alone + fresh->finish(), "Paris");  // as decode(answer) gives it
+  auto continued = tokenizer->make_detokenizer(true, prompt);
+  std::string text;
+  for (const int32_t id : answer) text += continued->feed(id);
+  EXPECT_EQ(text + continued->finish(), " Paris");
+}
+
 TEST(Tokenizer, RepairsInvalidUtf8BeforeEncoding) {
   const auto tokenizer = load("gpt2");
   ASSERT_NE(tokenizer, nullptr);
