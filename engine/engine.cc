@@ -20,6 +20,9 @@ struct Engine::RequestState {
   uint64_t seed = 0;
   Usage usage;
   bool counted_cache = false;
+  // Prompt logprobs: entries for prompt positions 1.., sent with the request's first chunk.
+  std::vector<TokenLogprob> prompt_logprobs;
+  bool prompt_logprobs_sent = false;
 };
 
 // Per-sample streaming state: the detokenizer, the stop-string filter, token counts.
@@ -121,6 +124,7 @@ Status Engine::init() {
   ASSIGN_OR_RETURN(arena_,
                    backend_.allocate(DType::kU8, {static_cast<int64_t>(layout_.arena_bytes())}));
   ASSIGN_OR_RETURN(logits_, backend_.allocate(DType::kF32, {config_.max_num_seqs, c.vocab_size}));
+  ASSIGN_OR_RETURN(prompt_logits_, backend_.allocate(DType::kF32, {kPromptLogitRows, c.vocab_size}));
 
   scheduler::SchedulerConfig sched;
   sched.max_num_batched_tokens = config_.max_num_batched_tokens;
@@ -168,9 +172,6 @@ StatusOr<std::shared_ptr<OutputStream>> Engine::add_request(Request request) {
     return InvalidArgumentError("n " + std::to_string(p.n) + " exceeds max_num_seqs " +
                                 std::to_string(config_.max_num_seqs));
   }
-  if (p.prompt_logprobs >= 0) {
-    return UnimplementedError("prompt_logprobs is not supported yet");
-  }
   std::shared_ptr<OutputStream> stream;
   {
     std::lock_guard<std::mutex> lock(inbox_mutex_);
@@ -212,6 +213,8 @@ void Engine::drain_inbox() {
     spec.prompt_token_ids = request.prompt_token_ids;
     spec.max_tokens = request.params.max_tokens;
     spec.n = request.params.n;
+    // Prompt logprobs need every prompt position computed, none served from the cache.
+    spec.use_prefix_cache = request.params.prompt_logprobs < 0;
     spec.kv_format = layout_.dtype == DType::kF32 ? kvcache::KvFormatId::kF32
                                                   : kvcache::KvFormatId::kBF16;
     state->request = std::move(request);
@@ -286,6 +289,7 @@ void Engine::run_step(const scheduler::SchedulerOutput& out) {
       stats_.prompt_tokens += s.num_new_tokens;
     }
   }
+  prompt_logprobs_step(out);
   const std::vector<scheduler::SeqOutput> sampled = sample_step(out);
   const std::vector<scheduler::FinishedSeq> finished = scheduler_->update(sampled);
   timer_.mark(StepPhase::kSchedule);
@@ -339,6 +343,46 @@ void Engine::build_batch(const scheduler::SchedulerOutput& out) {
         b.kv_head_lens.insert(b.kv_head_lens.end(), h.prefix_lens.begin(), h.prefix_lens.end());
         b.kv_gap_ends.push_back(h.gap_end);
       }
+    }
+  }
+}
+
+void Engine::prompt_logprobs_step(const scheduler::SchedulerOutput& out) {
+  // (flat batch row, prompt token it predicts, request) for every prompt position asked for.
+  struct Row {
+    int32_t row;
+    int32_t token;
+    RequestState* request;
+    size_t slot;  // its entry in request->prompt_logprobs
+  };
+  std::vector<Row> rows;
+  for (size_t i = 0; i < out.scheduled.size(); ++i) {
+    const scheduler::ScheduledSeq& s = out.scheduled[i];
+    if (!s.is_prefill_chunk || s.sample_index != 0) continue;
+    RequestState& r = *requests_.at(s.request_id);
+    if (r.request.params.prompt_logprobs < 0) continue;
+    const std::vector<int32_t>& prompt = r.request.prompt_token_ids;
+    for (int j = 0; j < s.num_new_tokens; ++j) {
+      const int position = s.num_computed_tokens + j;
+      // Row `position` predicts prompt token position + 1; a recompute skips what was sent.
+      const int next = position + 1;
+      if (next >= static_cast<int>(prompt.size())) break;
+      if (next != static_cast<int>(r.prompt_logprobs.size()) + 1) continue;
+      rows.push_back({batch_.qo_indptr[i] + j, prompt[next], &r, r.prompt_logprobs.size()});
+      r.prompt_logprobs.emplace_back();  // filled below
+    }
+  }
+  const int64_t vocab = model_.config().vocab_size;
+  for (size_t begin = 0; begin < rows.size(); begin += kPromptLogitRows) {
+    const size_t end = std::min(rows.size(), begin + kPromptLogitRows);
+    std::vector<int32_t> indices;
+    for (size_t k = begin; k < end; ++k) indices.push_back(rows[k].row);
+    model_.compute_logits(indices, prompt_logits_.view().slice(0, 0, end - begin));
+    for (size_t k = begin; k < end; ++k) {
+      const Row& row = rows[k];
+      const std::span<const float> logits(prompt_logits_.data<float>() + (k - begin) * vocab, vocab);
+      row.request->prompt_logprobs[row.slot] =
+          compute_logprob(logits, row.token, row.request->request.params.prompt_logprobs);
     }
   }
 }
@@ -437,6 +481,11 @@ void Engine::emit(const scheduler::SeqOutput& sampled, const TokenLogprob* logpr
   out.index = st.index;
   out.token_ids = sampled.token_ids;
   if (logprob) out.logprobs.push_back(*logprob);
+  RequestState& r = *st.request;
+  if (r.request.params.prompt_logprobs >= 0 && !r.prompt_logprobs_sent) {
+    out.prompt_logprobs = std::move(r.prompt_logprobs);
+    r.prompt_logprobs_sent = true;
+  }
   // A stop token ends the text without its own text (it is special, or a stop the user named).
   if (st.detokenizer && sampled.finish == FinishReason::kNone) {
     out.text = st.stops.push(st.detokenizer->feed(sampled.token_ids[0]));

@@ -86,6 +86,7 @@ class Engine {
   void run_step(const scheduler::SchedulerOutput& out);
   void build_batch(const scheduler::SchedulerOutput& out);
   std::vector<scheduler::SeqOutput> sample_step(const scheduler::SchedulerOutput& out);
+  void prompt_logprobs_step(const scheduler::SchedulerOutput& out);
   void emit(const scheduler::SeqOutput& sampled, const TokenLogprob* logprob);
   void finish_seq(const scheduler::FinishedSeq& finished);
   SeqState& seq_state(scheduler::SeqId id, RequestId request, int index);
@@ -104,6 +105,9 @@ class Engine {
   kernels::KvCacheLayout layout_;
   Tensor arena_;
   Tensor logits_;
+  // Prompt logprobs go through the LM head in slices of this many rows.
+  static constexpr int kPromptLogitRows = 64;
+  Tensor prompt_logits_;
 
   // Engine-thread state.
   std::unordered_map<RequestId, std::unique_ptr<RequestState>> requests_;

@@ -170,7 +170,8 @@ void Transformer::forward(const StepBatch& batch, const TensorView& kv_arena,
   const int64_t n = batch.num_tokens();
   SIEVE_CHECK(n > 0 && n <= limits_.max_num_tokens) << "step of " << n << " tokens";
   SIEVE_CHECK_LE(batch.num_seqs(), limits_.max_num_seqs);
-  SIEVE_CHECK_EQ(logits.size(0), static_cast<int64_t>(batch.logits_indices.size()));
+  SIEVE_CHECK(batch.logits_indices.empty() ||
+              logits.size(0) == static_cast<int64_t>(batch.logits_indices.size()));
   const float eps = static_cast<float>(c.rms_norm_eps);
 
   const TensorView ids = upload(batch.token_ids, ids_, n);
@@ -206,11 +207,18 @@ void Transformer::forward(const StepBatch& batch, const TensorView& kv_arena,
     mlp_block(layer, n);
   }
   backend_.add_rms_norm(normed, hidden, proj, weights_.final_norm, eps);
+  last_num_tokens_ = n;
+  if (!batch.logits_indices.empty()) compute_logits(batch.logits_indices, logits);
+}
+
+void Transformer::compute_logits(const std::vector<int32_t>& rows, const TensorView& logits) {
   // Only the requested rows go through the LM head.
-  const int64_t num_logits = static_cast<int64_t>(batch.logits_indices.size());
-  const TensorView rows = upload(batch.logits_indices, rows_, num_logits);
+  const int64_t num_logits = static_cast<int64_t>(rows.size());
+  SIEVE_CHECK_EQ(logits.size(0), num_logits);
+  for (int32_t row : rows) SIEVE_CHECK(row >= 0 && row < last_num_tokens_) << "row " << row;
+  const TensorView device_rows = upload(rows, rows_, num_logits);
   const TensorView gathered = gathered_.view().slice(0, 0, num_logits);
-  backend_.embed(rows, normed, gathered);
+  backend_.embed(device_rows, normed_.view().slice(0, 0, last_num_tokens_), gathered);
   backend_.gemm(GemmArgs{gathered, weights_.lm_head, {}, logits});
 }
 

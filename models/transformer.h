@@ -65,6 +65,9 @@ class Transformer {
   // batch.logits_indices into `logits` [num_logits, vocab].
   void forward(const StepBatch& batch, const TensorView& kv_arena,
                const kernels::KvCacheLayout& layout, const TensorView& logits);
+  // Logits of more rows of the last forward() (its final hidden states stay until the next
+  // one): `rows` index its tokens; `logits` is [rows.size(), vocab].
+  void compute_logits(const std::vector<int32_t>& rows, const TensorView& logits);
 
  private:
   Transformer(const ModelConfig& config, ModelWeights weights, kernels::Backend& backend,
@@ -83,6 +86,7 @@ class Transformer {
   StepLimits limits_;
   RopeFrequencies rope_;
   double attention_seconds_ = 0;
+  int64_t last_num_tokens_ = 0;  // tokens of the last forward(), whose hidden states remain
 
   // Activations, [max_num_tokens, ...]; views of the first num_tokens rows are used per step.
   Tensor hidden_, normed_, qkv_, attn_, proj_, gate_up_, act_;

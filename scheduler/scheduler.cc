@@ -64,6 +64,7 @@ StatusOr<SeqId> Scheduler::add_request(RequestSpec spec) {
   seq.num_prompt_tokens = num_prompt_tokens;
   seq.max_tokens = spec.max_tokens;
   seq.kv_format = spec.kv_format;
+  seq.use_prefix_cache = spec.use_prefix_cache;
   waiting_.push_back(&seq);
   return seq.seq_id;
 }
@@ -163,7 +164,7 @@ void Scheduler::schedule_waiting(Step& step) {
 bool Scheduler::admit(Sequence& seq, Step& step) {
   const SeqId id = seq.seq_id;
   kv_.add_sequence(id, seq.kv_format);
-  seq.num_computed_tokens = kv_.attach_cached_prefix(id, seq.token_ids);
+  seq.num_computed_tokens = seq.use_prefix_cache ? kv_.attach_cached_prefix(id, seq.token_ids) : 0;
   int num_tokens = std::min(seq.num_tokens() - seq.num_computed_tokens, step.budget_left);
   // With nothing running, the head of the queue may use the whole pool: the queue always moves.
   const bool alone = running_.empty();

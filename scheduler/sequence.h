@@ -38,6 +38,8 @@ struct RequestSpec {
   int max_tokens = 16;  // output tokens per sequence
   int n = 1;            // parallel samples (sequences) of the request
   kvcache::KvFormatId kv_format = kvcache::KvFormatId::kBF16;
+  // Off for requests that need every prompt position computed (prompt logprobs).
+  bool use_prefix_cache = true;
 };
 
 // One sequence's scheduling state. Read-only outside the scheduler.
@@ -52,6 +54,7 @@ struct Sequence {
   int num_prompt_tokens = 0;
   int max_tokens = 0;
   kvcache::KvFormatId kv_format = kvcache::KvFormatId::kBF16;
+  bool use_prefix_cache = true;
   // Tokens whose KV is in the cache (or scheduled into it by the step in flight).
   int num_computed_tokens = 0;
   SeqStatus status = SeqStatus::kWaiting;

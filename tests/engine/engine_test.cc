@@ -238,3 +238,81 @@ TEST(Engine, ParallelSamplesShareThePromptAndDiffer) {
 
 }  // namespace
 }  // namespace sieve::engine
+
+namespace sieve::engine {
+namespace {
+
+// All chunks of one stream, after the engine has finished.
+std::vector<RequestOutput> drain(Engine& engine, OutputStream& stream) {
+  while (engine.has_work()) engine.step();
+  std::vector<RequestOutput> outs;
+  while (auto out = stream.next(std::chrono::milliseconds(0))) outs.push_back(std::move(*out));
+  return outs;
+}
+
+TEST(Engine, LogprobsMatchTheGoldenLogits) {
+  Fixture f = load("qwen2", 64, 4);
+  auto engine = make_engine(f);
+  const fs::path dir = kGolden / "qwen2";
+  auto references = models::load_safetensors_file((dir / "golden_logits.safetensors").string());
+  ASSERT_TRUE(references.ok());
+  Request r = greedy_request(f.cases[1]);
+  r.params.max_tokens = 3;
+  r.params.logprobs = 5;
+  auto outs = drain(*engine, **engine->add_request(r));
+  const Tensor& want = references->at("case1");
+  const int64_t vocab = want.size(1);
+  int step = 0;
+  for (const RequestOutput& out : outs) {
+    for (const TokenLogprob& lp : out.logprobs) {
+      // log-softmax of the reference row, in double.
+      const float* row = want.data<float>() + step * vocab;
+      double max = row[0], sum = 0;
+      for (int64_t v = 0; v < vocab; ++v) max = std::max(max, double(row[v]));
+      for (int64_t v = 0; v < vocab; ++v) sum += std::exp(row[v] - max);
+      const double log_z = max + std::log(sum);
+      EXPECT_NEAR(lp.logprob, row[lp.token_id] - log_z, 2e-3) << "step " << step;
+      ASSERT_EQ(lp.top.size(), 5u);
+      EXPECT_EQ(lp.top[0].first, lp.token_id);  // greedy: the sampled token is the top one
+      EXPECT_NEAR(lp.top[1].second, row[lp.top[1].first] - log_z, 2e-3);
+      ++step;
+    }
+  }
+  EXPECT_EQ(step, 3);
+}
+
+TEST(Engine, PromptLogprobsEqualNextTokenLogprobsOfEachPrefix) {
+  Fixture f = load("llama2", 16, 4);  // 16-token steps: the 64-token prompt takes 4 chunks
+  auto engine = make_engine(f);
+  const std::vector<int32_t>& prompt = f.cases[2].prompt;
+  ASSERT_EQ(prompt.size(), 64u);
+  // Warm the prefix cache with the same prompt: prompt logprobs must not use it.
+  drain(*engine, **engine->add_request(greedy_request(f.cases[2])));
+  Request r = greedy_request(f.cases[2]);
+  r.params.max_tokens = 1;
+  r.params.prompt_logprobs = 3;
+  auto outs = drain(*engine, **engine->add_request(r));
+  ASSERT_FALSE(outs.empty());
+  const std::vector<TokenLogprob>& plp = outs.front().prompt_logprobs;
+  ASSERT_EQ(plp.size(), prompt.size() - 1);
+  EXPECT_EQ(outs.back().usage.cached_prompt_tokens, 0);
+  for (size_t k : {1u, 17u, 40u, 63u}) {
+    // The next-token distribution after prompt[0..k) through an ordinary request.
+    Request prefix = greedy_request(f.cases[2]);
+    prefix.prompt_token_ids.assign(prompt.begin(), prompt.begin() + k);
+    prefix.params.max_tokens = 1;
+    prefix.params.logprobs = 3;
+    auto prefix_outs = drain(*engine, **engine->add_request(prefix));
+    const TokenLogprob& next = prefix_outs.front().logprobs.at(0);
+    const TokenLogprob& got = plp[k - 1];
+    EXPECT_EQ(got.token_id, prompt[k]);
+    ASSERT_EQ(got.top.size(), 3u);
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_EQ(got.top[i].first, next.top[i].first) << k;
+      EXPECT_NEAR(got.top[i].second, next.top[i].second, 1e-4) << k;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sieve::engine

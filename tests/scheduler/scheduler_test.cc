@@ -29,8 +29,10 @@ struct Harness {
       : kv(kvcache::testing::make_manager(num_pages, prefix_caching, page_bytes)),
         scheduler(config, *kv) {}
 
-  SeqId add(RequestId id, int num_prompt_tokens, int max_tokens, int n = 1, int32_t first = 100) {
+  SeqId add(RequestId id, int num_prompt_tokens, int max_tokens, int n = 1, int32_t first = 100,
+            bool use_prefix_cache = true) {
     RequestSpec spec;
+    spec.use_prefix_cache = use_prefix_cache;
     spec.request_id = id;
     spec.prompt_token_ids.resize(num_prompt_tokens);
     std::iota(spec.prompt_token_ids.begin(), spec.prompt_token_ids.end(), first);
@@ -303,6 +305,18 @@ TEST(Scheduler, AdmissionStartsAfterTheCachedPrefix) {
   EXPECT_EQ(out.scheduled[0].num_computed_tokens, 8);
   EXPECT_EQ(out.scheduled[0].num_new_tokens, 1);
   EXPECT_EQ(h.kv->prefix_stats().num_hit_tokens, 8);
+}
+
+TEST(Scheduler, RequestsWithoutPrefixCachingComputeTheWholePrompt) {
+  Harness h(8, small_config());
+  h.add(1, 9, 1);
+  h.sample(h.scheduler.schedule(), 1);
+  h.add(2, 9, 1, 1, 100, /*use_prefix_cache=*/false);
+  const SchedulerOutput out = h.scheduler.schedule();
+  ASSERT_EQ(out.scheduled.size(), 1u);
+  EXPECT_EQ(out.scheduled[0].num_computed_tokens, 0);
+  EXPECT_EQ(out.scheduled[0].num_new_tokens, 9);
+  EXPECT_EQ(h.kv->prefix_stats().num_hit_tokens, 0);
 }
 
 TEST(Scheduler, KvTokensToHoldKeepsPagesForRunningSequences) {
