@@ -30,6 +30,8 @@ class IncrementalDetokenizer {
   virtual std::string finish() = 0;
 };
 
+// One vocabulary's encoder and decoder. Implemented by the byte-level BPE and SentencePiece
+// tokenizers that the factories below return.
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
@@ -62,6 +64,7 @@ class Tokenizer {
   // The token's text as the vocabulary stores it ("Ġthe", "▁the", "<|im_end|>"); empty when
   // `id` is out of range.
   virtual std::string_view token_text(int32_t id) const = 0;
+  // The id of a token given as the vocabulary stores it (added tokens included).
   virtual std::optional<int32_t> token_to_id(std::string_view token_text) const = 0;
   // True for special added tokens (GGUF: control tokens); decode may skip them.
   virtual bool is_special(int32_t id) const = 0;
