@@ -18,7 +18,7 @@ StatusOr<std::unique_ptr<Backend>> make_backend(DevicePreference preference) {
     auto backend = cuda::make_cuda_backend(/*device=*/0);
     if (backend.ok() || preference == DevicePreference::kCuda) return backend;
     spdlog::warn("CUDA backend unavailable ({}); using the CPU backend",
-                 backend.status().message());
+                 std::string(backend.status().message()));
     return cpu::make_cpu_backend();
   }
   if (preference == DevicePreference::kCuda) {
