@@ -1,10 +1,433 @@
+// The CUDA backend op by op: TensorView checks, unpacking into the launchers' plain arguments,
+// and the launch on the backend's one stream (ARCHITECTURE_NOTES B4). Small index arrays that
+// arrive in host memory (sampling parameters, say) are staged into device buffers first.
+
 #include "kernels/cuda/cuda_backend.h"
 
+#include <cuda_runtime.h>
+
+#include <array>
+#include <string>
+
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/device.h"
+#include "kernels/cuda/embed.h"
+#include "kernels/cuda/fill_random.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/kv_cache.h"
+#include "kernels/cuda/rms_norm.h"
+#include "kernels/cuda/rope.h"
+#include "kernels/cuda/rows.h"
+#include "kernels/cuda/sampling.h"
+#include "kernels/cuda/silu_mul.h"
+#include "kernels/cuda/softmax.h"
+
 namespace sieve::kernels::cuda {
+namespace {
+
+// Frees device memory once no queued work can still use it (frees are rare: start-up sizing,
+// shutdown, tests). At exit the runtime may already be unloaded; that is not worth an abort.
+void free_device(void* p) {
+  cudaError_t error = cudaDeviceSynchronize();
+  if (error == cudaSuccess) error = cudaFree(p);
+  if (error != cudaErrorCudartUnloading) SIEVE_CUDA_CHECK(error);
+}
+
+// A device buffer that grows on demand (never shrinks); the old one is freed after the work that
+// may still read it.
+class GrowingBuffer {
+ public:
+  GrowingBuffer() = default;
+  GrowingBuffer(const GrowingBuffer&) = delete;
+  GrowingBuffer& operator=(const GrowingBuffer&) = delete;
+  ~GrowingBuffer() {
+    if (data_) free_device(data_);
+  }
+
+  void* ensure(size_t bytes) {
+    if (bytes <= bytes_ && data_) return data_;
+    if (data_) free_device(data_);
+    bytes_ = std::max<size_t>(bytes, 2 * bytes_);
+    SIEVE_CUDA_CHECK(cudaMalloc(&data_, bytes_));
+    return data_;
+  }
+
+ private:
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+StridedRows rows_of(const TensorView& v) {
+  SIEVE_CHECK(v.ndim() >= 1 && v.ndim() <= 4) << "rank " << v.ndim();
+  SIEVE_CHECK_EQ(v.stride(v.ndim() - 1), 1) << "last dimension must be contiguous: "
+                                            << v.shape_string();
+  StridedRows rows;
+  rows.data = v.raw();
+  rows.row_size = v.size(v.ndim() - 1);
+  rows.num_lead = v.ndim() - 1;
+  for (int d = 0; d + 1 < v.ndim(); ++d) {
+    rows.sizes[d] = v.size(d);
+    rows.strides[d] = v.stride(d);
+  }
+  return rows;
+}
+
+void check_device(const TensorView& v, const char* what) {
+  SIEVE_CHECK(v.device() == Device::kCuda) << what << " must be on the CUDA device";
+}
+
+void check_bf16(const TensorView& v, const char* what) {
+  check_device(v, what);
+  SIEVE_CHECK(v.dtype() == DType::kBF16) << what << " is " << v.dtype() << ", expected bf16";
+}
+
+void check_same_shape(const TensorView& a, const TensorView& b) {
+  SIEVE_CHECK_EQ(a.ndim(), b.ndim());
+  for (int d = 0; d < a.ndim(); ++d) SIEVE_CHECK_EQ(a.size(d), b.size(d)) << "dim " << d;
+}
+
+KvArena arena_of(const TensorView& arena, const KvCacheLayout& layout) {
+  check_device(arena, "KV arena");
+  SIEVE_CHECK_GE(arena.nbytes(), layout.arena_bytes());
+  SIEVE_CHECK(layout.dtype == DType::kBF16 || layout.dtype == DType::kF32)
+      << "KV dtype " << layout.dtype;
+  return KvArena{arena.raw(),           layout.dtype,          layout.num_layers,
+                 layout.num_kv_heads,   layout.head_dim,       layout.tokens_per_page,
+                 layout.num_pages};
+}
+
+class CudaBackend final : public Backend {
+ public:
+  using Backend::allocate;
+
+  CudaBackend(int device, std::string name, int num_sms, cudaStream_t stream,
+              std::unique_ptr<CublasGemm> gemm)
+      : device_(device),
+        name_(std::move(name)),
+        num_sms_(num_sms),
+        stream_(stream),
+        gemm_(std::move(gemm)) {}
+
+  ~CudaBackend() override {
+    cudaStreamSynchronize(stream_);
+    gemm_.reset();
+    cudaStreamDestroy(stream_);
+  }
+
+  BackendKind kind() const override { return BackendKind::kCuda; }
+  std::string name() const override { return name_; }
+  DType compute_dtype() const override { return DType::kBF16; }
+
+  StatusOr<Tensor> allocate(DType dtype, std::span<const int64_t> shape) override {
+    int64_t numel = 1;
+    for (int64_t s : shape) numel *= s;
+    const size_t bytes = static_cast<size_t>(numel) * dtype_size(dtype);
+    void* data = nullptr;
+    const cudaError_t error = cudaMalloc(&data, std::max<size_t>(bytes, 256));
+    if (error != cudaSuccess) {
+      cudaGetLastError();
+      size_t free_bytes = 0, total_bytes = 0;
+      cudaMemGetInfo(&free_bytes, &total_bytes);
+      cudaGetLastError();
+      return ResourceExhaustedError("out of GPU memory on cuda:" + std::to_string(device_) +
+                                    ": allocating " + std::to_string(bytes) + " bytes with " +
+                                    std::to_string(free_bytes) + " of " +
+                                    std::to_string(total_bytes) + " free (" +
+                                    cudaGetErrorString(error) + ")");
+    }
+    std::shared_ptr<const void> owner(data,
+                                      [](const void* p) { free_device(const_cast<void*>(p)); });
+    return Tensor(TensorView(data, dtype, shape, Device::kCuda), std::move(owner));
+  }
+
+  void copy(const TensorView& dst, const TensorView& src) override {
+    SIEVE_CHECK(dst.is_contiguous() && src.is_contiguous());
+    SIEVE_CHECK_EQ(dst.nbytes(), src.nbytes());
+    if (src.nbytes() == 0) return;
+    SIEVE_CUDA_CHECK(
+        cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(), cudaMemcpyDefault, stream_));
+    // The host may reuse or read its side as soon as copy() returns.
+    if (dst.device() == Device::kCpu || src.device() == Device::kCpu) synchronize();
+  }
+
+  void synchronize() override { SIEVE_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+  void fill_random(const TensorView& out, uint64_t seed, float mean, float std) override {
+    check_device(out, "fill_random output");
+    SIEVE_CHECK(out.is_contiguous());
+    SIEVE_CHECK(out.dtype() == DType::kBF16 || out.dtype() == DType::kF32) << out.dtype();
+    launch_fill_random(out.raw(), out.dtype(), out.numel(), seed, mean, std, stream_);
+  }
+
+  void embed(const TensorView& ids, const TensorView& table, const TensorView& out) override {
+    check_device(table, "embedding table");
+    check_device(out, "embed output");
+    SIEVE_CHECK_EQ(table.dtype(), out.dtype());
+    SIEVE_CHECK_EQ(table.size(table.ndim() - 1), out.size(out.ndim() - 1));
+    SIEVE_CHECK_EQ(ids.numel(), rows_of(out).num_rows());
+    launch_embed(staged_i32(ids, 0), ids.numel(), rows_of(table), rows_of(out),
+                 static_cast<int>(dtype_size(out.dtype())), stream_);
+  }
+
+  void rms_norm(const TensorView& out, const TensorView& x, const TensorView& weight,
+                float eps) override {
+    check_bf16(out, "rms_norm output");
+    check_bf16(x, "rms_norm input");
+    check_bf16(weight, "rms_norm weight");
+    check_same_shape(out, x);
+    SIEVE_CHECK_EQ(weight.numel(), x.size(x.ndim() - 1));
+    launch_rms_norm(rows_of(out), rows_of(x), weight.raw(), eps, stream_);
+  }
+
+  void add_rms_norm(const TensorView& out, const TensorView& residual, const TensorView& x,
+                    const TensorView& weight, float eps) override {
+    check_bf16(out, "add_rms_norm output");
+    check_bf16(residual, "add_rms_norm residual");
+    check_bf16(x, "add_rms_norm input");
+    check_bf16(weight, "add_rms_norm weight");
+    check_same_shape(out, x);
+    check_same_shape(residual, x);
+    SIEVE_CHECK_EQ(weight.numel(), x.size(x.ndim() - 1));
+    launch_add_rms_norm(rows_of(out), rows_of(residual), rows_of(x), weight.raw(), eps, stream_);
+  }
+
+  void gemm(const GemmArgs& a) override {
+    check_bf16(a.x, "gemm x");
+    check_bf16(a.w, "gemm w");
+    check_device(a.y, "gemm y");
+    SIEVE_CHECK(a.y.dtype() == DType::kBF16 || a.y.dtype() == DType::kF32) << a.y.dtype();
+    SIEVE_CHECK(a.x.ndim() == 2 && a.w.ndim() == 2 && a.y.ndim() == 2);
+    SIEVE_CHECK(a.x.stride(1) == 1 && a.w.stride(1) == 1 && a.y.stride(1) == 1);
+    SIEVE_CHECK_EQ(a.x.size(1), a.w.size(1));
+    SIEVE_CHECK_EQ(a.y.size(0), a.x.size(0));
+    SIEVE_CHECK_EQ(a.y.size(1), a.w.size(0));
+    if (!a.bias.empty()) {
+      check_bf16(a.bias, "gemm bias");
+      SIEVE_CHECK_EQ(a.bias.numel(), a.w.size(0));
+    }
+    GemmProblem p;
+    p.x = a.x.raw();
+    p.ldx = a.x.size(0) > 1 ? a.x.stride(0) : a.x.size(1);
+    p.w = a.w.raw();
+    p.ldw = a.w.size(0) > 1 ? a.w.stride(0) : a.w.size(1);
+    p.bias = a.bias.empty() ? nullptr : a.bias.raw();
+    p.y = a.y.raw();
+    p.ldy = a.y.size(0) > 1 ? a.y.stride(0) : a.y.size(1);
+    p.y_dtype = a.y.dtype();
+    p.m = a.x.size(0);
+    p.n = a.w.size(0);
+    p.k = a.x.size(1);
+    gemm_->run(p);
+  }
+
+  void rope(const RopeArgs& a) override {
+    check_bf16(a.q, "rope q");
+    check_bf16(a.k, "rope k");
+    SIEVE_CHECK(a.q.ndim() == 3 && a.k.ndim() == 3);
+    SIEVE_CHECK_EQ(a.q.size(0), a.k.size(0));
+    SIEVE_CHECK_EQ(a.positions.numel(), a.q.size(0));
+    check_device(a.inv_freq, "rope inv_freq");
+    SIEVE_CHECK_EQ(a.inv_freq.dtype(), DType::kF32);
+    SIEVE_CHECK_EQ(a.inv_freq.stride(a.inv_freq.ndim() - 1), 1);
+    const int64_t half = a.inv_freq.size(a.inv_freq.ndim() - 1);
+    SIEVE_CHECK_LE(2 * half, a.q.size(2));
+    SIEVE_CHECK_LE(2 * half, a.k.size(2));
+    int64_t row_stride = 0;
+    if (a.inv_freq.ndim() == 2) {
+      SIEVE_CHECK_EQ(a.inv_freq.size(0), a.q.size(0));
+      row_stride = a.inv_freq.stride(0);
+    }
+    launch_rope(rows_of(a.q), rows_of(a.k), staged_i32(a.positions, 0),
+                a.inv_freq.data<float>(), row_stride, static_cast<int>(half),
+                a.attention_scaling, stream_);
+  }
+
+  void silu_mul(const TensorView& out, const TensorView& gate_up) override {
+    check_bf16(out, "silu_mul output");
+    check_bf16(gate_up, "silu_mul input");
+    const StridedRows o = rows_of(out), g = rows_of(gate_up);
+    SIEVE_CHECK_EQ(2 * o.row_size, g.row_size);
+    SIEVE_CHECK_EQ(o.num_rows(), g.num_rows());
+    launch_silu_mul(o, g, stream_);
+  }
+
+  void softmax(const TensorView& x) override {
+    check_device(x, "softmax input");
+    SIEVE_CHECK(x.dtype() == DType::kF32 || x.dtype() == DType::kBF16) << x.dtype();
+    launch_softmax(rows_of(x), x.dtype(), stream_);
+  }
+
+  void write_kv(const KvWriteArgs& a) override {
+    const KvArena arena = arena_of(a.arena, a.layout);
+    check_bf16(a.k, "write_kv k");
+    check_bf16(a.v, "write_kv v");
+    SIEVE_CHECK(a.k.ndim() == 3 && a.v.ndim() == 3);
+    check_same_shape(a.k, a.v);
+    SIEVE_CHECK_EQ(a.k.size(1), a.layout.num_kv_heads);
+    SIEVE_CHECK_EQ(a.k.size(2), a.layout.head_dim);
+    SIEVE_CHECK_EQ(a.slot_mapping.numel(), a.k.size(0));
+    SIEVE_CHECK(a.layer >= 0 && a.layer < a.layout.num_layers) << "layer " << a.layer;
+    launch_write_kv(rows_of(a.k), rows_of(a.v), staged_i32(a.slot_mapping, 0), arena, a.layer,
+                    stream_);
+  }
+
+  void copy_pages(const PageCopyArgs& a) override {
+    const KvArena arena = arena_of(a.arena, a.layout);
+    SIEVE_CHECK_EQ(a.src_pages.numel(), a.dst_pages.numel());
+    launch_copy_pages(arena, staged_i32(a.src_pages, 0), staged_i32(a.dst_pages, 1),
+                      a.src_pages.numel(), stream_);
+  }
+
+  void compact_kv(const CompactArgs& a) override {
+    const KvArena arena = arena_of(a.arena, a.layout);
+    SIEVE_CHECK_EQ(a.keep_slots.ndim(), 3);
+    SIEVE_CHECK_EQ(a.keep_slots.size(0), a.layout.num_layers);
+    SIEVE_CHECK_EQ(a.keep_slots.size(1), a.layout.num_kv_heads);
+    SIEVE_CHECK_EQ(a.keep_counts.numel(), a.layout.num_layers * a.layout.num_kv_heads);
+    SIEVE_CHECK(a.keep_slots.is_contiguous() && a.keep_counts.is_contiguous());
+    launch_compact_kv(arena, staged_i32(a.page_table, 0),
+                      a.page_table.numel() * a.layout.tokens_per_page,
+                      staged_i32(a.keep_slots, 1), a.keep_slots.size(2),
+                      staged_i32(a.keep_counts, 2), stream_);
+  }
+
+  void attention(const AttentionArgs& a) override {
+    const KvArena arena = arena_of(a.arena, a.layout);
+    check_bf16(a.q, "attention q");
+    check_bf16(a.out, "attention out");
+    SIEVE_CHECK(a.q.ndim() == 3 && a.out.ndim() == 3);
+    check_same_shape(a.q, a.out);
+    SIEVE_CHECK(a.q.stride(2) == 1 && a.out.stride(2) == 1);
+    SIEVE_CHECK_EQ(a.q.size(2), a.layout.head_dim);
+    SIEVE_CHECK(a.layer >= 0 && a.layer < a.layout.num_layers) << "layer " << a.layer;
+    const int64_t num_seqs = a.kv_lens.numel();
+    SIEVE_CHECK_EQ(a.qo_indptr.numel(), num_seqs + 1);
+    SIEVE_CHECK_EQ(a.kv_indptr.numel(), num_seqs + 1);
+    if (!a.kv_head_lens.empty()) {
+      SIEVE_CHECK_GE(a.kv_head_lens.numel(),
+                     num_seqs * a.layout.num_layers * a.layout.num_kv_heads);
+    }
+    PagedAttentionParams p;
+    p.q = a.q.raw();
+    p.q_stride_token = a.q.stride(0);
+    p.q_stride_head = a.q.stride(1);
+    p.out = a.out.raw();
+    p.out_stride_token = a.out.stride(0);
+    p.out_stride_head = a.out.stride(1);
+    p.arena = arena.data;
+    p.kv_dtype = arena.dtype;
+    p.num_layers = arena.num_layers;
+    p.num_kv_heads = arena.num_kv_heads;
+    p.head_dim = arena.head_dim;
+    p.tokens_per_page = arena.tokens_per_page;
+    p.num_pages = arena.num_pages;
+    p.layer = a.layer;
+    p.num_heads = static_cast<int>(a.q.size(1));
+    p.num_tokens = static_cast<int>(a.q.size(0));
+    p.num_seqs = static_cast<int>(num_seqs);
+    p.qo_indptr = staged_i32(a.qo_indptr, 0);
+    p.kv_indptr = staged_i32(a.kv_indptr, 1);
+    p.kv_indices = staged_i32(a.kv_indices, 2);
+    p.kv_lens = staged_i32(a.kv_lens, 3);
+    p.kv_head_lens = a.kv_head_lens.empty() ? nullptr : staged_i32(a.kv_head_lens, 4);
+    p.scale = a.scale;
+    void* workspace = workspace_.ensure(attention_workspace_bytes(p, num_sms_));
+    launch_attention(p, workspace, num_sms_, stream_);
+  }
+
+  void sample(const SampleArgs& a) override {
+    SIEVE_CHECK_EQ(a.logits.dtype(), DType::kF32);
+    SIEVE_CHECK(a.logits.ndim() == 2 && a.logits.stride(1) == 1);
+    const int64_t num_seqs = a.logits.size(0);
+    for (const TensorView* v : {&a.temperature, &a.top_k, &a.top_p, &a.min_p, &a.seeds, &a.steps,
+                                &a.out_tokens}) {
+      SIEVE_CHECK_EQ(v->numel(), num_seqs);
+    }
+    SampleParams p;
+    // Logits the caller edited on the host (penalties, masks) are staged like the parameters.
+    p.logits = static_cast<const float*>(staged(a.logits, DType::kF32, 7));
+    p.logits_stride = a.logits.device() == Device::kCuda ? a.logits.stride(0) : a.logits.size(1);
+    p.num_seqs = static_cast<int>(num_seqs);
+    p.vocab = static_cast<int>(a.logits.size(1));
+    p.temperature = static_cast<const float*>(staged(a.temperature, DType::kF32, 0));
+    p.top_k = static_cast<const int32_t*>(staged(a.top_k, DType::kI32, 1));
+    p.top_p = static_cast<const float*>(staged(a.top_p, DType::kF32, 2));
+    p.min_p = static_cast<const float*>(staged(a.min_p, DType::kF32, 3));
+    p.seeds = static_cast<const int64_t*>(staged(a.seeds, DType::kI64, 4));
+    p.steps = static_cast<const int64_t*>(staged(a.steps, DType::kI64, 5));
+    SIEVE_CHECK_EQ(a.out_tokens.dtype(), DType::kI32);
+    const bool host_out = a.out_tokens.device() == Device::kCpu;
+    p.out_tokens = host_out ? static_cast<int32_t*>(staging_[6].ensure(a.out_tokens.nbytes()))
+                            : a.out_tokens.data<int32_t>();
+    launch_sample(p, stream_);
+    if (host_out) {
+      SIEVE_CUDA_CHECK(cudaMemcpyAsync(a.out_tokens.raw(), p.out_tokens, a.out_tokens.nbytes(),
+                                       cudaMemcpyDeviceToHost, stream_));
+      synchronize();
+    }
+  }
+
+ private:
+  static constexpr int kStagingSlots = 8;
+
+  // `v` on the device: itself, or its copy in staging slot `slot` when it lives on the host.
+  const void* staged(const TensorView& v, DType dtype, int slot) {
+    SIEVE_CHECK_EQ(v.dtype(), dtype);
+    SIEVE_CHECK(v.is_contiguous());
+    if (v.device() == Device::kCuda || v.numel() == 0) return v.raw();
+    void* device = staging_[slot].ensure(v.nbytes());
+    // From pageable memory the call returns once the source has been read: the host may reuse it.
+    SIEVE_CUDA_CHECK(
+        cudaMemcpyAsync(device, v.raw(), v.nbytes(), cudaMemcpyHostToDevice, stream_));
+    return device;
+  }
+  const int32_t* staged_i32(const TensorView& v, int slot) {
+    return static_cast<const int32_t*>(staged(v, DType::kI32, slot));
+  }
+
+  int device_;
+  std::string name_;
+  int num_sms_;
+  cudaStream_t stream_;
+  std::unique_ptr<CublasGemm> gemm_;
+  GrowingBuffer workspace_;
+  std::array<GrowingBuffer, kStagingSlots> staging_;
+};
+
+}  // namespace
 
 StatusOr<std::unique_ptr<Backend>> make_cuda_backend(int device) {
-  return UnimplementedError("CUDA backend for device " + std::to_string(device) +
-                            " is not implemented yet; run with --device cpu");
+  const int count = device_count();
+  if (device < 0 || device >= count) {
+    return FailedPreconditionError("CUDA device " + std::to_string(device) + " does not exist (" +
+                                   std::to_string(count) + " visible)");
+  }
+  if (cudaSetDevice(device) != cudaSuccess) {
+    const std::string error = cudaGetErrorString(cudaGetLastError());
+    return FailedPreconditionError("cannot use CUDA device " + std::to_string(device) + ": " +
+                                   error);
+  }
+  cudaDeviceProp prop{};
+  SIEVE_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  if (const std::string error = kernel_image_error(); !error.empty()) {
+    return FailedPreconditionError(
+        std::string("this build has no kernels for ") + prop.name + " (sm_" +
+        std::to_string(prop.major) + std::to_string(prop.minor) + "): " + error +
+        "; rebuild with -DSIEVE_CUDA_ARCHS=<its architecture>");
+  }
+  cudaStream_t stream = nullptr;
+  SIEVE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  auto gemm = CublasGemm::create(stream);
+  if (!gemm.ok()) {
+    cudaStreamDestroy(stream);
+    return gemm.status();
+  }
+  std::string name = "cuda:" + std::to_string(device) + " (" + prop.name + ", " +
+                     std::to_string(prop.multiProcessorCount) + " SMs, bf16)";
+  return std::unique_ptr<Backend>(new CudaBackend(device, std::move(name),
+                                                  prop.multiProcessorCount, stream,
+                                                  *std::move(gemm)));
 }
 
 }  // namespace sieve::kernels::cuda

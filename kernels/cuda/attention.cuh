@@ -1,0 +1,76 @@
+#pragma once
+// The paged attention kernel template, instantiated per (KV element type, head_dim, rows per
+// warp) in kernels/cuda/instances/. Included by attention.cu and the instance files only.
+//
+// Work decomposition. Per sequence, the query rows of one KV head (its q_len tokens times the
+// group's query heads, token-major) are packed into chunks of kRows rows; each chunk may be split
+// along the context into pieces of split_len slots (flash-decoding). A work item is (sequence,
+// chunk, split), and grid.y is the KV head, so every K/V tile is loaded once for all the query
+// heads of its group. The plan kernel (attention.cu) lays the items out on the device, from the
+// device's own lengths, so the launch needs no host copy of the batch.
+//
+// Inside a block, K and V tiles of 32 slots stream through shared memory (cp.async, two stages).
+// Each warp owns kRowsPerWarp query rows: lane j scores slot j of the tile (q read as a broadcast
+// from shared memory, K as 16-byte vectors from padded rows, conflict-free), the row's running
+// max and sum are updated (online softmax in base 2, q pre-scaled by scale·log2 e), and every
+// lane accumulates its own dimensions of P·V from shuffled probabilities.
+
+#include <cstdint>
+
+#include "kernels/cuda/common.cuh"
+
+namespace sieve::kernels::cuda::attention_impl {
+
+constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * 32;
+constexpr int kTile = 32;         // KV slots per shared-memory tile
+constexpr int kMaxHeadDim = 256;  // the generic (kHeadDim = 0) instance's bound
+
+// The device plan written by the plan kernel into the workspace.
+struct Plan {
+  int32_t split_len;   // slots per split; INT32_MAX when nothing is split
+  int32_t split_mode;  // 1: blocks write partials and the combine kernel writes `out`
+  int32_t num_items;
+  int32_t unused;
+};
+
+// Arguments of the main and combine kernels (plain values: passed by value to the kernels).
+struct Launch {
+  const bf16* q;
+  int64_t q_stride_token, q_stride_head;
+  bf16* out;
+  int64_t out_stride_token, out_stride_head;
+  const void* arena;
+  int64_t layer_page_elems;  // elements of one layer's copy of a page (K and V)
+  int num_layers, num_kv_heads, head_dim, tokens_per_page, num_pages, layer;
+  int group;  // query heads per KV head
+  int num_seqs;
+  const int32_t* qo_indptr;
+  const int32_t* kv_indptr;
+  const int32_t* kv_indices;
+  const int32_t* kv_lens;
+  const int32_t* kv_head_lens;
+  float scale_log2;  // softmax scale times log2(e)
+  const Plan* plan;
+  const int32_t* item_offset;  // [num_seqs + 1]
+  const int32_t* splits;       // [num_seqs]
+  float* partial_o;            // [items * num_kv_heads * rows, head_dim]
+  float2* partial_ml;          // (running max in base 2, sum) per partial row
+};
+
+// Shared memory of one block: q rows (f32) plus two stages of K and V tiles.
+template <typename KvT>
+constexpr int padded_row(int head_dim) {
+  return head_dim + 16 / static_cast<int>(sizeof(KvT));
+}
+template <typename KvT>
+size_t smem_bytes(int rows, int head_dim) {
+  return static_cast<size_t>(rows) * head_dim * sizeof(float) +
+         4ull * kTile * padded_row<KvT>(head_dim) * sizeof(KvT);
+}
+
+// Launches the main kernel for one instance; defined in attention_kernel.cuh's instances.
+template <typename KvT, int kHeadDim, int kRowsPerWarp>
+void run_attention_kernel(const Launch& launch, int grid_items, cudaStream_t stream);
+
+}  // namespace sieve::kernels::cuda::attention_impl

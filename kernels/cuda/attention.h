@@ -1,0 +1,48 @@
+#pragma once
+// Paged attention launcher (plain C++): causal attention of a flat varlen batch (decode rows and
+// prefill chunks together) over the paged KV arena of kernels/backend.h, GQA-aware, split along
+// the context for long sequences (flash-decoding) with a combine step.
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace sieve::kernels::cuda {
+
+// Everything the kernels read, as pointers and sizes. q/out are bf16 [num_tokens, num_heads,
+// head_dim] with the given strides (elements; the last dimension contiguous); the arena holds
+// `kv_dtype` elements (kBF16 or kF32) in KvCacheLayout's layout.
+struct PagedAttentionParams {
+  const void* q = nullptr;
+  int64_t q_stride_token = 0, q_stride_head = 0;
+  void* out = nullptr;
+  int64_t out_stride_token = 0, out_stride_head = 0;
+  const void* arena = nullptr;
+  DType kv_dtype = DType::kBF16;
+  int num_layers = 0, num_kv_heads = 0, head_dim = 0, tokens_per_page = 0, num_pages = 0;
+  int layer = 0;
+  int num_heads = 0;
+  int num_tokens = 0;
+  int num_seqs = 0;
+  const int32_t* qo_indptr = nullptr;     // [num_seqs + 1]
+  const int32_t* kv_indptr = nullptr;     // [num_seqs + 1]
+  const int32_t* kv_indices = nullptr;    // page ids
+  const int32_t* kv_lens = nullptr;       // [num_seqs]
+  const int32_t* kv_head_lens = nullptr;  // optional [num_seqs, num_layers, num_kv_heads]
+  float scale = 1.0f;
+};
+
+// Whether the kernels support this head_dim and KV dtype (head_dim a multiple of 8, <= 256).
+bool attention_supports(int head_dim, DType kv_dtype);
+
+// Device scratch the launch needs (plan, split partials) on a GPU of `num_sms` multiprocessors.
+size_t attention_workspace_bytes(const PagedAttentionParams& params, int num_sms);
+
+// Runs attention; `workspace` holds at least attention_workspace_bytes(params, num_sms) bytes.
+void launch_attention(const PagedAttentionParams& params, void* workspace, int num_sms,
+                      cudaStream_t stream);
+
+}  // namespace sieve::kernels::cuda

@@ -1,0 +1,264 @@
+#pragma once
+// The paged attention kernel body (see attention.cuh for the decomposition). Included only by
+// the files under kernels/cuda/instances/, one template instance each.
+
+#include <cstdint>
+
+#include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/check.h"
+
+namespace sieve::kernels::cuda::attention_impl {
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* global, bool valid) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  const int src_bytes = valid ? 16 : 0;  // 0: zero-fill (slots past the end must not be NaN)
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(global),
+               "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+}
+
+// The sequence that owns work item `item`: the largest s with item_offset[s] <= item.
+__device__ __forceinline__ int find_sequence(const int32_t* item_offset, int num_seqs, int item) {
+  int lo = 0, hi = num_seqs - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (item_offset[mid] <= item) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return lo;
+}
+
+// Issues the copies of K and V slots [tile_start, tile_start + kTile) into one stage; slots at or
+// past `kv_end` are zero-filled.
+template <typename KvT>
+__device__ __forceinline__ void load_tile(const Launch& p, const int32_t* pages, int kv_head,
+                                          int head_dim, int tile_start, int kv_end, KvT* k_stage,
+                                          KvT* v_stage) {
+  constexpr int kVec = kVec16<KvT>;
+  const int vecs_per_row = head_dim / kVec;
+  const int row = padded_row<KvT>(head_dim);
+  const KvT* arena = static_cast<const KvT*>(p.arena);
+  const int64_t v_offset = static_cast<int64_t>(p.num_kv_heads) * p.tokens_per_page * head_dim;
+  for (int c = threadIdx.x; c < kTile * vecs_per_row; c += kThreads) {
+    const int slot_local = c / vecs_per_row, vec = c % vecs_per_row;
+    const int slot = tile_start + slot_local;
+    const bool valid = slot < kv_end;
+    const KvT* k_src = arena;
+    if (valid) {
+      const int64_t page = pages[slot / p.tokens_per_page];
+      k_src = arena + (static_cast<int64_t>(p.layer) * p.num_pages + page) * p.layer_page_elems +
+              (static_cast<int64_t>(kv_head) * p.tokens_per_page + slot % p.tokens_per_page) *
+                  head_dim +
+              vec * kVec;
+    }
+    cp_async16(k_stage + slot_local * row + vec * kVec, k_src, valid);
+    cp_async16(v_stage + slot_local * row + vec * kVec, valid ? k_src + v_offset : arena, valid);
+  }
+}
+
+template <typename KvT, int kHeadDim, int kRowsPerWarp>
+__global__ void __launch_bounds__(kThreads) attention_kernel(Launch p) {
+  constexpr int kRows = kWarps * kRowsPerWarp;
+  // Dimensions one lane accumulates: contiguous for the tuned head dims, strided (lane + 32 i)
+  // for the generic instance.
+  constexpr bool kGeneric = kHeadDim == 0;
+  constexpr int kDPerLane = kGeneric ? kMaxHeadDim / 32 : (kHeadDim + 31) / 32;
+  constexpr int kVec = kVec16<KvT>;
+  const int head_dim = kGeneric ? p.head_dim : kHeadDim;
+  const int row_elems = padded_row<KvT>(head_dim);
+
+  const Plan plan = *p.plan;
+  const int item = blockIdx.x;
+  if (item >= plan.num_items) return;
+  const int kv_head = blockIdx.y;
+  const int s = find_sequence(p.item_offset, p.num_seqs, item);
+  const int splits = p.splits[s];
+  const int local = item - p.item_offset[s];
+  const int chunk = local / splits, split = local % splits;
+  const int q_begin = p.qo_indptr[s];
+  const int q_len = p.qo_indptr[s + 1] - q_begin;
+  const int len =
+      p.kv_head_lens
+          ? p.kv_head_lens[(static_cast<int64_t>(s) * p.num_layers + p.layer) * p.num_kv_heads +
+                           kv_head]
+          : p.kv_lens[s];
+  const int32_t* pages = p.kv_indices + p.kv_indptr[s];
+  const int capacity = (p.kv_indptr[s + 1] - p.kv_indptr[s]) * p.tokens_per_page;
+  const int packed_rows = q_len * p.group;
+  const int first_row = chunk * kRows;
+  const int last_row = min(first_row + kRows, packed_rows) - 1;
+  // Slots this block covers: its split, up to the last row's causal limit.
+  const int64_t split_begin = static_cast<int64_t>(split) * plan.split_len;
+  const int64_t last_limit = static_cast<int64_t>(len) - q_len + last_row / p.group + 1;
+  const int kv_start = static_cast<int>(split_begin);
+  const int kv_end = static_cast<int>(
+      max(split_begin, min(min(split_begin + plan.split_len, last_limit),
+                           static_cast<int64_t>(capacity))));
+
+  extern __shared__ __align__(16) unsigned char smem[];
+  float* q_s = reinterpret_cast<float*>(smem);
+  KvT* kv_s = reinterpret_cast<KvT*>(q_s + kRows * head_dim);
+  const int stage_elems = kTile * row_elems;  // one K or V stage
+
+  for (int e = threadIdx.x; e < kRows * head_dim; e += kThreads) {
+    const int r = e / head_dim, d = e % head_dim;
+    const int packed = first_row + r;
+    float value = 0.0f;
+    if (packed < packed_rows) {
+      const int token = q_begin + packed / p.group;
+      const int head = kv_head * p.group + packed % p.group;
+      value = to_float(p.q[token * p.q_stride_token + head * p.q_stride_head + d]) * p.scale_log2;
+    }
+    q_s[e] = value;
+  }
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  float m[kRowsPerWarp], l[kRowsPerWarp], o[kRowsPerWarp][kDPerLane];
+  int limit[kRowsPerWarp];  // exclusive causal limit of each row
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r) {
+    const int packed = first_row + warp * kRowsPerWarp + r;
+    limit[r] = packed < packed_rows ? min(len - q_len + packed / p.group + 1, kv_end) : 0;
+    m[r] = -INFINITY;
+    l[r] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kDPerLane; ++i) o[r][i] = 0.0f;
+  }
+
+  const int num_tiles = (kv_end - kv_start + kTile - 1) / kTile;
+  if (num_tiles > 0) {
+    load_tile<KvT>(p, pages, kv_head, head_dim, kv_start, kv_end, kv_s, kv_s + stage_elems);
+  }
+  cp_async_commit();
+  for (int tile = 0; tile < num_tiles; ++tile) {
+    const int tile_start = kv_start + tile * kTile;
+    if (tile + 1 < num_tiles) {
+      KvT* next = kv_s + ((tile + 1) % 2) * 2 * stage_elems;
+      load_tile<KvT>(p, pages, kv_head, head_dim, tile_start + kTile, kv_end, next,
+                     next + stage_elems);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const KvT* k_tile = kv_s + (tile % 2) * 2 * stage_elems;
+    const KvT* v_tile = k_tile + stage_elems;
+
+    // Scores of slot tile_start + lane for each of this warp's rows.
+    float score[kRowsPerWarp];
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) score[r] = 0.0f;
+    const KvT* k_row = k_tile + lane * row_elems;
+    const int vecs = head_dim / kVec;
+#pragma unroll 4
+    for (int v = 0; v < vecs; ++v) {
+      float kf[kVec];
+      load16(k_row + v * kVec, kf);
+#pragma unroll
+      for (int r = 0; r < kRowsPerWarp; ++r) {
+        const float4* qv =
+            reinterpret_cast<const float4*>(q_s + (warp * kRowsPerWarp + r) * head_dim + v * kVec);
+#pragma unroll
+        for (int j = 0; j < kVec / 4; ++j) {
+          const float4 q4 = qv[j];
+          score[r] += q4.x * kf[4 * j] + q4.y * kf[4 * j + 1] + q4.z * kf[4 * j + 2] +
+                      q4.w * kf[4 * j + 3];
+        }
+      }
+    }
+    float prob[kRowsPerWarp];
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) {
+      const float x = tile_start + lane < limit[r] ? score[r] : -INFINITY;
+      const float m_new = fmaxf(m[r], warp_max(x));
+      if (m_new == -INFINITY) {  // nothing visible yet: keep the empty state
+        prob[r] = 0.0f;
+        continue;
+      }
+      prob[r] = exp2f(x - m_new);
+      const float alpha = exp2f(m[r] - m_new);
+      l[r] = l[r] * alpha + warp_sum(prob[r]);
+      m[r] = m_new;
+#pragma unroll
+      for (int i = 0; i < kDPerLane; ++i) o[r][i] *= alpha;
+    }
+    // o += P·V: slot j's probability comes from lane j.
+    const int valid_slots = min(kTile, kv_end - tile_start);
+    for (int j = 0; j < valid_slots; ++j) {
+      const KvT* v_row = v_tile + j * row_elems;
+      float vf[kDPerLane];
+#pragma unroll
+      for (int i = 0; i < kDPerLane; ++i) {
+        const int d = kGeneric ? lane + 32 * i : lane * kDPerLane + i;
+        vf[i] = (kGeneric && d >= head_dim) ? 0.0f : to_float(v_row[d]);
+      }
+#pragma unroll
+      for (int r = 0; r < kRowsPerWarp; ++r) {
+        const float pj = __shfl_sync(0xffffffffu, prob[r], j);
+#pragma unroll
+        for (int i = 0; i < kDPerLane; ++i) o[r][i] += pj * vf[i];
+      }
+    }
+    __syncthreads();  // the next iteration's copies overwrite this stage
+  }
+
+  // Results: the normalized rows, or the partial (o, m, l) of this split.
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r) {
+    const int row = warp * kRowsPerWarp + r;
+    const int packed = first_row + row;
+    if (packed >= packed_rows) continue;
+    if (plan.split_mode) {
+      const int64_t partial = (static_cast<int64_t>(item) * p.num_kv_heads + kv_head) * kRows + row;
+      float* dst = p.partial_o + partial * head_dim;
+#pragma unroll
+      for (int i = 0; i < kDPerLane; ++i) {
+        const int d = kGeneric ? lane + 32 * i : lane * kDPerLane + i;
+        if (d < head_dim) dst[d] = o[r][i];
+      }
+      if (lane == 0) p.partial_ml[partial] = make_float2(m[r], l[r]);
+    } else {
+      const int token = q_begin + packed / p.group;
+      const int head = kv_head * p.group + packed % p.group;
+      bf16* dst = p.out + token * p.out_stride_token + head * p.out_stride_head;
+      const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+#pragma unroll
+      for (int i = 0; i < kDPerLane; ++i) {
+        const int d = kGeneric ? lane + 32 * i : lane * kDPerLane + i;
+        if (d < head_dim) dst[d] = from_float<bf16>(o[r][i] * inv);
+      }
+    }
+  }
+}
+
+template <typename KvT, int kHeadDim, int kRowsPerWarp>
+void run_attention_kernel(const Launch& launch, int grid_items, cudaStream_t stream) {
+  constexpr int kRows = kWarps * kRowsPerWarp;
+  auto* kernel = attention_kernel<KvT, kHeadDim, kRowsPerWarp>;
+  static const bool configured = [&] {
+    const int max_dim = kHeadDim == 0 ? kMaxHeadDim : kHeadDim;
+    SIEVE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          static_cast<int>(smem_bytes<KvT>(kRows, max_dim))));
+    return true;
+  }();
+  (void)configured;
+  const dim3 grid(static_cast<unsigned>(grid_items), static_cast<unsigned>(launch.num_kv_heads));
+  kernel<<<grid, kThreads, smem_bytes<KvT>(kRows, launch.head_dim), stream>>>(launch);
+  SIEVE_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace sieve::kernels::cuda::attention_impl
+
+// One explicit instance, for the files under kernels/cuda/instances/.
+#define SIEVE_ATTENTION_INSTANCE(KvT, kHeadDim, kRowsPerWarp)                           \
+  template void ::sieve::kernels::cuda::attention_impl::run_attention_kernel<           \
+      KvT, kHeadDim, kRowsPerWarp>(const ::sieve::kernels::cuda::attention_impl::Launch&, \
+                                   int, cudaStream_t)

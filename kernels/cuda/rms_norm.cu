@@ -1,0 +1,125 @@
+// RMSNorm and the fused residual add + RMSNorm: one warp per row for short rows (per-head q/k
+// norms), one 256-thread block per row for hidden-size rows. Two passes over the row: the first
+// sums squares (and writes the residual), the second rereads the row from cache and scales it.
+
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/rms_norm.h"
+
+namespace sieve::kernels::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+// Reads kVec elements of a row as floats (kVec = 8: one 16-byte vector; 1: scalar).
+template <int kVec>
+__device__ __forceinline__ void load_row(const bf16* p, float* v) {
+  if constexpr (kVec == 8) {
+    load16(p, v);
+  } else {
+    v[0] = to_float(*p);
+  }
+}
+
+template <int kVec>
+__device__ __forceinline__ void store_row(bf16* p, const float* v) {
+  if constexpr (kVec == 8) {
+    store16(p, v);
+  } else {
+    *p = from_float<bf16>(v[0]);
+  }
+}
+
+// kRowThreads threads normalize one row (32: a warp; kThreads: the whole block). With kAdd the
+// residual is updated first and the normalized value is that of the stored (bf16) residual.
+template <int kVec, int kRowThreads, bool kAdd>
+__global__ void __launch_bounds__(kThreads)
+    rms_norm_kernel(StridedRows out, StridedRows residual, StridedRows x, const bf16* weight,
+                    float eps) {
+  __shared__ float scratch[32];
+  constexpr int kRowsPerBlock = kThreads / kRowThreads;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kRowThreads;
+  const int t = threadIdx.x % kRowThreads;
+  const int64_t n = x.row_size;
+  const bool active = row < x.num_rows();
+  const bf16* in = nullptr;
+  bf16* res = nullptr;
+  bf16* dst = nullptr;
+  if (active) {
+    in = static_cast<const bf16*>(x.data) + x.row_offset(row);
+    dst = static_cast<bf16*>(out.data) + out.row_offset(row);
+    if constexpr (kAdd) res = static_cast<bf16*>(residual.data) + residual.row_offset(row);
+  }
+  float sum = 0.0f;
+  if (active) {
+    for (int64_t i = static_cast<int64_t>(t) * kVec; i < n; i += kRowThreads * kVec) {
+      float v[kVec];
+      load_row<kVec>(in + i, v);
+      if constexpr (kAdd) {
+        float r[kVec];
+        load_row<kVec>(res + i, r);
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) r[j] = __bfloat162float(__float2bfloat16_rn(r[j] + v[j]));
+        store_row<kVec>(res + i, r);
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) v[j] = r[j];
+      }
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) sum += v[j] * v[j];
+    }
+  }
+  if constexpr (kRowThreads == 32) {
+    sum = warp_sum(sum);
+  } else {
+    sum = block_sum(sum, scratch);
+  }
+  if (!active) return;
+  const float inv = rsqrtf(sum / static_cast<float>(n) + eps);
+  const bf16* src = kAdd ? res : in;
+  for (int64_t i = static_cast<int64_t>(t) * kVec; i < n; i += kRowThreads * kVec) {
+    float v[kVec], w[kVec];
+    load_row<kVec>(src + i, v);
+    load_row<kVec>(weight + i, w);
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) v[j] = w[j] * (v[j] * inv);
+    store_row<kVec>(dst + i, v);
+  }
+}
+
+template <bool kAdd>
+void launch(const StridedRows& out, const StridedRows& residual, const StridedRows& x,
+            const void* weight, float eps, cudaStream_t stream) {
+  const int64_t rows = x.num_rows();
+  if (rows == 0) return;
+  const bool vec = out.vectorizable(2) && x.vectorizable(2) && aligned16(weight) &&
+                   (!kAdd || residual.vectorizable(2));
+  const bool short_rows = x.row_size <= 1024;
+  const int64_t rows_per_block = short_rows ? kThreads / 32 : 1;
+  const dim3 grid(static_cast<unsigned>((rows + rows_per_block - 1) / rows_per_block));
+  const auto* w = static_cast<const bf16*>(weight);
+  if (vec && short_rows) {
+    rms_norm_kernel<8, 32, kAdd><<<grid, kThreads, 0, stream>>>(out, residual, x, w, eps);
+  } else if (vec) {
+    rms_norm_kernel<8, kThreads, kAdd><<<grid, kThreads, 0, stream>>>(out, residual, x, w, eps);
+  } else if (short_rows) {
+    rms_norm_kernel<1, 32, kAdd><<<grid, kThreads, 0, stream>>>(out, residual, x, w, eps);
+  } else {
+    rms_norm_kernel<1, kThreads, kAdd><<<grid, kThreads, 0, stream>>>(out, residual, x, w, eps);
+  }
+  SIEVE_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void launch_rms_norm(const StridedRows& out, const StridedRows& x, const void* weight, float eps,
+                     cudaStream_t stream) {
+  launch<false>(out, StridedRows{}, x, weight, eps, stream);
+}
+
+void launch_add_rms_norm(const StridedRows& out, const StridedRows& residual,
+                         const StridedRows& x, const void* weight, float eps,
+                         cudaStream_t stream) {
+  launch<true>(out, residual, x, weight, eps, stream);
+}
+
+}  // namespace sieve::kernels::cuda
