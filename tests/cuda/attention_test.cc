@@ -1,0 +1,295 @@
+// Paged attention and the KV cache ops on the GPU against the CPU backend. The same random keys
+// and values (bf16-rounded) are placed in a CPU f32 arena and in the GPU arena (bf16 or f32) at
+// shuffled pages; every slot no sequence may read is NaN in both, so a kernel that reads past a
+// length or a causal limit fails. Cases: several sequences, GQA 4:1 / 3:1 and 1:1, head_dim 64,
+// 128 and the generic 16/48, decode rows and prefill chunks over history in one batch, long
+// contexts (split-K and its combine), per-(layer, KV head) valid lengths, odd page sizes.
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "kernels/cpu/ops.h"
+#include "tests/cuda/test_util.h"
+
+namespace sieve::cuda_test {
+namespace {
+
+using kernels::AttentionArgs;
+using kernels::KvCacheLayout;
+
+struct Seq {
+  int kv_len;  // slots including this step's tokens
+  int q_len;   // this step's tokens
+};
+
+struct Case {
+  std::vector<Seq> seqs;
+  int num_heads, num_kv_heads, head_dim, tokens_per_page;
+  bool per_head_lens = false;
+  DType kv_dtype = DType::kBF16;
+};
+
+// The slot offset (in elements) of (layer, page, K or V, head, slot in page).
+size_t slot_elem(const KvCacheLayout& l, int layer, int page, int kv, int head, int offset) {
+  return ((static_cast<size_t>(layer) * l.num_pages + page) * 2 * l.num_kv_heads * l.tokens_per_page +
+          (static_cast<size_t>(kv) * l.num_kv_heads + head) * l.tokens_per_page + offset) *
+         l.head_dim;
+}
+
+void run_case(const Case& c, uint32_t seed) {
+  SCOPED_TRACE(::testing::Message() << "seed " << seed << ", heads " << c.num_heads << "/"
+                                    << c.num_kv_heads << ", dim " << c.head_dim << ", tpp "
+                                    << c.tokens_per_page << ", KV " << c.kv_dtype);
+  kernels::Backend& gpu = *::sieve::cuda_test::gpu();
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal;
+  const int num_seqs = static_cast<int>(c.seqs.size());
+  const int num_layers = 2, layer = 1, tpp = c.tokens_per_page, dim = c.head_dim;
+  int total_pages = 0;
+  for (const Seq& s : c.seqs) total_pages += (s.kv_len + tpp - 1) / tpp;
+  const KvCacheLayout cpu_layout{num_layers, c.num_kv_heads, dim, tpp, total_pages + 5,
+                                 DType::kF32};
+  const size_t arena_elems = cpu_layout.arena_bytes() / sizeof(float);
+  std::vector<float> arena(arena_elems, NAN);
+  std::vector<int32_t> pool(cpu_layout.num_pages);
+  std::iota(pool.begin(), pool.end(), 0);
+  std::shuffle(pool.begin(), pool.end(), rng);
+
+  std::vector<int32_t> qo_indptr{0}, kv_indptr{0}, kv_indices, kv_lens, head_lens;
+  int next_page = 0;
+  for (const Seq& s : c.seqs) {
+    qo_indptr.push_back(qo_indptr.back() + s.q_len);
+    const int pages = (s.kv_len + tpp - 1) / tpp;
+    for (int p = 0; p < pages; ++p) kv_indices.push_back(pool[next_page++]);
+    kv_indptr.push_back(static_cast<int32_t>(kv_indices.size()));
+    kv_lens.push_back(s.kv_len);
+    for (int l = 0; l < num_layers; ++l) {
+      for (int h = 0; h < c.num_kv_heads; ++h) {
+        // A compacted head keeps [0, len); its own this-step tokens are its last q_len slots.
+        head_lens.push_back(c.per_head_lens
+                                ? s.q_len + static_cast<int>(rng() % (s.kv_len - s.q_len + 1))
+                                : s.kv_len);
+      }
+    }
+  }
+  // Valid slots get values; the rest of every page stays NaN.
+  for (int s = 0; s < num_seqs; ++s) {
+    for (int h = 0; h < c.num_kv_heads; ++h) {
+      const int len = head_lens[(s * num_layers + layer) * c.num_kv_heads + h];
+      for (int j = 0; j < len; ++j) {
+        const int page = kv_indices[kv_indptr[s] + j / tpp];
+        for (int kv = 0; kv < 2; ++kv) {
+          float* row = arena.data() + slot_elem(cpu_layout, layer, page, kv, h, j % tpp);
+          for (int d = 0; d < dim; ++d) row[d] = round_bf16(normal(rng));
+        }
+      }
+    }
+  }
+  const int num_tokens = qo_indptr.back();
+  // q lives in a fused QKV-like buffer: a strided [T, H, D] view, as the model passes it.
+  const int64_t q_dim = static_cast<int64_t>(c.num_heads) * dim;
+  const int64_t width = q_dim + 2ll * c.num_kv_heads * dim;
+  const Tensor fused = random_bf16_values({num_tokens, width}, rng);
+  const TensorView host_q = fused.view().slice(1, 0, q_dim).unflatten(1, c.num_heads, dim);
+
+  AttentionArgs ref;
+  ref.q = host_q;
+  Tensor want = Tensor::empty(DType::kF32, {num_tokens, c.num_heads, dim});
+  ref.out = want;
+  ref.arena = TensorView(arena.data(), DType::kF32, {static_cast<int64_t>(arena_elems)});
+  ref.layout = cpu_layout;
+  ref.layer = layer;
+  auto host_i32 = [](std::vector<int32_t>& v) {
+    return TensorView(v.data(), DType::kI32, {static_cast<int64_t>(v.size())});
+  };
+  ref.qo_indptr = host_i32(qo_indptr);
+  ref.kv_indptr = host_i32(kv_indptr);
+  ref.kv_indices = host_i32(kv_indices);
+  ref.kv_lens = host_i32(kv_lens);
+  if (c.per_head_lens) ref.kv_head_lens = host_i32(head_lens);
+  ref.scale = 1.0f / std::sqrt(static_cast<float>(dim));
+  kernels::cpu::attention(ref);
+
+  // The GPU arena: the same elements in the GPU's KV dtype.
+  KvCacheLayout gpu_layout = cpu_layout;
+  gpu_layout.dtype = c.kv_dtype;
+  Tensor host_arena = Tensor::empty(DType::kF32, {static_cast<int64_t>(arena_elems)});
+  std::copy(arena.begin(), arena.end(), host_arena.data<float>());
+  const Tensor d_arena_typed = upload(gpu, host_arena, c.kv_dtype);
+  const TensorView d_arena(d_arena_typed.view().raw(), DType::kU8,
+                           {static_cast<int64_t>(gpu_layout.arena_bytes())}, Device::kCuda);
+  const Tensor d_fused = upload(gpu, fused, DType::kBF16);
+  // out is strided too: the middle of a wider buffer.
+  const Tensor d_out_buffer = poisoned(gpu, DType::kBF16, {num_tokens, q_dim + 2 * dim});
+  const TensorView d_out =
+      d_out_buffer.view().slice(1, dim, dim + q_dim).unflatten(1, c.num_heads, dim);
+  const Tensor d_qo = upload_i32(gpu, qo_indptr), d_kv_indptr = upload_i32(gpu, kv_indptr),
+               d_kv_indices = upload_i32(gpu, kv_indices), d_kv_lens = upload_i32(gpu, kv_lens),
+               d_head_lens = upload_i32(gpu, head_lens);
+  AttentionArgs args = ref;
+  args.q = d_fused.view().slice(1, 0, q_dim).unflatten(1, c.num_heads, dim);
+  args.out = d_out;
+  args.arena = d_arena;
+  args.layout = gpu_layout;
+  args.qo_indptr = d_qo;
+  args.kv_indptr = d_kv_indptr;
+  args.kv_indices = d_kv_indices;
+  args.kv_lens = d_kv_lens;
+  args.kv_head_lens = c.per_head_lens ? d_head_lens.view() : TensorView();
+  gpu.attention(args);
+
+  const Tensor got_buffer = download(gpu, d_out_buffer);
+  Tensor got = Tensor::empty(DType::kF32, {num_tokens, c.num_heads, dim});
+  for (int t = 0; t < num_tokens; ++t) {
+    std::copy_n(got_buffer.data<float>() + t * (q_dim + 2 * dim) + dim, q_dim,
+                got.data<float>() + t * q_dim);
+  }
+  EXPECT_LT(relative_error(got, want), kBf16Tolerance);
+  // The untouched margins of the output buffer are still NaN: nothing was written outside.
+  EXPECT_TRUE(std::isnan(got_buffer.data<float>()[0]));
+  EXPECT_TRUE(std::isnan(got_buffer.data<float>()[q_dim + dim]));
+}
+
+std::vector<Seq> random_seqs(std::mt19937& rng, int n, int max_history, int max_q) {
+  std::vector<Seq> seqs;
+  for (int i = 0; i < n; ++i) {
+    const int q = 1 + static_cast<int>(rng() % max_q);
+    seqs.push_back({q + static_cast<int>(rng() % (max_history + 1)), q});
+  }
+  return seqs;
+}
+
+class CudaAttention : public ::testing::TestWithParam<uint32_t> {};
+
+TEST_P(CudaAttention, DecodeBatchGqaAndMha) {
+  SIEVE_GPU_OR_SKIP();
+  std::mt19937 rng(GetParam());
+  run_case({random_seqs(rng, 8, 600, 1), 32, 8, 128, 16}, GetParam());
+  run_case({random_seqs(rng, 5, 300, 1), 16, 16, 64, 16}, GetParam());
+}
+
+TEST_P(CudaAttention, DecodeAndPrefillChunksOverHistoryInOneBatch) {
+  SIEVE_GPU_OR_SKIP();
+  std::mt19937 rng(GetParam() + 100);
+  std::vector<Seq> seqs = random_seqs(rng, 4, 400, 1);           // decode rows
+  for (const Seq& s : random_seqs(rng, 3, 500, 90)) seqs.push_back(s);  // chunks over history
+  seqs.push_back({130, 130});                                     // a fresh prompt
+  run_case({seqs, 32, 8, 128, 16}, GetParam());
+  run_case({seqs, 8, 8, 64, 32}, GetParam());
+}
+
+TEST_P(CudaAttention, LongContextsSplitAlongTheContext) {
+  SIEVE_GPU_OR_SKIP();
+  std::mt19937 rng(GetParam() + 200);
+  const int long_len = 4096 + static_cast<int>(rng() % 4096);
+  run_case({{{long_len, 1}, {5000, 1}, {long_len / 3, 1}}, 32, 8, 128, 16}, GetParam());
+  run_case({{{long_len, 1}}, 8, 8, 64, 16}, GetParam());
+  // Prefill chunks of a few rows over a long history: several chunks per sequence, each split.
+  run_case({{{3000 + 40, 40}, {long_len, 1}}, 8, 2, 128, 16}, GetParam());
+}
+
+TEST_P(CudaAttention, PerHeadValidLengths) {
+  SIEVE_GPU_OR_SKIP();
+  std::mt19937 rng(GetParam() + 300);
+  Case decode{random_seqs(rng, 6, 700, 1), 32, 8, 128, 16, true};
+  run_case(decode, GetParam());
+  Case mixed{random_seqs(rng, 4, 300, 50), 16, 4, 64, 16, true};
+  mixed.seqs.push_back({6000, 1});
+  run_case(mixed, GetParam());
+}
+
+TEST_P(CudaAttention, GenericHeadDimsOddPagesAndF32Cache) {
+  SIEVE_GPU_OR_SKIP();
+  std::mt19937 rng(GetParam() + 400);
+  const std::vector<Seq> seqs = random_seqs(rng, 5, 200, 40);
+  run_case({seqs, 9, 3, 16, 7}, GetParam());                    // SmolLM2-like, 7-slot pages
+  run_case({seqs, 4, 2, 48, 16}, GetParam());                   // Qwen3 fixture's head_dim
+  run_case({seqs, 4, 1, 16, 16, true}, GetParam());             // MQA, per-head lengths
+  run_case({seqs, 32, 8, 128, 16, false, DType::kF32}, GetParam());  // f32 KV arena
+  run_case({{{5000, 1}, {900, 17}}, 8, 2, 64, 16, false, DType::kF32}, GetParam());
+}
+
+INSTANTIATE_TEST_SUITE_P(Seeds, CudaAttention, ::testing::Values(1u, 2u, 3u));
+
+// write_kv, copy_pages and compact_kv: exact against the CPU ops (bf16 values round-trip).
+TEST(CudaKvCache, WriteCopyAndCompactMatchTheCpu) {
+  SIEVE_GPU_OR_SKIP();
+  for (const DType kv_dtype : {DType::kBF16, DType::kF32}) {
+    SCOPED_TRACE(::testing::Message() << "KV " << kv_dtype);
+    std::mt19937 rng(kv_dtype == DType::kBF16 ? 5 : 6);
+    const int num_layers = 2, heads = 4, dim = 64, tpp = 16, pages = 12, tokens = 40;
+    KvCacheLayout layout{num_layers, heads, dim, tpp, pages, DType::kF32};
+    const int64_t elems = static_cast<int64_t>(layout.arena_bytes() / 4);
+    Tensor arena = Tensor::empty(DType::kF32, {elems});
+    std::fill_n(arena.data<float>(), elems, NAN);
+    KvCacheLayout gpu_layout = layout;
+    gpu_layout.dtype = kv_dtype;
+    const Tensor d_typed = upload(*gpu_backend, arena, kv_dtype);
+    const TensorView d_arena(d_typed.view().raw(), DType::kU8,
+                             {static_cast<int64_t>(gpu_layout.arena_bytes())}, Device::kCuda);
+    // Tokens go to shuffled slots of pages 0..5; some are skipped (slot -1).
+    std::vector<int32_t> slots(tokens);
+    std::vector<int32_t> all(6 * tpp);
+    std::iota(all.begin(), all.end(), 0);
+    std::shuffle(all.begin(), all.end(), rng);
+    for (int t = 0; t < tokens; ++t) slots[t] = t % 7 == 3 ? -1 : all[t];
+    const Tensor kv_rows = random_bf16_values({tokens, 3 * heads * dim}, rng);  // strided k/v
+    for (const int l : {0, 1}) {
+      const TensorView k = kv_rows.view().slice(1, 0, heads * dim).unflatten(1, heads, dim);
+      const TensorView v =
+          kv_rows.view().slice(1, 2 * heads * dim, 3 * heads * dim).unflatten(1, heads, dim);
+      kernels::cpu::write_kv({k, v, TensorView(slots.data(), DType::kI32, {tokens}), arena,
+                              layout, l});
+      const Tensor d_rows = upload(*gpu_backend, kv_rows, DType::kBF16);
+      const TensorView dk = d_rows.view().slice(1, 0, heads * dim).unflatten(1, heads, dim);
+      const TensorView dv =
+          d_rows.view().slice(1, 2 * heads * dim, 3 * heads * dim).unflatten(1, heads, dim);
+      gpu_backend->write_kv({dk, dv, upload_i32(*gpu_backend, slots), d_arena, gpu_layout, l});
+    }
+    auto same_arena = [&](const char* step) {
+      const Tensor got = download(*gpu_backend, d_typed);
+      int64_t mismatches = 0;
+      for (int64_t i = 0; i < elems; ++i) {
+        const float a = got.data<float>()[i], b = arena.data<float>()[i];
+        if (!(a == b || (std::isnan(a) && std::isnan(b)))) ++mismatches;
+      }
+      EXPECT_EQ(mismatches, 0) << step;
+    };
+    same_arena("write_kv");
+
+    std::vector<int32_t> src{0, 3, 5}, dst{7, 9, 11};
+    kernels::cpu::copy_pages({arena, layout, TensorView(src.data(), DType::kI32, {3}),
+                              TensorView(dst.data(), DType::kI32, {3})});
+    gpu_backend->copy_pages({d_arena, gpu_layout, upload_i32(*gpu_backend, src),
+                             upload_i32(*gpu_backend, dst)});
+    same_arena("copy_pages");
+
+    // Compaction of a sequence over pages {2, 0, 4, 1}: ascending keep lists per (layer, head).
+    std::vector<int32_t> table{2, 0, 4, 1};
+    const int max_keep = 30;
+    std::vector<int32_t> keep(num_layers * heads * max_keep, 0), counts(num_layers * heads);
+    for (int list = 0; list < num_layers * heads; ++list) {
+      std::vector<int32_t> candidates(4 * tpp);
+      std::iota(candidates.begin(), candidates.end(), 0);
+      std::shuffle(candidates.begin(), candidates.end(), rng);
+      counts[list] = 1 + static_cast<int>(rng() % max_keep);
+      std::sort(candidates.begin(), candidates.begin() + counts[list]);
+      std::copy_n(candidates.begin(), counts[list], keep.begin() + list * max_keep);
+    }
+    kernels::cpu::compact_kv({arena, layout, TensorView(table.data(), DType::kI32, {4}),
+                              TensorView(keep.data(), DType::kI32, {num_layers, heads, max_keep}),
+                              TensorView(counts.data(), DType::kI32, {num_layers, heads})});
+    const Tensor d_keep = upload_i32(*gpu_backend, keep);
+    gpu_backend->compact_kv({d_arena, gpu_layout, upload_i32(*gpu_backend, table),
+                             d_keep.view().reshape({num_layers, heads, max_keep}),
+                             upload_i32(*gpu_backend, counts).view().reshape({num_layers, heads})});
+    same_arena("compact_kv");
+  }
+}
+
+}  // namespace
+}  // namespace sieve::cuda_test
