@@ -9,7 +9,7 @@ APT_PACKAGES=(
   clang libclang-rt-14-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libabsl-dev
-  libsentencepiece-dev libpcre2-dev libopenblas-dev libopenblas-openmp-dev
+  libsentencepiece-dev libpcre2-dev libutf8proc-dev libopenblas-dev libopenblas-openmp-dev
   libgtest-dev libgmock-dev
 )
 # Packages the helpers' areas added go in scripts/apt-extra.txt, one per line.
