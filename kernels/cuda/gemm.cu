@@ -209,9 +209,15 @@ void CublasGemm::run(const GemmProblem& p) {
         plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p.bias, sizeof(p.bias)));
   }
   const float alpha = 1.0f, beta = 0.0f;
-  SIEVE_CUBLAS_CHECK(cublasLtMatmul(impl.lt, plan.desc, &alpha, p.w, plan.a, p.x, plan.b, &beta,
-                                    p.y, plan.d, p.y, plan.d, &plan.algo, impl.workspace,
-                                    kWorkspaceBytes, impl.stream));
+  const cublasStatus_t status =
+      cublasLtMatmul(impl.lt, plan.desc, &alpha, p.w, plan.a, p.x, plan.b, &beta, p.y, plan.d,
+                     p.y, plan.d, &plan.algo, impl.workspace, kWorkspaceBytes, impl.stream);
+  if (status == CUBLAS_STATUS_NOT_SUPPORTED) {  // the heuristic's pick declined this layout
+    plan.has_algo = false;
+    impl.fallback(p);
+    return;
+  }
+  SIEVE_CUBLAS_CHECK(status);
   if (p.bias && !fused_bias) launch_add_bias(p, impl.stream);
 }
 
