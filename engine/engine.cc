@@ -238,8 +238,14 @@ Engine::SeqState& Engine::seq_state(SeqId id, RequestId request, int index) {
   auto it = seqs_.find(id);
   if (it != seqs_.end()) return *it->second;
   RequestState* r = requests_.at(request).get();
-  auto detokenizer =
-      tokenizer_ ? tokenizer_->make_detokenizer(r->request.params.skip_special_tokens) : nullptr;
+  // The prompt's last ids are the detokenizer's context, so a first token's leading space
+  // (SentencePiece "▁Paris") streams as HF decodes it within the whole sequence.
+  const std::vector<int32_t>& prompt = r->request.prompt_token_ids;
+  const size_t context = std::min<size_t>(prompt.size(), 4);
+  auto detokenizer = tokenizer_ ? tokenizer_->make_detokenizer(
+                                      r->request.params.skip_special_tokens,
+                                      std::span<const int32_t>(prompt).last(context))
+                                : nullptr;
   return *seqs_.emplace(id, std::make_unique<SeqState>(r, index, std::move(detokenizer)))
               .first->second;
 }
