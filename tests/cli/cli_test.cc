@@ -127,3 +127,25 @@ TEST(Cli, RejectsAnUnknownLogLevel) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(DefaultModel, AnswersTheCapitalOfFrance) {
+  CommandResult r = run("--log-level warn generate --model default --chat --prompt "
+                        "\"What is the capital of France?\" --max-tokens 24 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto out = nlohmann::json::parse(r.last_line);
+  EXPECT_NE(out["text"].get<std::string>().find("Paris"), std::string::npos) << out.dump();
+  EXPECT_EQ(out["finish_reason"], "stop");  // the chat template's end of turn ends it
+}
+
+TEST(DefaultModel, TokenizePrintsTheIdsAsJson) {
+  CommandResult r = run("tokenize --model default --text \"Hello world\" --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(nlohmann::json::parse(r.last_line)["token_ids"], nlohmann::json({19556, 905}));
+  r = run("tokenize --model default");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("give --text or --file"), std::string::npos) << r.output;
+}
+
+}  // namespace
