@@ -4,8 +4,10 @@
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <random>
 
+#include "models/model_loader.h"
 #include "nlohmann/json.hpp"
 #include "server/cli_common.h"
 #include "spdlog/spdlog.h"
@@ -107,6 +109,36 @@ Status run_throughput(const ThroughputOptions& o) {
   return OkStatus();
 }
 
+struct TokenizeBenchOptions {
+  std::string model = "default";
+  std::string file;
+  int repeat = 5;
+};
+
+// Encodes the file's text `repeat` times on one thread; reports the best time as MB/s, the
+// token count and an FNV-1a hash of the ids (so a reference can check it encoded the same).
+Status run_tokenize_bench(const TokenizeBenchOptions& o) {
+  std::ifstream in(o.file, std::ios::binary);
+  if (!in) return NotFoundError(o.file + ": cannot open");
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSIGN_OR_RETURN(std::unique_ptr<models::Tokenizer> tokenizer, models::load_tokenizer_for(o.model));
+  if (!tokenizer) return InvalidArgumentError(o.model + ": the model has no tokenizer");
+  double best_s = 1e30;
+  std::vector<int32_t> ids;
+  for (int i = 0; i < std::max(1, o.repeat); ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    ids = tokenizer->encode(text, /*add_special_tokens=*/false);
+    best_s = std::min(best_s, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  uint64_t hash = 1469598103934665603ull;
+  for (int32_t id : ids) hash = (hash ^ static_cast<uint32_t>(id)) * 1099511628211ull;
+  nlohmann::json out = {{"bytes", text.size()},     {"num_tokens", ids.size()},
+                        {"best_s", best_s},          {"mb_per_s", text.size() / best_s / 1e6},
+                        {"ids_fnv1a", std::to_string(hash)}};
+  std::printf("%s\n", out.dump().c_str());
+  return OkStatus();
+}
+
 }  // namespace
 
 void register_bench(CLI::App& app, int& exit_code) {
@@ -122,6 +154,16 @@ void register_bench(CLI::App& app, int& exit_code) {
   cmd->add_flag("--json", o->json, "Print one JSON object as the last line of stdout");
   cmd->callback([o, &exit_code] {
     const Status status = run_throughput(*o);
+    if (!status.ok()) exit_code = report_error(status);
+  });
+
+  auto t = std::make_shared<TokenizeBenchOptions>();
+  CLI::App* tok = bench->add_subcommand("tokenize", "Single-thread tokenizer throughput on a file");
+  tok->add_option("--model", t->model)->capture_default_str();
+  tok->add_option("--file", t->file)->required();
+  tok->add_option("--repeat", t->repeat)->capture_default_str();
+  tok->callback([t, &exit_code] {
+    const Status status = run_tokenize_bench(*t);
     if (!status.ok()) exit_code = report_error(status);
   });
 }
