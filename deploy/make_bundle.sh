@@ -27,14 +27,8 @@ MAX_BYTES=$((64 * 1024 * 1024))
 command -v patchelf >/dev/null || { echo "make_bundle: needs patchelf (apt-get install patchelf)" >&2; exit 1; }
 
 if [[ ! -f $BUILD_DIR/build.ninja ]]; then
-  # CMake 3.25 knows no nvcc flag for CUDA 20; the two cache entries supply it (harmless when the
-  # project does not ask CMake for a CUDA standard).
   cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSIEVE_CUDA=ON \
-    -DSIEVE_NATIVE=OFF \
-    -DCMAKE_CUDA20_STANDARD_COMPILE_OPTION=-std=c++20 \
-    -DCMAKE_CUDA20_EXTENSION_COMPILE_OPTION=-std=c++20 \
-    "-DCMAKE_TRY_COMPILE_PLATFORM_VARIABLES=CMAKE_CUDA20_STANDARD_COMPILE_OPTION;CMAKE_CUDA20_EXTENSION_COMPILE_OPTION" \
-    >/dev/null
+    -DSIEVE_NATIVE=OFF >/dev/null
 fi
 cmake --build "$BUILD_DIR" -j "$JOBS" --target sieve sieve_cuda_tests
 

@@ -97,17 +97,19 @@ __global__ void __launch_bounds__(kPlanThreads)
   }
   __syncthreads();
   // Pass 1: chunks_s (kept in item_offset[s]) and the planned length (kept in splits[s]): the
-  // longest of the sequence's KV heads in this layer.
+  // most valid (virtual) slots of the sequence's KV heads in this layer.
   for (int s = threadIdx.x; s < p.num_seqs; s += kPlanThreads) {
     const int q_len = p.qo_indptr[s + 1] - p.qo_indptr[s];
     const int chunks = (q_len * p.group + rows - 1) / rows;
     int len = p.kv_lens[s];
     if (p.kv_head_lens) {
+      const int physical = len;
       len = 0;
       for (int h = 0; h < p.num_kv_heads; ++h) {
-        len = max(len, p.kv_head_lens[(static_cast<int64_t>(s) * p.num_layers + p.layer) *
-                                          p.num_kv_heads +
-                                      h]);
+        const int prefix = p.kv_head_lens[(static_cast<int64_t>(s) * p.num_layers + p.layer) *
+                                              p.num_kv_heads +
+                                          h];
+        len = max(len, attention_impl::virtual_limit(physical, prefix, p.kv_gap_ends[s]));
       }
     }
     len = max(len, 0);
@@ -237,6 +239,8 @@ void launch_attention(const PagedAttentionParams& params, void* workspace, int n
       << "head_dim " << params.head_dim << ", KV dtype " << params.kv_dtype;
   SIEVE_CHECK(params.num_kv_heads > 0 && params.num_heads % params.num_kv_heads == 0)
       << params.num_heads << " query heads over " << params.num_kv_heads << " KV heads";
+  SIEVE_CHECK_EQ(params.kv_head_lens == nullptr, params.kv_gap_ends == nullptr)
+      << "kv_head_lens and kv_gap_ends come together";
   if (params.num_tokens == 0 || params.num_seqs == 0) return;
   const WorkspaceLayout w = workspace_layout(params, num_sms);
   auto* base = static_cast<char*>(workspace);
@@ -262,6 +266,7 @@ void launch_attention(const PagedAttentionParams& params, void* workspace, int n
   launch.kv_indices = params.kv_indices;
   launch.kv_lens = params.kv_lens;
   launch.kv_head_lens = params.kv_head_lens;
+  launch.kv_gap_ends = params.kv_gap_ends;
   launch.scale_log2 = params.scale * 1.4426950408889634f;
   launch.plan = reinterpret_cast<const Plan*>(base);
   launch.item_offset = reinterpret_cast<const int32_t*>(base + w.item_offset);

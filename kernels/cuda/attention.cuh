@@ -2,6 +2,11 @@
 // The paged attention kernel template, instantiated per (KV element type, head_dim, rows per
 // warp) in kernels/cuda/instances/. Included by attention.cu and the instance files only.
 //
+// Slots are indexed "virtually": a compacted head's valid slots [0, prefix) and [gap, kv_len)
+// are numbered 0, 1, ... without the dead gap (physical = v < prefix ? v : gap + v - prefix), and a
+// row's causal limit is counted the same way, so the kernel never sees the gap except when it
+// computes an address. Without compaction prefix = gap = kv_len and the map is the identity.
+//
 // Work decomposition. Per sequence, the query rows of one KV head (its q_len tokens times the
 // group's query heads, token-major) are packed into chunks of kRows rows; each chunk may be split
 // along the context into pieces of split_len slots (flash-decoding). A work item is (sequence,
@@ -50,6 +55,7 @@ struct Launch {
   const int32_t* kv_indices;
   const int32_t* kv_lens;
   const int32_t* kv_head_lens;
+  const int32_t* kv_gap_ends;
   float scale_log2;  // softmax scale times log2(e)
   const Plan* plan;
   const int32_t* item_offset;  // [num_seqs + 1]
@@ -57,6 +63,11 @@ struct Launch {
   float* partial_o;            // [items * num_kv_heads * rows, head_dim]
   float2* partial_ml;          // (running max in base 2, sum) per partial row
 };
+
+// Valid slots of a head below the physical limit `limit` (exclusive): [0, prefix) and [gap, limit).
+__host__ __device__ __forceinline__ int virtual_limit(int limit, int prefix, int gap) {
+  return (limit < prefix ? limit : prefix) + (limit > gap ? limit - gap : 0);
+}
 
 // Shared memory of one block: q rows (f32) plus two stages of K and V tiles.
 template <typename KvT>

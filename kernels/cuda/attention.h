@@ -1,7 +1,8 @@
 #pragma once
 // Paged attention launcher (plain C++): causal attention of a flat varlen batch (decode rows and
 // prefill chunks together) over the paged KV arena of kernels/backend.h, GQA-aware, split along
-// the context for long sequences (flash-decoding) with a combine step.
+// the context for long sequences (flash-decoding) with a combine step. Compacted sequences read
+// [0, kv_head_lens) and [kv_gap_ends, causal limit) of each head, as AttentionArgs says.
 
 #include <cuda_runtime.h>
 
@@ -32,6 +33,7 @@ struct PagedAttentionParams {
   const int32_t* kv_indices = nullptr;    // page ids
   const int32_t* kv_lens = nullptr;       // [num_seqs]
   const int32_t* kv_head_lens = nullptr;  // optional [num_seqs, num_layers, num_kv_heads]
+  const int32_t* kv_gap_ends = nullptr;   // [num_seqs]; given with kv_head_lens
   float scale = 1.0f;
 };
 

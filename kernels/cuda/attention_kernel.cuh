@@ -35,12 +35,12 @@ __device__ __forceinline__ int find_sequence(const int32_t* item_offset, int num
   return lo;
 }
 
-// Issues the copies of K and V slots [tile_start, tile_start + kTile) into one stage; slots at or
-// past `kv_end` are zero-filled.
+// Issues the copies of K and V virtual slots [tile_start, tile_start + kTile) into one stage;
+// slots at or past `kv_end` are zero-filled.
 template <typename KvT>
 __device__ __forceinline__ void load_tile(const Launch& p, const int32_t* pages, int kv_head,
-                                          int head_dim, int tile_start, int kv_end, KvT* k_stage,
-                                          KvT* v_stage) {
+                                          int head_dim, int prefix, int gap, int tile_start,
+                                          int kv_end, KvT* k_stage, KvT* v_stage) {
   constexpr int kVec = kVec16<KvT>;
   const int vecs_per_row = head_dim / kVec;
   const int row = padded_row<KvT>(head_dim);
@@ -48,8 +48,9 @@ __device__ __forceinline__ void load_tile(const Launch& p, const int32_t* pages,
   const int64_t v_offset = static_cast<int64_t>(p.num_kv_heads) * p.tokens_per_page * head_dim;
   for (int c = threadIdx.x; c < kTile * vecs_per_row; c += kThreads) {
     const int slot_local = c / vecs_per_row, vec = c % vecs_per_row;
-    const int slot = tile_start + slot_local;
-    const bool valid = slot < kv_end;
+    const int virtual_slot = tile_start + slot_local;
+    const bool valid = virtual_slot < kv_end;
+    const int slot = virtual_slot < prefix ? virtual_slot : gap + (virtual_slot - prefix);
     const KvT* k_src = arena;
     if (valid) {
       const int64_t page = pages[slot / p.tokens_per_page];
@@ -84,23 +85,27 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Launch p) {
   const int chunk = local / splits, split = local % splits;
   const int q_begin = p.qo_indptr[s];
   const int q_len = p.qo_indptr[s + 1] - q_begin;
-  const int len =
-      p.kv_head_lens
-          ? p.kv_head_lens[(static_cast<int64_t>(s) * p.num_layers + p.layer) * p.num_kv_heads +
-                           kv_head]
-          : p.kv_lens[s];
+  const int len = p.kv_lens[s];
   const int32_t* pages = p.kv_indices + p.kv_indptr[s];
   const int capacity = (p.kv_indptr[s + 1] - p.kv_indptr[s]) * p.tokens_per_page;
+  // The head's valid slots: [0, prefix) and [gap, ...); physical limits are clamped to the pages.
+  int prefix = len, gap = len;
+  if (p.kv_head_lens) {
+    prefix = p.kv_head_lens[(static_cast<int64_t>(s) * p.num_layers + p.layer) * p.num_kv_heads +
+                            kv_head];
+    gap = p.kv_gap_ends[s];
+  }
+  auto row_limit = [&](int packed) {  // virtual causal limit (exclusive) of a packed row
+    return virtual_limit(min(len - q_len + packed / p.group + 1, capacity), prefix, gap);
+  };
   const int packed_rows = q_len * p.group;
   const int first_row = chunk * kRows;
   const int last_row = min(first_row + kRows, packed_rows) - 1;
-  // Slots this block covers: its split, up to the last row's causal limit.
+  // Virtual slots this block covers: its split, up to the last row's causal limit.
   const int64_t split_begin = static_cast<int64_t>(split) * plan.split_len;
-  const int64_t last_limit = static_cast<int64_t>(len) - q_len + last_row / p.group + 1;
   const int kv_start = static_cast<int>(split_begin);
-  const int kv_end = static_cast<int>(
-      max(split_begin, min(min(split_begin + plan.split_len, last_limit),
-                           static_cast<int64_t>(capacity))));
+  const int kv_end = static_cast<int>(max(
+      split_begin, min(split_begin + plan.split_len, static_cast<int64_t>(row_limit(last_row)))));
 
   extern __shared__ __align__(16) unsigned char smem[];
   float* q_s = reinterpret_cast<float*>(smem);
@@ -125,7 +130,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Launch p) {
 #pragma unroll
   for (int r = 0; r < kRowsPerWarp; ++r) {
     const int packed = first_row + warp * kRowsPerWarp + r;
-    limit[r] = packed < packed_rows ? min(len - q_len + packed / p.group + 1, kv_end) : 0;
+    limit[r] = packed < packed_rows ? min(row_limit(packed), kv_end) : 0;
     m[r] = -INFINITY;
     l[r] = 0.0f;
 #pragma unroll
@@ -134,14 +139,15 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Launch p) {
 
   const int num_tiles = (kv_end - kv_start + kTile - 1) / kTile;
   if (num_tiles > 0) {
-    load_tile<KvT>(p, pages, kv_head, head_dim, kv_start, kv_end, kv_s, kv_s + stage_elems);
+    load_tile<KvT>(p, pages, kv_head, head_dim, prefix, gap, kv_start, kv_end, kv_s,
+                   kv_s + stage_elems);
   }
   cp_async_commit();
   for (int tile = 0; tile < num_tiles; ++tile) {
     const int tile_start = kv_start + tile * kTile;
     if (tile + 1 < num_tiles) {
       KvT* next = kv_s + ((tile + 1) % 2) * 2 * stage_elems;
-      load_tile<KvT>(p, pages, kv_head, head_dim, tile_start + kTile, kv_end, next,
+      load_tile<KvT>(p, pages, kv_head, head_dim, prefix, gap, tile_start + kTile, kv_end, next,
                      next + stage_elems);
       cp_async_commit();
       cp_async_wait<1>();

@@ -304,9 +304,12 @@ class CudaBackend final : public Backend {
     const int64_t num_seqs = a.kv_lens.numel();
     SIEVE_CHECK_EQ(a.qo_indptr.numel(), num_seqs + 1);
     SIEVE_CHECK_EQ(a.kv_indptr.numel(), num_seqs + 1);
+    SIEVE_CHECK_EQ(a.kv_head_lens.empty(), a.kv_gap_ends.empty())
+        << "kv_head_lens and kv_gap_ends come together";
     if (!a.kv_head_lens.empty()) {
       SIEVE_CHECK_GE(a.kv_head_lens.numel(),
                      num_seqs * a.layout.num_layers * a.layout.num_kv_heads);
+      SIEVE_CHECK_GE(a.kv_gap_ends.numel(), num_seqs);
     }
     PagedAttentionParams p;
     p.q = a.q.raw();
@@ -331,6 +334,7 @@ class CudaBackend final : public Backend {
     p.kv_indices = staged_i32(a.kv_indices, 2);
     p.kv_lens = staged_i32(a.kv_lens, 3);
     p.kv_head_lens = a.kv_head_lens.empty() ? nullptr : staged_i32(a.kv_head_lens, 4);
+    p.kv_gap_ends = a.kv_gap_ends.empty() ? nullptr : staged_i32(a.kv_gap_ends, 5);
     p.scale = a.scale;
     void* workspace = workspace_.ensure(attention_workspace_bytes(p, num_sms_));
     launch_attention(p, workspace, num_sms_, stream_);

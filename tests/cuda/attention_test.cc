@@ -3,7 +3,8 @@
 // shuffled pages; every slot no sequence may read is NaN in both, so a kernel that reads past a
 // length or a causal limit fails. Cases: several sequences, GQA 4:1 / 3:1 and 1:1, head_dim 64,
 // 128 and the generic 16/48, decode rows and prefill chunks over history in one batch, long
-// contexts (split-K and its combine), per-(layer, KV head) valid lengths, odd page sizes.
+// contexts (split-K and its combine), compacted sequences (per-(layer, KV head) survivors, a dead
+// gap, then the tokens appended since), odd page sizes.
 
 #include <gtest/gtest.h>
 
@@ -59,7 +60,7 @@ void run_case(const Case& c, uint32_t seed) {
   std::iota(pool.begin(), pool.end(), 0);
   std::shuffle(pool.begin(), pool.end(), rng);
 
-  std::vector<int32_t> qo_indptr{0}, kv_indptr{0}, kv_indices, kv_lens, head_lens;
+  std::vector<int32_t> qo_indptr{0}, kv_indptr{0}, kv_indices, kv_lens, head_lens, gap_ends;
   int next_page = 0;
   for (const Seq& s : c.seqs) {
     qo_indptr.push_back(qo_indptr.back() + s.q_len);
@@ -67,20 +68,24 @@ void run_case(const Case& c, uint32_t seed) {
     for (int p = 0; p < pages; ++p) kv_indices.push_back(pool[next_page++]);
     kv_indptr.push_back(static_cast<int32_t>(kv_indices.size()));
     kv_lens.push_back(s.kv_len);
+    // Compacted: head survivors [0, head_len), dead [head_len, gap_end), then the slots appended
+    // since, up to kv_len (this step's tokens among them).
+    const int history = s.kv_len - s.q_len;
+    const int gap_end = c.per_head_lens ? history - static_cast<int>(rng() % (history / 2 + 1))
+                                        : s.kv_len;
+    gap_ends.push_back(gap_end);
     for (int l = 0; l < num_layers; ++l) {
       for (int h = 0; h < c.num_kv_heads; ++h) {
-        // A compacted head keeps [0, len); its own this-step tokens are its last q_len slots.
-        head_lens.push_back(c.per_head_lens
-                                ? s.q_len + static_cast<int>(rng() % (s.kv_len - s.q_len + 1))
-                                : s.kv_len);
+        head_lens.push_back(c.per_head_lens ? static_cast<int>(rng() % (gap_end + 1)) : s.kv_len);
       }
     }
   }
-  // Valid slots get values; the rest of every page stays NaN.
+  // Valid slots get values; the rest of every page (dead gaps too) stays NaN.
   for (int s = 0; s < num_seqs; ++s) {
     for (int h = 0; h < c.num_kv_heads; ++h) {
-      const int len = head_lens[(s * num_layers + layer) * c.num_kv_heads + h];
-      for (int j = 0; j < len; ++j) {
+      const int head_len = head_lens[(s * num_layers + layer) * c.num_kv_heads + h];
+      for (int j = 0; j < c.seqs[s].kv_len; ++j) {
+        if (j >= head_len && j < gap_ends[s]) continue;
         const int page = kv_indices[kv_indptr[s] + j / tpp];
         for (int kv = 0; kv < 2; ++kv) {
           float* row = arena.data() + slot_elem(cpu_layout, layer, page, kv, h, j % tpp);
@@ -110,7 +115,10 @@ void run_case(const Case& c, uint32_t seed) {
   ref.kv_indptr = host_i32(kv_indptr);
   ref.kv_indices = host_i32(kv_indices);
   ref.kv_lens = host_i32(kv_lens);
-  if (c.per_head_lens) ref.kv_head_lens = host_i32(head_lens);
+  if (c.per_head_lens) {
+    ref.kv_head_lens = host_i32(head_lens);
+    ref.kv_gap_ends = host_i32(gap_ends);
+  }
   ref.scale = 1.0f / std::sqrt(static_cast<float>(dim));
   kernels::cpu::attention(ref);
 
@@ -129,7 +137,7 @@ void run_case(const Case& c, uint32_t seed) {
       d_out_buffer.view().slice(1, dim, dim + q_dim).unflatten(1, c.num_heads, dim);
   const Tensor d_qo = upload_i32(gpu, qo_indptr), d_kv_indptr = upload_i32(gpu, kv_indptr),
                d_kv_indices = upload_i32(gpu, kv_indices), d_kv_lens = upload_i32(gpu, kv_lens),
-               d_head_lens = upload_i32(gpu, head_lens);
+               d_head_lens = upload_i32(gpu, head_lens), d_gap_ends = upload_i32(gpu, gap_ends);
   AttentionArgs args = ref;
   args.q = d_fused.view().slice(1, 0, q_dim).unflatten(1, c.num_heads, dim);
   args.out = d_out;
@@ -140,6 +148,7 @@ void run_case(const Case& c, uint32_t seed) {
   args.kv_indices = d_kv_indices;
   args.kv_lens = d_kv_lens;
   args.kv_head_lens = c.per_head_lens ? d_head_lens.view() : TensorView();
+  args.kv_gap_ends = c.per_head_lens ? d_gap_ends.view() : TensorView();
   gpu.attention(args);
 
   const Tensor got_buffer = download(gpu, d_out_buffer);
@@ -192,7 +201,7 @@ TEST_P(CudaAttention, LongContextsSplitAlongTheContext) {
   run_case({{{3000 + 40, 40}, {long_len, 1}}, 8, 2, 128, 16}, GetParam());
 }
 
-TEST_P(CudaAttention, PerHeadValidLengths) {
+TEST_P(CudaAttention, CompactedSequencesSkipTheirDeadGaps) {
   SIEVE_GPU_OR_SKIP();
   std::mt19937 rng(GetParam() + 300);
   Case decode{random_seqs(rng, 6, 700, 1), 32, 8, 128, 16, true};

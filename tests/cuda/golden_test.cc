@@ -1,6 +1,7 @@
 // Whole models on the GPU: every golden fixture (Hugging Face transformers' logits and greedy
 // continuations, tests/fixtures/golden) loaded onto the CUDA backend in bf16. Teacher-forced, each
-// step's logits row is within bf16 tolerance of the reference (max |diff| / max |ref| < 3e-2);
+// step's logits row is within bf16 tolerance of the reference (‖out − ref‖₂ / ‖ref‖₂ < 3e-2,
+// METHOD.md's measure; the max |diff| / max |ref| the CPU golden test bounds is reported too);
 // the greedy continuations generated on the GPU (argmax through the backend's sample op) are
 // counted against the reference's (bf16 may flip a near-tie, so "most", reported in one table).
 //
@@ -111,7 +112,8 @@ double max_relative_error(const float* got, const float* want, int64_t n) {
 
 struct FixtureResult {
   std::string name;
-  double worst_logits_error = 0;
+  double worst_logits_error = 0;      // relative L2
+  double worst_max_abs_error = 0;     // max |diff| / max |ref|
   int steps = 0, argmax_equal = 0;  // teacher-forced steps whose argmax is the reference token
   int cases = 0, greedy_equal = 0;  // free-running greedy continuations equal to the reference
 };
@@ -149,9 +151,11 @@ FixtureResult run_fixture(kernels::Backend& gpu, const fs::path& dir) {
     }
     for (size_t i = 0; i <= greedy.size(); ++i) {
       const float* row = want.data<float>() + i * vocab;
-      const double error = max_relative_error(logits, row, vocab);
+      const double error = relative_error(logits, row, vocab);
       EXPECT_LT(error, kLogitsTolerance) << "step " << i;
       result.worst_logits_error = std::max(result.worst_logits_error, error);
+      result.worst_max_abs_error =
+          std::max(result.worst_max_abs_error, max_relative_error(logits, row, vocab));
       if (i < greedy.size()) {
         ++result.steps;
         result.argmax_equal += std::max_element(logits, logits + vocab) - logits == greedy[i];
@@ -190,12 +194,13 @@ TEST(CudaGolden, ModelsMatchTransformersWithinBf16) {
   std::sort(dirs.begin(), dirs.end());
   ASSERT_GE(dirs.size(), 8u) << "expected the golden fixtures in " << root;
   int steps = 0, argmax_equal = 0, cases = 0, greedy_equal = 0;
-  std::printf("[ golden   ] %-14s %12s %14s %12s\n", "fixture", "max rel err", "argmax steps",
-              "greedy runs");
+  std::printf("[ golden   ] %-14s %10s %10s %14s %12s\n", "fixture", "rel L2", "max-abs",
+              "argmax steps", "greedy runs");
   for (const fs::path& dir : dirs) {
     const FixtureResult r = run_fixture(*gpu_backend, dir);
-    std::printf("[ golden   ] %-14s %12.2e %8d / %3d %6d / %3d\n", r.name.c_str(),
-                r.worst_logits_error, r.argmax_equal, r.steps, r.greedy_equal, r.cases);
+    std::printf("[ golden   ] %-14s %10.2e %10.2e %8d / %3d %6d / %3d\n", r.name.c_str(),
+                r.worst_logits_error, r.worst_max_abs_error, r.argmax_equal, r.steps,
+                r.greedy_equal, r.cases);
     steps += r.steps;
     argmax_equal += r.argmax_equal;
     cases += r.cases;
