@@ -105,7 +105,13 @@ void run_attention(const AttentionArgs& a, bool parallel) {
   for (int64_t s = 0; s < num_seqs; ++s) {
     for (int32_t t = qo_indptr[s]; t < qo_indptr[s + 1]; ++t) seq_of_row[t] = static_cast<int32_t>(s);
   }
-#pragma omp parallel if (parallel)
+  // Parallel only when the step reads enough keys to pay for the threads' fork and barrier.
+  int64_t key_reads = 0;
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    key_reads += int64_t{kv_lens[s]} * (qo_indptr[s + 1] - qo_indptr[s]);
+  }
+  const bool worth = parallel && key_reads * num_heads * a.layout.head_dim >= (1 << 16);
+#pragma omp parallel if (worth)
   {
     std::vector<float> scores;
 #pragma omp for schedule(dynamic, 4)
@@ -144,7 +150,7 @@ void run_write_kv(const KvWriteArgs& a, bool parallel) {
   const size_t row_bytes = a.layout.head_dim * sizeof(float);
   auto* arena = static_cast<std::byte*>(a.arena.raw());
   const int32_t* slots = a.slot_mapping.data<int32_t>();
-#pragma omp parallel for schedule(static) if (parallel)
+#pragma omp parallel for schedule(static) if (parallel && a.k.size(0) >= 16)
   for (int64_t t = 0; t < a.k.size(0); ++t) {
     const int32_t slot = slots[t];
     if (slot < 0) continue;

@@ -102,6 +102,12 @@ void check_gemm(const GemmArgs& a) {
   SIEVE_CHECK(a.bias.empty() || a.bias.numel() == a.w.size(0));
 }
 
+// Below this many elements an op runs on one thread: a parallel region's fork and barrier cost
+// more than the work (a decode step's norms and rotations are a few thousand elements).
+constexpr int64_t kParallelMinElements = 1 << 15;
+
+bool worth_parallel(const TensorView& v) { return v.numel() >= kParallelMinElements; }
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -172,7 +178,7 @@ void embed(const TensorView& ids, const TensorView& table, const TensorView& out
   check_rows(table);
   check_rows(out);
   SIEVE_CHECK_EQ(row_size(table), row_size(out));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(out))
   for (int64_t r = 0; r < ids.numel(); ++r) embed_row(ids, table, out, r);
 }
 
@@ -180,7 +186,7 @@ void rms_norm(const TensorView& out, const TensorView& x, const TensorView& weig
   check_rows(out);
   check_rows(x);
   SIEVE_CHECK_EQ(weight.numel(), row_size(x));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(x))
   for (int64_t r = 0; r < num_rows(x); ++r) {
     rms_norm_row(row_ptr<float>(out, r), row_ptr<float>(x, r), weight.data<float>(), row_size(x),
                  eps);
@@ -193,7 +199,7 @@ void add_rms_norm(const TensorView& out, const TensorView& residual, const Tenso
   check_rows(residual);
   check_rows(x);
   SIEVE_CHECK_EQ(weight.numel(), row_size(x));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(x))
   for (int64_t r = 0; r < num_rows(x); ++r) {
     add_rms_norm_row(row_ptr<float>(out, r), row_ptr<float>(residual, r), row_ptr<float>(x, r),
                      weight.data<float>(), row_size(x), eps);
@@ -219,7 +225,7 @@ void gemm(const GemmArgs& a) {
 
 void rope(const RopeArgs& args) {
   check_rope(args);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(args.q))
   for (int64_t t = 0; t < args.q.size(0); ++t) rope_token(args, t);
 }
 
@@ -227,7 +233,7 @@ void silu_mul(const TensorView& out, const TensorView& gate_up) {
   check_rows(out);
   check_rows(gate_up);
   SIEVE_CHECK_EQ(2 * row_size(out), row_size(gate_up));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(out))
   for (int64_t r = 0; r < num_rows(out); ++r) {
     silu_mul_row(row_ptr<float>(out, r), row_ptr<float>(gate_up, r), row_size(out));
   }
@@ -235,7 +241,7 @@ void silu_mul(const TensorView& out, const TensorView& gate_up) {
 
 void softmax(const TensorView& x) {
   check_rows(x);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(x))
   for (int64_t r = 0; r < num_rows(x); ++r) softmax_row(row_ptr<float>(x, r), row_size(x));
 }
 
