@@ -125,6 +125,10 @@ Status Engine::init() {
                    backend_.allocate(DType::kU8, {static_cast<int64_t>(layout_.arena_bytes())}));
   ASSIGN_OR_RETURN(logits_, backend_.allocate(DType::kF32, {config_.max_num_seqs, c.vocab_size}));
   ASSIGN_OR_RETURN(prompt_logits_, backend_.allocate(DType::kF32, {kPromptLogitRows, c.vocab_size}));
+  if (backend_.kind() != kernels::BackendKind::kCpu) {
+    host_logits_ = Tensor::empty(DType::kF32, {config_.max_num_seqs, c.vocab_size});
+    host_prompt_logits_ = Tensor::empty(DType::kF32, {kPromptLogitRows, c.vocab_size});
+  }
 
   scheduler::SchedulerConfig sched;
   sched.max_num_batched_tokens = config_.max_num_batched_tokens;
@@ -353,6 +357,13 @@ void Engine::build_batch(const scheduler::SchedulerOutput& out) {
   }
 }
 
+const float* Engine::logits_on_host(const Tensor& device, Tensor& host, int64_t rows) {
+  if (backend_.kind() == kernels::BackendKind::kCpu) return device.data<float>();
+  backend_.copy(host.view().slice(0, 0, rows), device.view().slice(0, 0, rows));
+  backend_.synchronize();
+  return host.data<float>();
+}
+
 void Engine::prompt_logprobs_step(const scheduler::SchedulerOutput& out) {
   // (flat batch row, prompt token it predicts, request) for every prompt position asked for.
   struct Row {
@@ -384,9 +395,10 @@ void Engine::prompt_logprobs_step(const scheduler::SchedulerOutput& out) {
     std::vector<int32_t> indices;
     for (size_t k = begin; k < end; ++k) indices.push_back(rows[k].row);
     model_.compute_logits(indices, prompt_logits_.view().slice(0, 0, end - begin));
+    const float* host = logits_on_host(prompt_logits_, host_prompt_logits_, end - begin);
     for (size_t k = begin; k < end; ++k) {
       const Row& row = rows[k];
-      const std::span<const float> logits(prompt_logits_.data<float>() + (k - begin) * vocab, vocab);
+      const std::span<const float> logits(host + (k - begin) * vocab, vocab);
       row.request->prompt_logprobs[row.slot] =
           compute_logprob(logits, row.token, row.request->request.params.prompt_logprobs);
     }
@@ -417,6 +429,8 @@ std::vector<scheduler::SeqOutput> Engine::sample_step(const scheduler::Scheduler
   if (draws.empty()) return {};
   const int64_t vocab = model_.config().vocab_size;
   const int64_t n = static_cast<int64_t>(draws.size());
+  const float* logits = logits_on_host(logits_, host_logits_,
+                                       static_cast<int64_t>(batch_.logits_indices.size()));
   Tensor rows = Tensor::empty(DType::kF32, {n, vocab});
   std::vector<float> temperature(n), top_p(n), min_p(n);
   std::vector<int32_t> top_k(n), tokens(n);
@@ -428,8 +442,7 @@ std::vector<scheduler::SeqOutput> Engine::sample_step(const scheduler::Scheduler
     const SamplingParams& p = st.request->request.params;
     const scheduler::Sequence* seq = scheduler_->find(draw.seq);
     std::span<float> row(rows.data<float>() + d * vocab, vocab);
-    std::memcpy(row.data(), logits_.data<float>() + static_cast<int64_t>(draw.row) * vocab,
-                vocab * sizeof(float));
+    std::memcpy(row.data(), logits + static_cast<int64_t>(draw.row) * vocab, vocab * sizeof(float));
     apply_penalties(row, p, std::span<const int32_t>(seq->token_ids).first(seq->num_prompt_tokens),
                     st.output_counts);
     if (st.num_output < p.min_tokens) {
@@ -460,8 +473,7 @@ std::vector<scheduler::SeqOutput> Engine::sample_step(const scheduler::Scheduler
     std::optional<TokenLogprob> logprob;
     if (p.logprobs >= 0) {
       logprob = compute_logprob(
-          std::span<const float>(logits_.data<float>() + static_cast<int64_t>(draw.row) * vocab,
-                                 vocab),
+          std::span<const float>(logits + static_cast<int64_t>(draw.row) * vocab, vocab),
           tokens[d], p.logprobs);
     }
     scheduler::SeqOutput o{draw.seq, {tokens[d]}, FinishReason::kNone};

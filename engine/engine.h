@@ -108,6 +108,10 @@ class Engine {
   // Prompt logprobs go through the LM head in slices of this many rows.
   static constexpr int kPromptLogitRows = 64;
   Tensor prompt_logits_;
+  // Host copies of logits rows when the backend's memory is not the host's (penalties and
+  // logprobs are computed on the host for now).
+  Tensor host_logits_, host_prompt_logits_;
+  const float* logits_on_host(const Tensor& device, Tensor& host, int64_t rows);
 
   // Engine-thread state.
   std::unordered_map<RequestId, std::unique_ptr<RequestState>> requests_;
