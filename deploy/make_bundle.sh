@@ -104,11 +104,13 @@ done
 
 bytes=$(du -sb "$BUNDLE_DIR" | cut -f1)
 echo "make_bundle: $BUNDLE_DIR is $((bytes / 1024 / 1024)) MiB ($(ls "$BUNDLE_DIR/lib" | wc -l) libraries)"
+# What travels must fit in 64 MiB: the folder, or its .tar.gz when PACK is given.
+if [[ -n ${PACK:-} ]]; then
+  tar -C "$(dirname "$BUNDLE_DIR")" -czf "$PACK" "$(basename "$BUNDLE_DIR")"
+  bytes=$(stat -c %s "$PACK")
+  echo "make_bundle: packed into $PACK ($((bytes / 1024 / 1024)) MiB)"
+fi
 if ((bytes > MAX_BYTES)); then
   echo "make_bundle: over the 64 MiB limit" >&2
   exit 1
-fi
-if [[ -n ${PACK:-} ]]; then
-  tar -C "$(dirname "$BUNDLE_DIR")" -czf "$PACK" "$(basename "$BUNDLE_DIR")"
-  echo "make_bundle: packed into $PACK ($(($(stat -c %s "$PACK") / 1024 / 1024)) MiB)"
 fi
