@@ -20,6 +20,7 @@ struct Engine::RequestState {
   uint64_t seed = 0;
   Usage usage;
   bool counted_cache = false;
+  std::chrono::steady_clock::time_point first_scheduled;  // the end of its queue time
   // Prompt logprobs: entries for prompt positions 1.., sent with the request's first chunk.
   std::vector<TokenLogprob> prompt_logprobs;
   bool prompt_logprobs_sent = false;
@@ -272,6 +273,7 @@ bool Engine::step() {
 }
 
 void Engine::run_step(const scheduler::SchedulerOutput& out) {
+  const auto step_start = std::chrono::steady_clock::now();
   if (!out.page_copies.empty()) {
     std::vector<int32_t> src, dst;
     for (const kvcache::PageCopy& copy : out.page_copies) {
@@ -292,6 +294,7 @@ void Engine::run_step(const scheduler::SchedulerOutput& out) {
   for (const scheduler::ScheduledSeq& s : out.scheduled) {
     if (s.is_prefill_chunk) {
       RequestState& r = *requests_.at(s.request_id);
+      if (!r.counted_cache) r.first_scheduled = step_start;
       if (!r.counted_cache && s.num_computed_tokens > 0 && s.sample_index == 0) {
         r.usage.cached_prompt_tokens = std::min(s.num_computed_tokens, r.usage.prompt_tokens);
       }
@@ -429,35 +432,52 @@ std::vector<scheduler::SeqOutput> Engine::sample_step(const scheduler::Scheduler
   if (draws.empty()) return {};
   const int64_t vocab = model_.config().vocab_size;
   const int64_t n = static_cast<int64_t>(draws.size());
-  const float* logits = logits_on_host(logits_, host_logits_,
-                                       static_cast<int64_t>(batch_.logits_indices.size()));
-  Tensor rows = Tensor::empty(DType::kF32, {n, vocab});
   std::vector<float> temperature(n), top_p(n), min_p(n);
   std::vector<int32_t> top_k(n), tokens(n);
   std::vector<int64_t> seeds(n), steps(n);
-  std::vector<std::optional<TokenLogprob>> logprobs(n);
+  // Plain draws (no penalties, masks or logprobs, one row each in order) sample straight from
+  // the logits on the device; anything else processes its rows on the host first.
+  bool plain = true;
   for (int64_t d = 0; d < n; ++d) {
     const Draw& draw = draws[d];
     SeqState& st = seq_state(draw.seq, draw.request, draw.index);
     const SamplingParams& p = st.request->request.params;
-    const scheduler::Sequence* seq = scheduler_->find(draw.seq);
-    std::span<float> row(rows.data<float>() + d * vocab, vocab);
-    std::memcpy(row.data(), logits + static_cast<int64_t>(draw.row) * vocab, vocab * sizeof(float));
-    apply_penalties(row, p, std::span<const int32_t>(seq->token_ids).first(seq->num_prompt_tokens),
-                    st.output_counts);
-    if (st.num_output < p.min_tokens) {
-      mask_tokens(row, p.stop_token_ids);
-      if (!p.ignore_eos) mask_tokens(row, eos_token_ids_);
-    }
     temperature[d] = p.temperature;
     top_k[d] = p.top_k;
     top_p[d] = p.top_p;
     min_p[d] = p.min_p;
     seeds[d] = static_cast<int64_t>(mix(st.request->seed + static_cast<uint64_t>(draw.index)));
     steps[d] = st.num_output;
+    plain = plain && draw.row == d && p.logprobs < 0 && p.repetition_penalty == 1.0f &&
+            p.frequency_penalty == 0.0f && p.presence_penalty == 0.0f &&
+            st.num_output >= p.min_tokens;
   }
-  // Logprobs come from the raw distribution (before penalties), as vLLM reports them.
-  backend_.sample({rows, TensorView(temperature.data(), DType::kF32, {n}),
+  const float* logits = nullptr;  // host logits, for the processed path and logprobs
+  TensorView sample_rows = logits_.view().slice(0, 0, n);
+  Tensor rows;
+  if (!plain) {
+    logits = logits_on_host(logits_, host_logits_,
+                            static_cast<int64_t>(batch_.logits_indices.size()));
+    rows = Tensor::empty(DType::kF32, {n, vocab});
+    for (int64_t d = 0; d < n; ++d) {
+      const Draw& draw = draws[d];
+      SeqState& st = *seqs_.at(draw.seq);
+      const SamplingParams& p = st.request->request.params;
+      const scheduler::Sequence* seq = scheduler_->find(draw.seq);
+      std::span<float> row(rows.data<float>() + d * vocab, vocab);
+      std::memcpy(row.data(), logits + static_cast<int64_t>(draw.row) * vocab,
+                  vocab * sizeof(float));
+      apply_penalties(row, p,
+                      std::span<const int32_t>(seq->token_ids).first(seq->num_prompt_tokens),
+                      st.output_counts);
+      if (st.num_output < p.min_tokens) {
+        mask_tokens(row, p.stop_token_ids);
+        if (!p.ignore_eos) mask_tokens(row, eos_token_ids_);
+      }
+    }
+    sample_rows = rows;
+  }
+  backend_.sample({sample_rows, TensorView(temperature.data(), DType::kF32, {n}),
                    TensorView(top_k.data(), DType::kI32, {n}),
                    TensorView(top_p.data(), DType::kF32, {n}),
                    TensorView(min_p.data(), DType::kF32, {n}),
@@ -471,6 +491,7 @@ std::vector<scheduler::SeqOutput> Engine::sample_step(const scheduler::Scheduler
     SeqState& st = *seqs_.at(draw.seq);
     const SamplingParams& p = st.request->request.params;
     std::optional<TokenLogprob> logprob;
+    // Logprobs come from the raw distribution (before penalties), as vLLM reports them.
     if (p.logprobs >= 0) {
       logprob = compute_logprob(
           std::span<const float>(logits + static_cast<int64_t>(draw.row) * vocab, vocab),
@@ -531,6 +552,7 @@ void Engine::finish_seq(const scheduler::FinishedSeq& f) {
   if (f.last_of_request) {
     out.finished_request = true;
     out.usage = r.usage;
+    out.first_scheduled_time = r.first_scheduled;
   }
   r.stream->push(std::move(out));
   if (f.last_of_request) requests_.erase(request_it);

@@ -1,6 +1,7 @@
 #pragma once
 // The engine's in-process API types: what a request asks, and the chunks its stream yields.
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -41,6 +42,9 @@ struct RequestOutput {
   std::string error;                          // with finish_reason "error"
   bool finished_request = false;    // the last chunk of the whole request: usage is final
   Usage usage;
+  // With finished_request: when the request's first step began (the end of its queue time);
+  // the epoch when it never ran.
+  std::chrono::steady_clock::time_point first_scheduled_time;
 };
 
 }  // namespace sieve::engine
