@@ -3,12 +3,25 @@
 namespace sieve::engine {
 
 void OutputStream::push(RequestOutput output) {
+  std::function<void()> listener;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (output.finished_request) closed_ = true;
     queue_.push_back(std::move(output));
+    listener = listener_;
   }
   ready_.notify_all();
+  if (listener) listener();
+}
+
+void OutputStream::set_listener(std::function<void()> on_push) {
+  bool pending = false;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    listener_ = on_push;
+    pending = !queue_.empty();
+  }
+  if (pending && on_push) on_push();
 }
 
 std::optional<RequestOutput> OutputStream::next(std::chrono::milliseconds timeout) {

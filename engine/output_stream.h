@@ -5,6 +5,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <optional>
 
@@ -23,6 +24,9 @@ class OutputStream {
   std::optional<RequestOutput> next(std::chrono::milliseconds timeout);
   // True once the final chunk has been pushed and popped.
   bool done() const;
+  // Calls `on_push` (on the pushing thread, outside the lock) after every push, and once now if
+  // chunks are already queued: lets an asynchronous consumer wait without a thread.
+  void set_listener(std::function<void()> on_push);
 
  private:
   const RequestId id_;
@@ -30,6 +34,7 @@ class OutputStream {
   std::condition_variable ready_;
   std::deque<RequestOutput> queue_;
   bool closed_ = false;  // the final chunk was pushed
+  std::function<void()> listener_;
 };
 
 }  // namespace sieve::engine

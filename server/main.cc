@@ -5,6 +5,7 @@
 #include "server/cli_bench.h"
 #include "server/cli_common.h"
 #include "server/cli_generate.h"
+#include "server/cli_serve.h"
 #include "server/cli_tokenize.h"
 
 int main(int argc, char** argv) {
@@ -22,6 +23,7 @@ int main(int argc, char** argv) {
   sieve::server::register_generate(app, exit_code);
   sieve::server::register_tokenize(app, exit_code);
   sieve::server::register_bench(app, exit_code);
+  sieve::server::register_serve(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

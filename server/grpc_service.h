@@ -1,0 +1,40 @@
+#pragma once
+// The gRPC server: the sieve.v1.Sieve service over the frontend, with the standard
+// grpc.health.v1 health service and server reflection on the same port. A client cancel or an
+// expired deadline aborts the request in the engine within one poll (20 ms) and frees its pages.
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "core/status.h"
+#include "server/frontend.h"
+
+namespace sieve::server {
+
+struct GrpcServerOptions {
+  std::string host = "0.0.0.0";
+  int port = 50051;
+  int max_threads = 512;  // one per active call (the synchronous API); more get RESOURCE_EXHAUSTED
+};
+
+class GrpcServer {
+ public:
+  // Builds, binds and starts serving. `frontend` outlives the server.
+  static StatusOr<std::unique_ptr<GrpcServer>> start(Frontend& frontend,
+                                                     const GrpcServerOptions& options);
+  ~GrpcServer();
+
+  // Health turns NOT_SERVING (the start of a graceful shutdown).
+  void set_not_serving();
+  // Stops, letting calls run until `deadline`, then cancelling them.
+  void shutdown(std::chrono::system_clock::time_point deadline);
+  int port() const;
+
+ private:
+  struct Impl;
+  explicit GrpcServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sieve::server

@@ -1,0 +1,36 @@
+#pragma once
+// What the API front ends know about the served model: names, tokenizer, chat template, limits.
+// Immutable after start-up; shared by the HTTP and gRPC servers and their threads.
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "models/config.h"
+#include "models/tokenizer/chat_template.h"
+#include "models/tokenizer/tokenizer.h"
+
+namespace sieve::server {
+
+struct ModelContext {
+  std::vector<std::string> served_model_names;   // the first is reported in responses
+  const models::Tokenizer* tokenizer = nullptr;  // null: token-id prompts only
+  models::ChatTemplate chat_template;
+  models::ModelConfig config;
+  std::string source;        // the model's path
+  std::string backend_name;  // "cpu", "cuda"
+  int max_model_len = 0;
+  int kv_pages_total = 0;
+
+  const std::string& model_name() const { return served_model_names.front(); }
+  // True for an empty name (the field left out) or one of the served names.
+  bool serves(const std::string& model) const {
+    return model.empty() || std::find(served_model_names.begin(), served_model_names.end(),
+                                      model) != served_model_names.end();
+  }
+};
+
+// The server's version string ("0.1.0").
+const char* sieve_version();
+
+}  // namespace sieve::server

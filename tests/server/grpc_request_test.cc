@@ -1,0 +1,123 @@
+// sieve.v1 messages <-> engine types: prompts of each kind, defaults, INVALID_ARGUMENT naming
+// the field for every bad input, compression params from a protobuf Struct.
+
+#include "server/grpc_request.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/server/server_test_util.h"
+
+namespace sieve::server {
+namespace {
+
+using testing::default_model;
+
+TEST(GrpcRequest, TextTokenIdsAndChatPrompts) {
+  v1::GenerateRequest text;
+  text.set_text("Hello");
+  auto r = request_from_proto(text, default_model());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->prompt_token_ids, default_model().tokenizer->encode("Hello", true));
+  EXPECT_EQ(r->params.max_tokens, 16);  // vLLM's default
+  EXPECT_FLOAT_EQ(r->params.temperature, 1.0f);
+
+  v1::GenerateRequest ids;
+  for (int32_t id : {4, 5, 6}) ids.mutable_token_ids()->add_ids(id);
+  ids.mutable_sampling()->set_temperature(0);
+  ids.mutable_sampling()->set_max_tokens(3);
+  ids.mutable_sampling()->set_n(2);
+  ids.mutable_sampling()->add_stop("\n");
+  r = request_from_proto(ids, default_model());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->prompt_token_ids, (std::vector<int32_t>{4, 5, 6}));
+  EXPECT_FLOAT_EQ(r->params.temperature, 0.0f);
+  EXPECT_EQ(r->params.max_tokens, 3);
+  EXPECT_EQ(r->params.n, 2);
+  EXPECT_EQ(r->params.stop, std::vector<std::string>{"\n"});
+
+  v1::GenerateRequest chat;
+  v1::ChatMessage* m = chat.mutable_chat()->add_messages();
+  m->set_role("user");
+  m->set_content("Hi");
+  r = request_from_proto(chat, default_model());
+  ASSERT_TRUE(r.ok()) << r.status();
+  const std::vector<models::ChatMessage> messages = {{"user", "Hi"}};
+  auto rendered = models::apply_chat_template(default_model().chat_template, messages, true);
+  EXPECT_EQ(r->prompt_token_ids, default_model().tokenizer->encode(*rendered, false));
+}
+
+TEST(GrpcRequest, BadInputsAreInvalidArgumentNamingTheField) {
+  auto expect_bad = [](const v1::GenerateRequest& request, const std::string& field) {
+    auto r = request_from_proto(request, default_model());
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(to_grpc(r.status()).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(std::string(r.status().message()).rfind(field, 0), 0u) << r.status();
+  };
+  v1::GenerateRequest base;
+  base.set_text("x");
+  expect_bad(v1::GenerateRequest(), "prompt");
+  v1::GenerateRequest r = base;
+  r.set_model("other");
+  expect_bad(r, "model");
+  r = base;
+  r.mutable_sampling()->set_top_p(0);
+  expect_bad(r, "top_p");
+  r = base;
+  r.mutable_sampling()->set_max_tokens(1000);
+  expect_bad(r, "max_tokens");
+  r = base;
+  r.mutable_sampling()->set_logprobs(50);
+  expect_bad(r, "logprobs");
+  r = v1::GenerateRequest();
+  r.mutable_token_ids()->add_ids(-3);
+  expect_bad(r, "token_ids");
+  r = v1::GenerateRequest();
+  r.mutable_chat()->add_messages()->set_role("tool");
+  expect_bad(r, "messages[0].role");
+  r = base;
+  r.mutable_compression()->set_method("snapkv-2");
+  expect_bad(r, "compression.method");
+  r = base;
+  (*r.mutable_compression()->mutable_params()->mutable_fields())["window"].set_number_value(8);
+  expect_bad(r, "compression.params.window");
+  r = base;
+  r.mutable_compression()->set_keep_ratio(0);
+  expect_bad(r, "compression.keep_ratio");
+}
+
+TEST(GrpcRequest, StructParamsBecomeJson) {
+  google::protobuf::Struct s;
+  auto& fields = *s.mutable_fields();
+  fields["window"].set_number_value(32);
+  fields["protect"].set_bool_value(true);
+  fields["name"].set_string_value("x");
+  fields["list"].mutable_list_value()->add_values()->set_number_value(1);
+  const nlohmann::json j = struct_to_json(s);
+  EXPECT_EQ(j,
+            (nlohmann::json{{"window", 32.0}, {"protect", true}, {"name", "x"}, {"list", {1.0}}}));
+}
+
+TEST(GrpcRequest, OutputsCarryTokensLogprobsAndFinalUsage) {
+  engine::RequestOutput out;
+  out.index = 1;
+  out.token_ids = {7};
+  out.text = "seven";
+  out.logprobs.push_back({7, -0.25f, {{7, -0.25f}, {8, -2.0f}}});
+  out.finish_reason = "length";
+  out.finished_request = true;
+  out.usage = {3, 4, 1};
+  v1::GenerateResponse response;
+  output_to_proto(out, &response);
+  EXPECT_EQ(response.index(), 1);
+  ASSERT_EQ(response.token_ids_size(), 1);
+  EXPECT_EQ(response.text(), "seven");
+  ASSERT_EQ(response.logprobs_size(), 1);
+  EXPECT_EQ(response.logprobs(0).top(1).token_id(), 8);
+  EXPECT_EQ(response.finish_reason(), "length");
+  EXPECT_TRUE(response.finished());
+  EXPECT_EQ(response.usage().completion_tokens(), 4);
+  EXPECT_EQ(response.usage().cached_prompt_tokens(), 1);
+}
+
+}  // namespace
+}  // namespace sieve::server
