@@ -52,6 +52,17 @@ TEST(CpuOps, GemmMatchesReferenceWithBias) {
   }
 }
 
+TEST(CpuOps, SingleRowGemmMatchesReference) {
+  std::mt19937 rng(21);
+  Tensor x = random_tensor({1, 300}, rng), w = random_tensor({77, 300}, rng), b = random_tensor({77}, rng);
+  for (bool bias : {false, true}) {
+    Tensor y = poisoned({1, 77}), y_ref = poisoned({1, 77});
+    gemm({x, w, bias ? b.view() : TensorView(), y});
+    ref::gemm({x, w, bias ? b.view() : TensorView(), y_ref});
+    EXPECT_LT(max_rel_error(y.data<float>(), y_ref.data<float>(), 77), 1e-5) << bias;
+  }
+}
+
 TEST(CpuOps, GemmReadsStridedRowsAndWritesStridedOutput) {
   std::mt19937 rng(7);
   Tensor big_x = random_tensor({5, 12}, rng), w = random_tensor({3, 8}, rng);
