@@ -23,13 +23,13 @@
 #include "models/weights.h"
 #include "nlohmann/json.hpp"
 #include "tests/cuda/test_util.h"
+#include "tests/support/paged_sequence.h"
 
 namespace sieve::cuda_test {
 namespace {
 
 namespace fs = std::filesystem;
 constexpr int kChunkTokens = 64;
-constexpr int kTokensPerPage = 16;
 // bf16 weights alone (f32 compute on the CPU) put these fixtures' logits 1.7e-2 to 2.1e-2 from
 // transformers' (relative L2, worst step); bf16 activations add about as much again: 3.1e-2 was
 // the worst step seen on an H100 (llama_linear, 300-token prompt).
@@ -44,50 +44,18 @@ fs::path golden_dir() {
   return fs::path(SIEVE_SOURCE_DIR) / "tests" / "fixtures" / "golden";
 }
 
-// One sequence's paged cache on the GPU (bf16, pages in reverse order); step() feeds tokens and
-// returns the last row's logits on the host.
-class GpuRunner {
+// One sequence's paged cache on the GPU, plus the backend's greedy pick from its last logits.
+class GpuRunner : public test_support::PagedSequence {
  public:
   GpuRunner(models::Transformer& model, kernels::Backend& gpu, int max_len)
-      : model_(model), gpu_(gpu) {
-    const models::ModelConfig& c = model.config();
-    layout_ = {c.num_layers, c.num_kv_heads, c.head_dim, kTokensPerPage,
-               (max_len + kTokensPerPage - 1) / kTokensPerPage, DType::kBF16};
-    arena_ = *gpu.allocate(DType::kU8, {static_cast<int64_t>(layout_.arena_bytes())});
-    logits_ = *gpu.allocate(DType::kF32, {1, c.vocab_size});
-    host_logits_ = Tensor::empty(DType::kF32, {1, c.vocab_size});
-    for (int p = layout_.num_pages - 1; p >= 0; --p) pages_.push_back(p);
-  }
-
-  const float* step(const std::vector<int32_t>& tokens, int rope_len = 0) {
-    models::StepBatch b;
-    const int n = static_cast<int>(tokens.size());
-    b.token_ids = tokens;
-    for (int i = 0; i < n; ++i) {
-      const int pos = len_ + i;
-      b.positions.push_back(pos);
-      b.slot_mapping.push_back(pages_[pos / kTokensPerPage] * kTokensPerPage +
-                               pos % kTokensPerPage);
-    }
-    len_ += n;
-    b.qo_indptr = {0, n};
-    const int num_pages = (len_ + kTokensPerPage - 1) / kTokensPerPage;
-    b.kv_indices.assign(pages_.begin(), pages_.begin() + num_pages);
-    b.kv_indptr = {0, num_pages};
-    b.kv_lens = {len_};
-    b.logits_indices = {n - 1};
-    b.rope_lens = {std::max(rope_len, len_)};
-    model_.forward(b, arena_, layout_, logits_);
-    gpu_.copy(host_logits_, logits_);
-    return host_logits_.data<float>();
-  }
+      : PagedSequence(model, gpu, max_len), gpu_(gpu) {}
 
   // The backend's greedy pick from the last step's logits (still on the device).
   int32_t sample_greedy(int64_t step) {
     float temperature = 0, top_p = 1, min_p = 0;
     int32_t top_k = 0, token = -1;
     int64_t seed = 1;
-    gpu_.sample({logits_, TensorView(&temperature, DType::kF32, {1}),
+    gpu_.sample({device_logits(), TensorView(&temperature, DType::kF32, {1}),
                  TensorView(&top_k, DType::kI32, {1}), TensorView(&top_p, DType::kF32, {1}),
                  TensorView(&min_p, DType::kF32, {1}), TensorView(&seed, DType::kI64, {1}),
                  TensorView(&step, DType::kI64, {1}), TensorView(&token, DType::kI32, {1})});
@@ -95,12 +63,7 @@ class GpuRunner {
   }
 
  private:
-  models::Transformer& model_;
   kernels::Backend& gpu_;
-  kernels::KvCacheLayout layout_;
-  Tensor arena_, logits_, host_logits_;
-  std::vector<int32_t> pages_;
-  int len_ = 0;
 };
 
 double max_relative_error(const float* got, const float* want, int64_t n) {

@@ -18,13 +18,13 @@
 #include "models/transformer.h"
 #include "models/weights.h"
 #include "nlohmann/json.hpp"
+#include "tests/support/paged_sequence.h"
 
 namespace sieve::models {
 namespace {
 
 namespace fs = std::filesystem;
 constexpr int kChunkTokens = 64;
-constexpr int kTokensPerPage = 16;
 
 const fs::path kGoldenDir = fs::path(SIEVE_SOURCE_DIR) / "tests" / "fixtures" / "golden";
 
@@ -37,50 +37,6 @@ std::vector<std::string> fixture_names() {
   std::sort(names.begin(), names.end());
   return names;
 }
-
-// Feeds tokens one step at a time into one sequence's paged cache and returns each step's
-// last-row logits.
-class Runner {
- public:
-  Runner(Transformer& model, int max_len) : model_(model) {
-    const ModelConfig& c = model.config();
-    layout_ = {c.num_layers, c.num_kv_heads, c.head_dim, kTokensPerPage,
-               (max_len + kTokensPerPage - 1) / kTokensPerPage, DType::kF32};
-    arena_ = Tensor::empty(DType::kU8, {static_cast<int64_t>(layout_.arena_bytes())});
-    logits_ = Tensor::empty(DType::kF32, {1, c.vocab_size});
-    // Pages in reverse order, so the page table is not the identity.
-    for (int p = layout_.num_pages - 1; p >= 0; --p) pages_.push_back(p);
-  }
-
-  // `rope_len`: the whole prompt's length while it is prefilled in chunks.
-  const float* step(const std::vector<int32_t>& tokens, int rope_len = 0) {
-    StepBatch b;
-    const int n = static_cast<int>(tokens.size());
-    b.token_ids = tokens;
-    for (int i = 0; i < n; ++i) {
-      const int pos = len_ + i;
-      b.positions.push_back(pos);
-      b.slot_mapping.push_back(pages_[pos / kTokensPerPage] * kTokensPerPage + pos % kTokensPerPage);
-    }
-    len_ += n;
-    b.qo_indptr = {0, n};
-    const int num_pages = (len_ + kTokensPerPage - 1) / kTokensPerPage;
-    b.kv_indices.assign(pages_.begin(), pages_.begin() + num_pages);
-    b.kv_indptr = {0, num_pages};
-    b.kv_lens = {len_};
-    b.logits_indices = {n - 1};
-    b.rope_lens = {std::max(rope_len, len_)};
-    model_.forward(b, arena_, layout_, logits_);
-    return logits_.data<float>();
-  }
-
- private:
-  Transformer& model_;
-  kernels::KvCacheLayout layout_;
-  Tensor arena_, logits_;
-  std::vector<int32_t> pages_;
-  int len_ = 0;
-};
 
 double relative_error(const float* got, const float* want, int64_t n) {
   double max_diff = 0, max_ref = 0;
@@ -119,7 +75,8 @@ TEST_P(Golden, LogitsAndGreedyMatchTransformers) {
     ASSERT_EQ(want.size(1), vocab);
 
     // Teacher-forced: every step's logits against the reference row.
-    Runner runner(**model, static_cast<int>(prompt.size() + greedy.size()));
+    test_support::PagedSequence runner(**model, *backend,
+                                       static_cast<int>(prompt.size() + greedy.size()));
     const float* logits = nullptr;
     for (size_t begin = 0; begin < prompt.size(); begin += kChunkTokens) {
       const size_t end = std::min(prompt.size(), begin + kChunkTokens);
