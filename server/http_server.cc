@@ -65,7 +65,50 @@ std::string chunk(const std::string& data) {
   return fmt::format("{:x}\r\n", data.size()) + data + "\r\n";
 }
 
+using Parser = http::request_parser<http::string_body>;
+
+void configure(Parser& parser, const HttpServerOptions& options) {
+  parser.body_limit(options.max_body_bytes);
+  parser.header_limit(static_cast<uint32_t>(options.max_header_bytes));
+}
+
+HttpRequest to_request(http::request<http::string_body>&& request) {
+  HttpRequest r;
+  r.method = std::string(request.method_string());
+  r.target = std::string(request.target());
+  for (const auto& field : request) {
+    std::string name(field.name_string());
+    std::transform(name.begin(), name.end(), name.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    r.headers.emplace_back(std::move(name), std::string(field.value()));
+  }
+  r.body = std::move(request.body());
+  r.arrival = std::chrono::steady_clock::now();
+  return r;
+}
+
 }  // namespace
+
+StatusOr<HttpRequest> parse_http_request(std::string_view bytes, const HttpServerOptions& options) {
+  Parser parser;
+  configure(parser, options);
+  parser.eager(true);
+  beast::error_code ec;
+  size_t offset = 0;
+  while (!parser.is_done()) {
+    const size_t used = parser.put(net::buffer(bytes.data() + offset, bytes.size() - offset), ec);
+    offset += used;
+    if (ec == http::error::need_more) {
+      ec = {};
+      if (offset < bytes.size() && used > 0) continue;
+      if (!parser.got_some()) return InvalidArgumentError("malformed HTTP request: empty");
+      parser.put_eof(ec);  // needs some bytes: it would accept an empty request
+      if (!ec && !parser.is_done()) ec = http::error::partial_message;
+    }
+    if (ec) return InvalidArgumentError("malformed HTTP request: " + ec.message());
+  }
+  return to_request(parser.release());
+}
 
 struct HttpServer::Impl {
   HttpServerOptions options;
@@ -116,8 +159,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void wait_for_request() {
     if (closed_) return;
     parser_.emplace();
-    parser_->body_limit(options_.max_body_bytes);
-    parser_->header_limit(static_cast<uint32_t>(options_.max_header_bytes));
+    configure(*parser_, options_);
     if (buffer_.size() > 0) return read_request();
     stream_.expires_after(options_.keep_alive_timeout);
     stream_.async_read_some(buffer_.prepare(4096),
@@ -149,19 +191,8 @@ class Session : public std::enable_shared_from_this<Session> {
       return reply_error_and_close(400, "malformed HTTP request: " + ec.message());
     }
     if (ec) return close();  // the client left, or timed out
-    http::request<http::string_body> request = parser_->release();
-    HttpRequest r;
-    r.method = std::string(request.method_string());
-    r.target = std::string(request.target());
-    for (const auto& field : request) {
-      std::string name(field.name_string());
-      std::transform(name.begin(), name.end(), name.begin(),
-                     [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-      r.headers.emplace_back(std::move(name), std::string(field.value()));
-    }
-    r.body = std::move(request.body());
-    r.arrival = std::chrono::steady_clock::now();
-    keep_alive_ = request.keep_alive();
+    keep_alive_ = parser_->get().keep_alive();
+    HttpRequest r = to_request(parser_->release());
     stream_.expires_never();
     HttpReply reply;
     try {

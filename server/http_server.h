@@ -69,6 +69,11 @@ struct HttpServerOptions {
   int max_connections = 10000;                  // further connections are closed at once
 };
 
+// Parses one whole HTTP/1.1 request from `bytes` with the limits the server applies (a test and
+// fuzzing entry point; the server parses the same way, as bytes arrive). INVALID_ARGUMENT names
+// what is wrong: malformed, incomplete, or past a limit.
+StatusOr<HttpRequest> parse_http_request(std::string_view bytes, const HttpServerOptions& options);
+
 class HttpServer {
  public:
   // The handler runs on an I/O thread and must not block (it starts generations, never waits).

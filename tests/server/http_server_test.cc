@@ -232,5 +232,29 @@ TEST_F(HttpServerTest, AClientLeavingMidStreamCancelsTheBody) {
   EXPECT_EQ(server_->num_connections(), 0);
 }
 
+TEST(ParseHttpRequest, WholeRequestsParseAndBrokenOnesNameTheProblem) {
+  HttpServerOptions options;
+  options.max_body_bytes = 16;
+  auto r = parse_http_request(
+      "POST /v1/completions?x=1 HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer k\r\n"
+      "Content-Length: 2\r\n\r\n{}",
+      options);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->method, "POST");
+  EXPECT_EQ(r->path(), "/v1/completions");
+  EXPECT_EQ(r->header("authorization"), "Bearer k");
+  EXPECT_EQ(r->body, "{}");
+  for (const char* bad : {"", "GET / HTTP/1.1\r\nHost: a\r\n",  // incomplete
+                          "GET / HTTP/1.1\r\nContent-Length: 99\r\n\r\n{}",
+                          "POST / HTTP/1.1\r\nContent-Length: 17\r\n\r\n12345678901234567",
+                          "GET\x01 / HTTP/1.1\r\n\r\n"}) {
+    auto parsed = parse_http_request(bad, options);
+    EXPECT_FALSE(parsed.ok()) << "input of " << std::string(bad).size() << " bytes";
+    if (!parsed.ok()) {
+      EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace sieve::server
