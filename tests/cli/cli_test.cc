@@ -149,3 +149,19 @@ TEST(DefaultModel, TokenizePrintsTheIdsAsJson) {
 }
 
 }  // namespace
+
+namespace {
+
+// CI machines have no GPU: asking for CUDA is a clear error, and auto falls back to the CPU.
+TEST(Device, CudaWithoutAGpuIsAClearErrorAndAutoFallsBack) {
+  const std::string model = (kGolden / "llama2").string();
+  CommandResult r = run("generate --device cuda --model " + model + " --prompt-token-ids 1");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("--device cuda:"), std::string::npos) << r.output;
+  r = run("--log-level info generate --device auto --model " + model +
+          " --prompt-token-ids 1 --max-tokens 2 --json");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("on cpu"), std::string::npos) << r.output;
+}
+
+}  // namespace
