@@ -98,6 +98,7 @@ StatusOr<HttpRequest> parse_http_request(std::string_view bytes, const HttpServe
   while (!parser.is_done()) {
     const size_t used = parser.put(net::buffer(bytes.data() + offset, bytes.size() - offset), ec);
     offset += used;
+    if (!ec && used == 0) ec = http::error::need_more;  // nothing taken: it needs more
     if (ec == http::error::need_more) {
       ec = {};
       if (offset < bytes.size() && used > 0) continue;
