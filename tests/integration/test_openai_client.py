@@ -79,6 +79,16 @@ class Completions(unittest.TestCase):
                                             temperature=0)
         self.assertEqual(r.choices[1].text, alone.choices[0].text)
 
+    def test_prompt_logprobs_in_vllm_shape(self):
+        r = client().completions.create(model=MODEL, prompt=[1, 504, 3458, 282], max_tokens=2,
+                                        temperature=0, extra_body={"prompt_logprobs": 1})
+        positions = r.choices[0].model_extra["prompt_logprobs"]
+        self.assertEqual(len(positions), 4)
+        self.assertIsNone(positions[0])
+        for token, position in zip([504, 3458, 282], positions[1:]):
+            self.assertIn(str(token), position)
+            self.assertLessEqual(position[str(token)]["logprob"], 0)
+
     def test_vllm_extra_sampling_fields(self):
         r = client().completions.create(
             model=MODEL, prompt="Count: one two", max_tokens=5, temperature=0,

@@ -106,6 +106,9 @@ struct BadCase {
   const char* param;  // expected OpenAI error param ("" = null)
 };
 
+// ctest shows the case's name, not its bytes.
+void PrintTo(const BadCase& c, std::ostream* os) { *os << c.name; }
+
 class OpenAiBadInput : public ::testing::TestWithParam<BadCase> {};
 
 TEST_P(OpenAiBadInput, IsA400NamingTheField) {
