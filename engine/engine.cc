@@ -44,17 +44,6 @@ struct Engine::SeqState {
 
 namespace {
 
-const char* finish_reason_text(FinishReason reason) {
-  switch (reason) {
-    case FinishReason::kStop: return "stop";
-    case FinishReason::kLength: return "length";
-    case FinishReason::kAborted: return "abort";
-    case FinishReason::kError: return "error";
-    case FinishReason::kNone: return "none";
-  }
-  return "none";
-}
-
 uint64_t mix(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -547,7 +536,7 @@ void Engine::finish_seq(const scheduler::FinishedSeq& f) {
     }
     seqs_.erase(seq_it);
   }
-  out.finish_reason = finish_reason_text(f.reason);
+  out.finish_reason = std::string(scheduler::finish_reason_name(f.reason));
   out.error = f.message;
   if (f.last_of_request) {
     out.finished_request = true;
