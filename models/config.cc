@@ -2,10 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <numbers>
-#include <sstream>
 
+#include "models/json_file.h"
 #include "nlohmann/json.hpp"
 
 namespace sieve::models {
@@ -165,12 +164,7 @@ StatusOr<ModelConfig> parse_hf_config(const json& obj, const std::string& source
 }
 
 StatusOr<ModelConfig> load_hf_config(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return NotFoundError(path + ": cannot open");
-  std::stringstream text;
-  text << in.rdbuf();
-  json obj = json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
-  if (obj.is_discarded()) return InvalidArgumentError(path + ": malformed JSON");
+  ASSIGN_OR_RETURN(const json obj, read_json_file(path));
   return parse_hf_config(obj, path);
 }
 

@@ -2,12 +2,11 @@
 
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <set>
-#include <sstream>
 
 #include "core/mapped_file.h"
+#include "models/json_file.h"
 #include "nlohmann/json.hpp"
 
 namespace sieve::models {
@@ -73,16 +72,6 @@ StatusOr<Tensor> parse_entry(const std::string& name, const json& entry,
   }
   auto* ptr = const_cast<std::byte*>(data.data() + begin);  // read-only mapping; see header
   return Tensor(TensorView(ptr, *dtype, shape), owner);
-}
-
-StatusOr<json> read_json_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return NotFoundError(path + ": cannot open");
-  std::stringstream text;
-  text << in.rdbuf();
-  json obj = json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
-  if (obj.is_discarded()) return InvalidArgumentError(path + ": malformed JSON");
-  return obj;
 }
 
 }  // namespace
