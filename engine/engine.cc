@@ -4,6 +4,7 @@
 #include <cstring>
 #include <random>
 
+#include "core/hash.h"
 #include "engine/sampler.h"
 #include "engine/stop_strings.h"
 #include "spdlog/spdlog.h"
@@ -41,17 +42,6 @@ struct Engine::SeqState {
         detokenizer(std::move(d)),
         stops(r->request.params.stop, r->request.params.include_stop_str_in_output) {}
 };
-
-namespace {
-
-uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-}  // namespace
 
 Engine::Engine(models::Transformer& model, kernels::Backend& backend,
                const models::Tokenizer* tokenizer, std::vector<int32_t> eos_token_ids,
@@ -435,7 +425,7 @@ std::vector<scheduler::SeqOutput> Engine::sample_step(const scheduler::Scheduler
     top_k[d] = p.top_k;
     top_p[d] = p.top_p;
     min_p[d] = p.min_p;
-    seeds[d] = static_cast<int64_t>(mix(st.request->seed + static_cast<uint64_t>(draw.index)));
+    seeds[d] = static_cast<int64_t>(splitmix64(st.request->seed + static_cast<uint64_t>(draw.index)));
     steps[d] = st.num_output;
     plain = plain && draw.row == d && p.logprobs < 0 && p.repetition_penalty == 1.0f &&
             p.frequency_penalty == 0.0f && p.presence_penalty == 0.0f &&
