@@ -121,6 +121,28 @@ struct SampleArgs {
   TensorView out_tokens;   // i32 [num_seqs]
 };
 
+// Repetition, frequency and presence penalties and token masks, in place on rows of logits, with
+// vLLM's semantics. Row r lists its tokens in token_ids[token_indptr[r] .. token_indptr[r+1]),
+// each at most once (ids outside the vocabulary are skipped); for each listed token t, with
+// c = output_counts[i] (times t was generated so far) and f = flags[i]:
+//   x = logits[r, t]
+//   if f & kPenaltySeen (t is in the prompt or the output): x = x > 0 ? x / rep[r] : x * rep[r]
+//   if c > 0: x -= freq[r] * c + pres[r]
+//   if f & kPenaltyMask (a stop token before min_tokens): x = -inf
+// Unlisted tokens keep their logits.
+inline constexpr uint8_t kPenaltySeen = 1;
+inline constexpr uint8_t kPenaltyMask = 2;
+struct PenaltyArgs {
+  TensorView logits;              // f32 [num_rows, vocab]; modified in place
+  TensorView token_indptr;        // i32 [num_rows + 1]
+  TensorView token_ids;           // i32 [token_indptr[num_rows]]
+  TensorView output_counts;       // i32 [token_indptr[num_rows]]
+  TensorView flags;               // u8 [token_indptr[num_rows]]: kPenaltySeen | kPenaltyMask
+  TensorView repetition_penalty;  // f32 [num_rows]; 1 = off
+  TensorView frequency_penalty;   // f32 [num_rows]; 0 = off
+  TensorView presence_penalty;    // f32 [num_rows]; 0 = off
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -163,6 +185,8 @@ class Backend {
   virtual void compact_kv(const CompactArgs& args) = 0;
   virtual void attention(const AttentionArgs& args) = 0;
   virtual void sample(const SampleArgs& args) = 0;
+  // Penalties and masks before sample(), on the rows' own logits (logprobs read them before).
+  virtual void apply_penalties(const PenaltyArgs& args) = 0;
 };
 
 enum class DevicePreference { kAuto, kCpu, kCuda };

@@ -56,6 +56,7 @@ class CpuBackend final : public Backend {
   void compact_kv(const CompactArgs& args) override { cpu::compact_kv(args); }
   void attention(const AttentionArgs& args) override { cpu::attention(args); }
   void sample(const SampleArgs& args) override { cpu::sample(args); }
+  void apply_penalties(const PenaltyArgs& args) override { cpu::apply_penalties(args); }
 };
 
 }  // namespace

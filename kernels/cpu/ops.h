@@ -18,6 +18,7 @@ void silu_mul(const TensorView& out, const TensorView& gate_up);
 void softmax(const TensorView& x);
 void write_kv(const KvWriteArgs& args);
 void attention(const AttentionArgs& args);
+void apply_penalties(const PenaltyArgs& args);
 }  // namespace ref
 
 void embed(const TensorView& ids, const TensorView& table, const TensorView& out);
@@ -33,6 +34,7 @@ void copy_pages(const PageCopyArgs& args);
 void compact_kv(const CompactArgs& args);
 void attention(const AttentionArgs& args);
 void sample(const SampleArgs& args);
+void apply_penalties(const PenaltyArgs& args);  // rows in parallel
 
 void fill_random(const TensorView& out, uint64_t seed, float mean, float std);
 

@@ -16,6 +16,7 @@
 #include "kernels/cuda/fill_random.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/kv_cache.h"
+#include "kernels/cuda/penalties.h"
 #include "kernels/cuda/rms_norm.h"
 #include "kernels/cuda/rope.h"
 #include "kernels/cuda/rows.h"
@@ -370,6 +371,32 @@ class CudaBackend final : public Backend {
                                        cudaMemcpyDeviceToHost, stream_));
       synchronize();
     }
+  }
+
+  void apply_penalties(const PenaltyArgs& a) override {
+    check_device(a.logits, "penalty logits");
+    SIEVE_CHECK_EQ(a.logits.dtype(), DType::kF32);
+    SIEVE_CHECK(a.logits.ndim() == 2 && a.logits.stride(1) == 1) << a.logits.shape_string();
+    const int64_t num_rows = a.logits.size(0);
+    SIEVE_CHECK_EQ(a.token_indptr.numel(), num_rows + 1);
+    SIEVE_CHECK_EQ(a.token_ids.numel(), a.output_counts.numel());
+    SIEVE_CHECK_EQ(a.token_ids.numel(), a.flags.numel());
+    for (const TensorView* v : {&a.repetition_penalty, &a.frequency_penalty, &a.presence_penalty}) {
+      SIEVE_CHECK_EQ(v->numel(), num_rows);
+    }
+    PenaltyParams p;
+    p.logits = a.logits.data<float>();
+    p.logits_stride = a.logits.stride(0);
+    p.num_rows = static_cast<int>(num_rows);
+    p.vocab = static_cast<int>(a.logits.size(1));
+    p.token_indptr = staged_i32(a.token_indptr, 0);
+    p.token_ids = staged_i32(a.token_ids, 1);
+    p.output_counts = staged_i32(a.output_counts, 2);
+    p.flags = static_cast<const uint8_t*>(staged(a.flags, DType::kU8, 3));
+    p.repetition_penalty = static_cast<const float*>(staged(a.repetition_penalty, DType::kF32, 4));
+    p.frequency_penalty = static_cast<const float*>(staged(a.frequency_penalty, DType::kF32, 5));
+    p.presence_penalty = static_cast<const float*>(staged(a.presence_penalty, DType::kF32, 6));
+    launch_apply_penalties(p, stream_);
   }
 
  private:
