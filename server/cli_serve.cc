@@ -32,6 +32,7 @@ struct ServeOptions {
   double shutdown_timeout_s = 30;
   int timeout_keep_alive_s = 60;
   int request_timeout_s = 30;
+  int write_timeout_s = 30;
   int64_t max_request_bytes = 8 << 20;
   int max_connections = 10000;
   int http_threads = 2;
@@ -138,6 +139,7 @@ Status run_serve(ServeOptions o) {
   http_options.max_body_bytes = static_cast<size_t>(o.max_request_bytes);
   http_options.keep_alive_timeout = std::chrono::seconds(o.timeout_keep_alive_s);
   http_options.read_timeout = std::chrono::seconds(o.request_timeout_s);
+  http_options.write_timeout = std::chrono::seconds(o.write_timeout_s);
   http_options.max_connections = o.max_connections;
   ASSIGN_OR_RETURN(std::unique_ptr<HttpServer> http,
                    HttpServer::create(http_options, make_http_api(frontend, {o.api_key})));
@@ -215,6 +217,11 @@ void register_serve(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   cmd->add_option("--request-timeout", o.request_timeout_s,
                   "Seconds a client gets to send one request (slow clients are cut off)")
+      ->check(CLI::Range(1, 86400))
+      ->capture_default_str();
+  cmd->add_option("--write-timeout", o.write_timeout_s,
+                  "Seconds a response may wait on a client that reads nothing (stalled or "
+                  "half-open clients are cut off and their requests aborted)")
       ->check(CLI::Range(1, 86400))
       ->capture_default_str();
   cmd->add_option("--max-request-bytes", o.max_request_bytes, "Largest request body")

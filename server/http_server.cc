@@ -269,15 +269,33 @@ class Session : public std::enable_shared_from_this<Session> {
     writing_ = true;
     writing_buf_.swap(pending_);
     pending_.clear();
+    written_ = 0;
+    write_some();
+  }
+
+  // Writes the rest of writing_buf_ piece by piece. The write timeout restarts with every piece
+  // the client takes, so it cuts off a client that stops reading (stalled or half-open), never
+  // one that reads a long response slowly.
+  void write_some() {
     stream_.expires_after(options_.write_timeout);
-    net::async_write(stream_, net::buffer(writing_buf_),
-                     [self = shared_from_this()](beast::error_code ec, size_t) {
-                       self->writing_ = false;
-                       if (ec) return self->close();  // gone, or not reading: timed out
-                       self->stream_.expires_never();
-                       self->writing_buf_.clear();
-                       self->flush();
-                     });
+    stream_.async_write_some(
+        net::buffer(writing_buf_.data() + written_, writing_buf_.size() - written_),
+        [self = shared_from_this()](beast::error_code ec, size_t n) {
+          if (ec) {
+            self->writing_ = false;
+            if (ec == beast::error::timeout) {
+              spdlog::info("client stopped reading for {} s: closing its connection",
+                           self->options_.write_timeout.count());
+            }
+            return self->close();  // gone, or not reading: timed out
+          }
+          self->written_ += n;
+          if (self->written_ < self->writing_buf_.size()) return self->write_some();
+          self->writing_ = false;
+          self->stream_.expires_never();
+          self->writing_buf_.clear();
+          self->flush();
+        });
   }
 
   // Reads while a response is in progress: an end of stream or an error means the client left,
@@ -369,6 +387,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string content_type_;
   std::string pending_;      // bytes ready to write
   std::string writing_buf_;  // bytes being written
+  size_t written_ = 0;       // of writing_buf_
   std::string buffered_;     // a non-streamed deferred body, until complete
   std::array<char, 4096> drain_buf_;
   bool keep_alive_ = false;

@@ -65,7 +65,7 @@ struct HttpServerOptions {
   size_t max_header_bytes = 64u << 10;
   std::chrono::seconds keep_alive_timeout{30};  // an idle connection's wait for a request
   std::chrono::seconds read_timeout{30};        // reading one request, once it has begun
-  std::chrono::seconds write_timeout{60};       // one write to a client that does not read
+  std::chrono::seconds write_timeout{30};       // a response write the client takes nothing of
   int max_connections = 10000;                  // further connections are closed at once
 };
 

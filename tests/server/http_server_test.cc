@@ -1,12 +1,14 @@
 // The asynchronous HTTP server over real sockets on loopback: keep-alive and pipelining, the
 // body and header limits, malformed requests, slow clients cut off, deferred bodies streamed
-// with chunked encoding, and a client that leaves mid-stream cancelling the work behind it.
+// with chunked encoding, a client that leaves mid-stream cancelling the work behind it, and one
+// that stops reading cut off by the write timeout (but not one that reads slowly).
 
 #include "server/http_server.h"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -83,8 +85,16 @@ class HttpServerTest : public ::testing::Test {
     server_->start();
   }
 
-  int connect_client() {
+  // `small_window`: a tiny receive buffer and segment size, so the server's writes block after a
+  // few tens of kilobytes the client has not read (not megabytes, as loopback would allow).
+  int connect_client(bool small_window = false) {
     const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (small_window) {
+      const int bytes = 1;  // the kernel's minimum
+      const int mss = 536;
+      setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
+      setsockopt(fd, IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof(mss));
+    }
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_port = htons(static_cast<uint16_t>(server_->port()));
@@ -230,6 +240,57 @@ TEST_F(HttpServerTest, AClientLeavingMidStreamCancelsTheBody) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_EQ(server_->num_connections(), 0);
+}
+
+TEST_F(HttpServerTest, AClientThatStopsReadingIsCutOffAndItsBodyCancelled) {
+  HttpServerOptions options;
+  options.write_timeout = std::chrono::seconds(1);
+  start(options);
+  const int fd = connect_client(/*small_window=*/true);
+  send_all(fd, "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n");
+  read_until(fd, "\r\n\r\n");
+  // Far more than the socket buffers hold, and the client reads none of it.
+  for (int i = 0; i < 64 && !body_->cancelled; ++i) {
+    body_->produce("data: " + std::string(16 << 10, 'x') + "\n\n", false);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  for (int i = 0; i < 1000 && !body_->cancelled; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(body_->cancelled);
+  for (int i = 0; i < 500 && server_->num_connections() > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(server_->num_connections(), 0);
+  close(fd);
+}
+
+TEST_F(HttpServerTest, ASlowButSteadyReaderGetsAResponseLongerThanTheWriteTimeout) {
+  HttpServerOptions options;
+  options.write_timeout = std::chrono::seconds(1);
+  start(options);
+  const int fd = connect_client(/*small_window=*/true);
+  send_all(fd, "GET /buffered HTTP/1.1\r\nHost: x\r\n\r\n");
+  while (!body_->started()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  // One write of 256 KiB through a small window, with a pause before each read: the response
+  // takes over a second to leave, but the client never stops reading for long.
+  const std::string payload(256 << 10, 'y');
+  body_->produce(payload + "END", true);
+  std::string data;
+  std::vector<char> buf(32 << 10);
+  const auto start = std::chrono::steady_clock::now();
+  while (data.find("END") == std::string::npos) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    const ssize_t n = recv(fd, buf.data(), buf.size(), 0);
+    if (n <= 0) break;
+    data.append(buf.data(), static_cast<size_t>(n));
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_NE(data.find(payload + "END"), std::string::npos)
+      << data.size() << " bytes came in " << seconds << " s";
+  EXPECT_FALSE(body_->cancelled);
+  close(fd);
 }
 
 TEST(ParseHttpRequest, WholeRequestsParseAndBrokenOnesNameTheProblem) {
