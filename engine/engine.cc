@@ -236,6 +236,7 @@ Engine::SeqState& Engine::seq_state(SeqId id, RequestId request, int index) {
 
 bool Engine::step() {
   timer_.restart();
+  kv_->clear_released();  // finish_seq took those of last step's finished sequences
   drain_inbox();
   const scheduler::SchedulerOutput out = scheduler_->schedule();
   timer_.mark(StepPhase::kSchedule);
@@ -515,6 +516,10 @@ void Engine::finish_seq(const scheduler::FinishedSeq& f) {
   auto request_it = requests_.find(f.request_id);
   if (request_it == requests_.end()) return;
   RequestState& r = *request_it->second;
+  if (const std::optional<kvcache::ReleasedSeq> held = kv_->take_released(f.seq_id)) {
+    r.usage.kv_tokens_kept += held->num_kept_tokens;
+    r.usage.kv_bytes += static_cast<int64_t>(held->num_pages) * kv_->config().page_bytes;
+  }
   RequestOutput out;
   out.index = f.sample_index;
   auto seq_it = seqs_.find(f.seq_id);

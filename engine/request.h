@@ -29,6 +29,12 @@ struct Usage {
   int prompt_tokens = 0;
   int completion_tokens = 0;  // over all n samples
   int cached_prompt_tokens = 0;
+  // The KV cache the request held at its end, summed over its n samples as each finished: token
+  // slots with K/V (prompt plus generated tokens, less the last one, never written; with
+  // compaction, the mean kept per (layer, KV head)) and the bytes of the pages holding them (a
+  // page the samples share counts once per sample).
+  int kv_tokens_kept = 0;
+  int64_t kv_bytes = 0;
 };
 
 // One chunk of a request's stream: what one sample (index) gained in one step.

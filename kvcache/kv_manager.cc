@@ -81,6 +81,7 @@ void KvManager::add_sequence(SeqId seq, KvFormatId format) {
   s.table.tokens_per_page = *tokens;
   const bool inserted = seqs_.emplace(seq, std::move(s)).second;
   SIEVE_CHECK(inserted) << "sequence " << seq << " added twice";
+  released_.erase(seq);
 }
 
 int KvManager::attach_cached_prefix(SeqId seq, std::span<const int32_t> token_ids) {
@@ -144,6 +145,7 @@ std::optional<SlotAllocation> KvManager::allocate_slots(SeqId seq,
 
 void KvManager::free(SeqId seq) {
   SeqState& s = state(seq);
+  released_[seq] = ReleasedSeq{num_kept_tokens(seq), s.table.num_pages()};
   // Last page first: the LRU then reclaims a prefix's tail before its head, which more
   // sequences share.
   for (int i = s.table.num_pages() - 1; i >= 0; --i) pool_.release(s.table.pages[i]);
@@ -217,6 +219,26 @@ int KvManager::head_valid_len(SeqId seq, int layer, int kv_head) const {
   if (!s.compacted) return s.table.num_tokens;
   const int index = layer * config_.geometry.num_kv_heads + kv_head;
   return s.head_prefix_lens.at(index) + s.table.num_tokens - s.gap_end;
+}
+
+int KvManager::num_kept_tokens(SeqId seq) const {
+  const SeqState& s = state(seq);
+  if (!s.compacted) return s.table.num_tokens;
+  const KvGeometry& g = config_.geometry;
+  int64_t num_slots = 0;
+  for (int layer = 0; layer < g.num_layers; ++layer) {
+    for (int head = 0; head < g.num_kv_heads; ++head) num_slots += head_valid_len(seq, layer, head);
+  }
+  const int64_t num_heads = int64_t{g.num_layers} * g.num_kv_heads;
+  return static_cast<int>((num_slots + num_heads / 2) / num_heads);
+}
+
+std::optional<ReleasedSeq> KvManager::take_released(SeqId seq) {
+  const auto it = released_.find(seq);
+  if (it == released_.end()) return std::nullopt;
+  const ReleasedSeq released = it->second;
+  released_.erase(it);
+  return released;
 }
 
 PageId KvManager::take_page() {

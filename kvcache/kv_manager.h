@@ -71,6 +71,12 @@ struct KvCacheUsage {
   int num_free = 0;
 };
 
+// What a sequence held when free() released it: its kept token slots and its pages.
+struct ReleasedSeq {
+  int num_kept_tokens = 0;  // see KvManager::num_kept_tokens
+  int num_pages = 0;
+};
+
 class KvManager {
  public:
   // Fails with INVALID_ARGUMENT naming the field when the config cannot make a pool.
@@ -102,8 +108,14 @@ class KvManager {
   // the pool is short.
   std::optional<SlotAllocation> allocate_slots(SeqId seq, std::span<const int32_t> token_ids,
                                                int num_new_tokens);
-  // Releases every page of `seq` (published ones stay cached) and forgets it.
+  // Releases every page of `seq` (published ones stay cached) and forgets it, keeping what it
+  // held for take_released().
   void free(SeqId seq);
+  // What `seq` held when it was last freed, once; empty when it was not freed since the last
+  // clear_released() or add_sequence() of it. The engine reads a finished sequence's here.
+  std::optional<ReleasedSeq> take_released(SeqId seq);
+  // Forgets every released record (those of preempted sequences, which nobody takes).
+  void clear_released() { released_.clear(); }
   // Starts `child` as a copy of `parent` sharing all its pages; whichever later writes a shared
   // page copies it first (allocate_slots returns the copy).
   void fork(SeqId parent, SeqId child);
@@ -119,6 +131,9 @@ class KvManager {
   HeadLengths head_lengths(SeqId seq) const;
   // Valid slots of head (layer, kv_head) of `seq`: what attention reads for that head.
   int head_valid_len(SeqId seq, int layer, int kv_head) const;
+  // Token slots whose K/V `seq` holds: num_tokens, or once compacted the mean over (layer, KV
+  // head) of head_valid_len, rounded to nearest.
+  int num_kept_tokens(SeqId seq) const;
 
  private:
   // One sequence's accounting.
@@ -148,6 +163,7 @@ class KvManager {
   PrefixCache prefix_;
   std::vector<PageHash> namespace_hashes_;  // indexed by KvFormatId
   std::unordered_map<SeqId, SeqState> seqs_;
+  std::unordered_map<SeqId, ReleasedSeq> released_;  // freed sequences, until taken or cleared
 };
 
 }  // namespace sieve::kvcache

@@ -196,6 +196,8 @@ void output_to_proto(const engine::RequestOutput& out, v1::GenerateResponse* res
     usage->set_prompt_tokens(out.usage.prompt_tokens);
     usage->set_completion_tokens(out.usage.completion_tokens);
     usage->set_cached_prompt_tokens(out.usage.cached_prompt_tokens);
+    usage->set_kv_tokens_kept(out.usage.kv_tokens_kept);
+    usage->set_kv_bytes(out.usage.kv_bytes);
   }
 }
 

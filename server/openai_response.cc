@@ -15,7 +15,9 @@ json usage_to_json(const engine::Usage& usage) {
   return {{"prompt_tokens", usage.prompt_tokens},
           {"completion_tokens", usage.completion_tokens},
           {"total_tokens", usage.prompt_tokens + usage.completion_tokens},
-          {"prompt_tokens_details", {{"cached_tokens", usage.cached_prompt_tokens}}}};
+          {"prompt_tokens_details", {{"cached_tokens", usage.cached_prompt_tokens}}},
+          {"kv_tokens_kept", usage.kv_tokens_kept},
+          {"kv_bytes", usage.kv_bytes}};
 }
 
 OpenAiResponder::OpenAiResponder(const GenerationRequest& request, const ModelContext& model,
@@ -104,16 +106,20 @@ json OpenAiResponder::logprobs_json(Choice& c, const engine::RequestOutput& out,
 
 json OpenAiResponder::usage_json() const { return usage_to_json(usage_); }
 
+void OpenAiResponder::add_usage(const engine::Usage& usage) {
+  usage_.prompt_tokens += usage.prompt_tokens;
+  usage_.completion_tokens += usage.completion_tokens;
+  usage_.cached_prompt_tokens += usage.cached_prompt_tokens;
+  usage_.kv_tokens_kept += usage.kv_tokens_kept;
+  usage_.kv_bytes += usage.kv_bytes;
+}
+
 std::string OpenAiResponder::event(const json& chunk) const {
   return "data: " + dump(chunk) + "\n\n";
 }
 
 std::string OpenAiResponder::stream_chunk(int prompt, const engine::RequestOutput& out) {
-  if (out.finished_request) {
-    usage_.prompt_tokens += out.usage.prompt_tokens;
-    usage_.completion_tokens += out.usage.completion_tokens;
-    usage_.cached_prompt_tokens += out.usage.cached_prompt_tokens;
-  }
+  if (out.finished_request) add_usage(out.usage);
   if (out.finish_reason == "error" && error_.empty()) error_ = out.error;
   streamed_completion_tokens_ += static_cast<int>(out.token_ids.size());
   Choice& c = choice(prompt, out.index);
@@ -160,7 +166,10 @@ std::string OpenAiResponder::stream_chunk(int prompt, const engine::RequestOutpu
     engine::Usage so_far;
     for (const auto& p : request_.prompts) so_far.prompt_tokens += static_cast<int>(p.size());
     so_far.completion_tokens = streamed_completion_tokens_;
-    chunk["usage"] = usage_to_json(so_far);
+    json usage = usage_to_json(so_far);
+    usage.erase("kv_tokens_kept");  // known once the request ends
+    usage.erase("kv_bytes");
+    chunk["usage"] = std::move(usage);
   }
   return events + event(chunk);
 }
@@ -184,11 +193,7 @@ std::string OpenAiResponder::stream_error(const ApiError& error) {
 }
 
 void OpenAiResponder::collect(int prompt, const engine::RequestOutput& out) {
-  if (out.finished_request) {
-    usage_.prompt_tokens += out.usage.prompt_tokens;
-    usage_.completion_tokens += out.usage.completion_tokens;
-    usage_.cached_prompt_tokens += out.usage.cached_prompt_tokens;
-  }
+  if (out.finished_request) add_usage(out.usage);
   if (out.finish_reason == "error" && error_.empty()) error_ = out.error;
   Choice& c = choice(prompt, out.index);
   if (!c.started) {

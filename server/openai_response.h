@@ -49,6 +49,8 @@ class OpenAiResponder {
   Choice& choice(int prompt, int index);
   nlohmann::json logprobs_json(Choice& c, const engine::RequestOutput& out, bool for_chunk);
   nlohmann::json usage_json() const;
+  // Adds a finished prompt's usage to the totals.
+  void add_usage(const engine::Usage& usage);
   nlohmann::json prompt_logprobs_json(const engine::RequestOutput& out) const;
   std::string event(const nlohmann::json& chunk) const;
 
@@ -63,7 +65,8 @@ class OpenAiResponder {
   std::string error_;
 };
 
-// The usage object: prompt, completion and total tokens, with cached prompt tokens.
+// The usage object: prompt, completion and total tokens, with cached prompt tokens, and the
+// KV cache the request held at its end (kv_tokens_kept, kv_bytes; see engine::Usage).
 nlohmann::json usage_to_json(const engine::Usage& usage);
 
 }  // namespace sieve::server

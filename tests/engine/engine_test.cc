@@ -193,6 +193,53 @@ TEST(Engine, AbortFreesPagesAndOtherRequestsFinish) {
   EXPECT_EQ(engine->stats().kv_pages_used.load(), 0);
 }
 
+TEST(Engine, UsageCountsTheKvEachSampleHeldAtItsEnd) {
+  Fixture f = load("llama2", 64, 8);
+  auto engine = make_engine(f);
+  const models::ModelConfig& c = f.model->config();
+  // A page is 16 bf16 tokens' K and V; the CPU backend keeps f32, 8 tokens to a page.
+  const int64_t page_bytes = int64_t{16} * 2 * 2 * c.num_layers * c.num_kv_heads * c.head_dim;
+  const int tokens_per_page = 8;
+  auto usage_of = [&](const std::shared_ptr<OutputStream>& stream, int* num_generated) {
+    Usage usage;
+    while (engine->has_work()) engine->step();
+    while (auto out = stream->next(std::chrono::milliseconds(0))) {
+      *num_generated += static_cast<int>(out->token_ids.size());
+      if (out->finished_request) usage = out->usage;
+    }
+    return usage;
+  };
+  // Two samples of 8 tokens after a 64-token prompt: each holds 64 + 8 - 1 tokens (the last
+  // sampled token is never written) in ceil(71 / 8) = 9 pages.
+  Request r = greedy_request(f.cases[2]);
+  ASSERT_EQ(r.prompt_token_ids.size(), 64u);
+  r.params.n = 2;
+  r.params.temperature = 1.0f;
+  r.params.max_tokens = 8;
+  int num_generated = 0;
+  Usage usage = usage_of(*engine->add_request(r), &num_generated);
+  EXPECT_EQ(usage.kv_tokens_kept, 2 * 71);
+  EXPECT_EQ(usage.kv_bytes, 2 * 9 * page_bytes);
+  // Again, from the prefix cache: the cached pages were held all the same.
+  num_generated = 0;
+  usage = usage_of(*engine->add_request(r), &num_generated);
+  EXPECT_GT(usage.cached_prompt_tokens, 0);
+  EXPECT_EQ(usage.kv_tokens_kept, 2 * 71);
+  // Aborted part-way: what it had written by then.
+  Request long_request = greedy_request(f.cases[2]);
+  long_request.params.max_tokens = 100;
+  auto victim = *engine->add_request(long_request);
+  for (int i = 0; i < 4; ++i) engine->step();
+  engine->abort(victim->id());
+  num_generated = 0;
+  usage = usage_of(victim, &num_generated);
+  ASSERT_GT(num_generated, 0);
+  ASSERT_LT(num_generated, 100);
+  const int kept = 64 + num_generated - 1;
+  EXPECT_EQ(usage.kv_tokens_kept, kept);
+  EXPECT_EQ(usage.kv_bytes, (kept + tokens_per_page - 1) / tokens_per_page * page_bytes);
+}
+
 TEST(Engine, SeededSamplingDoesNotDependOnTheBatch) {
   Fixture f = load("qwen3", 64, 16);
   auto engine = make_engine(f);

@@ -47,6 +47,10 @@ class Generate(unittest.TestCase):
         tokens = [t for r in responses for t in r.token_ids]
         self.assertEqual(len(tokens), last.usage.completion_tokens)
         self.assertGreater(last.usage.prompt_tokens, 0)
+        # The KV cache held at the end: prompt and tokens but the last (never written).
+        self.assertEqual(last.usage.kv_tokens_kept,
+                         last.usage.prompt_tokens + last.usage.completion_tokens - 1)
+        self.assertGreater(last.usage.kv_bytes, 0)
         logprobs = [lp for r in responses for lp in r.logprobs]
         self.assertEqual([lp.token_id for lp in logprobs], tokens)
         self.assertEqual(len(logprobs[0].top), 2)

@@ -1,5 +1,6 @@
 """The official `openai` package against a live `sieve serve`: completions and chat, streaming
-and not, usage, logprobs, n, stop, seed, token-id prompts, models, and the API key."""
+and not, usage (with the KV fields), logprobs, n, stop, seed, token-id prompts, models, and the
+API key."""
 
 import os
 import sys
@@ -97,6 +98,20 @@ class Completions(unittest.TestCase):
         self.assertEqual(r.usage.completion_tokens, 5)
 
 
+    def test_usage_reports_the_kv_cache_the_request_held(self):
+        # Each of the n samples held its prompt and its tokens but the last (never written).
+        kwargs = dict(model=MODEL, prompt="The capital of France is", n=2, max_tokens=5,
+                      temperature=1.0, seed=3, extra_body={"min_tokens": 5, "ignore_eos": True})
+        whole = client().completions.create(**kwargs)
+        extra = whole.usage.model_extra
+        self.assertEqual(extra["kv_tokens_kept"], 2 * (whole.usage.prompt_tokens + 5 - 1))
+        self.assertGreater(extra["kv_bytes"], 0)
+        chunks = list(client().completions.create(
+            stream=True, stream_options={"include_usage": True}, **kwargs))
+        self.assertEqual(chunks[-1].usage.model_extra["kv_tokens_kept"], extra["kv_tokens_kept"])
+        self.assertEqual(chunks[-1].usage.model_extra["kv_bytes"], extra["kv_bytes"])
+
+
 class Chat(unittest.TestCase):
     messages = [{"role": "system", "content": "You answer briefly."},
                 {"role": "user", "content": "What is 2 + 2?"}]
@@ -108,6 +123,9 @@ class Chat(unittest.TestCase):
         self.assertEqual(r.choices[0].message.role, "assistant")
         self.assertTrue(r.choices[0].message.content)
         self.assertGreater(r.usage.prompt_tokens, 10)
+        kept = r.usage.prompt_tokens + r.usage.completion_tokens - 1
+        self.assertEqual(r.usage.model_extra["kv_tokens_kept"], kept)
+        self.assertGreater(r.usage.model_extra["kv_bytes"], 0)
 
     def test_chat_streaming_with_logprobs(self):
         kwargs = dict(model=MODEL, messages=self.messages, max_tokens=8, temperature=0)
@@ -123,6 +141,8 @@ class Chat(unittest.TestCase):
                   for lp in c.choices[0].logprobs.content]
         self.assertEqual(len(tokens), chunks[-1].usage.completion_tokens)
         self.assertEqual(len(tokens[0].top_logprobs), 2)
+        self.assertEqual(chunks[-1].usage.model_extra["kv_tokens_kept"],
+                         chunks[-1].usage.prompt_tokens + chunks[-1].usage.completion_tokens - 1)
 
     def test_models_lists_the_served_names(self):
         ids = [m.id for m in client().models.list()]

@@ -30,6 +30,12 @@ TEST(KvManagerCompaction, ReleasesTrailingPagesThatNoHeadUses) {
   EXPECT_EQ(kv->page_table(1).num_tokens, 4);
   EXPECT_EQ(kv->usage().num_used, 1);
   EXPECT_EQ(kv->num_available_pages(), 7);
+  // Freed, it is remembered as holding what compaction left.
+  kv->free(1);
+  const std::optional<ReleasedSeq> released = kv->take_released(1);
+  ASSERT_TRUE(released.has_value());
+  EXPECT_EQ(released->num_kept_tokens, 4);
+  EXPECT_EQ(released->num_pages, 1);
 }
 
 TEST(KvManagerCompaction, KeepsThePagesItsLongestHeadStillUses) {
@@ -61,6 +67,8 @@ TEST(KvManagerCompaction, HeadLengthsCountTokensAppendedAfterTheGap) {
   EXPECT_EQ(kv->num_tokens(1), 8);
   EXPECT_EQ(kv->head_valid_len(1, 0, 0), 2 + 3);
   EXPECT_EQ(kv->head_valid_len(1, 0, 1), 5 + 3);
+  // Kept tokens: the mean over heads of (2, 5, 5, 3) + 3 = 6.75, rounded.
+  EXPECT_EQ(kv->num_kept_tokens(1), 7);
   // A second compaction may keep up to each head's valid slots, survivors and appended alike.
   ASSERT_TRUE(kv->compact(1, std::vector<int32_t>{5, 1, 8, 6}).ok());
   EXPECT_EQ(kv->num_tokens(1), 8);

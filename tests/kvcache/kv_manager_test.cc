@@ -54,6 +54,34 @@ TEST(KvManager, AllocatesPagesAsTokensGrow) {
   EXPECT_FALSE(kv->has_sequence(1));
 }
 
+TEST(KvManager, RemembersWhatAFreedSequenceHeldUntilTakenOrCleared) {
+  const auto kv = make_manager(8);
+  const std::vector<int32_t> tokens = iota_tokens(9);
+  kv->add_sequence(1, KvFormatId::kBF16);
+  ASSERT_TRUE(kv->allocate_slots(1, tokens, 9).has_value());
+  EXPECT_EQ(kv->num_kept_tokens(1), 9);
+  EXPECT_FALSE(kv->take_released(1).has_value());  // not freed yet
+  kv->free(1);
+  const std::optional<ReleasedSeq> released = kv->take_released(1);
+  ASSERT_TRUE(released.has_value());
+  EXPECT_EQ(released->num_kept_tokens, 9);
+  EXPECT_EQ(released->num_pages, 3);
+  EXPECT_FALSE(kv->take_released(1).has_value());  // once
+  // Freed, then added again (a preempted sequence readmitted): the old record is gone.
+  kv->add_sequence(2, KvFormatId::kBF16);
+  ASSERT_TRUE(kv->allocate_slots(2, tokens, 5).has_value());
+  kv->free(2);
+  kv->add_sequence(2, KvFormatId::kBF16);
+  EXPECT_FALSE(kv->take_released(2).has_value());
+  kv->free(2);
+  EXPECT_EQ(kv->take_released(2)->num_pages, 0);
+  // Cleared records are gone.
+  kv->add_sequence(3, KvFormatId::kBF16);
+  kv->free(3);
+  kv->clear_released();
+  EXPECT_FALSE(kv->take_released(3).has_value());
+}
+
 TEST(KvManager, FailedAllocationChangesNothing) {
   const auto kv = make_manager(2);
   const std::vector<int32_t> tokens = iota_tokens(8);

@@ -105,7 +105,7 @@ TEST(GrpcRequest, OutputsCarryTokensLogprobsAndFinalUsage) {
   out.logprobs.push_back({7, -0.25f, {{7, -0.25f}, {8, -2.0f}}});
   out.finish_reason = "length";
   out.finished_request = true;
-  out.usage = {3, 4, 1};
+  out.usage = {3, 4, 1, 6, 1 << 20};
   v1::GenerateResponse response;
   output_to_proto(out, &response);
   EXPECT_EQ(response.index(), 1);
@@ -117,6 +117,8 @@ TEST(GrpcRequest, OutputsCarryTokensLogprobsAndFinalUsage) {
   EXPECT_TRUE(response.finished());
   EXPECT_EQ(response.usage().completion_tokens(), 4);
   EXPECT_EQ(response.usage().cached_prompt_tokens(), 1);
+  EXPECT_EQ(response.usage().kv_tokens_kept(), 6);
+  EXPECT_EQ(response.usage().kv_bytes(), 1 << 20);
 }
 
 }  // namespace

@@ -29,6 +29,8 @@ engine::RequestOutput finish(int index, const char* reason, int prompt_tokens, i
   out.usage.prompt_tokens = prompt_tokens;
   out.usage.completion_tokens = completion;
   out.usage.cached_prompt_tokens = 1;
+  out.usage.kv_tokens_kept = prompt_tokens + completion - 1;
+  out.usage.kv_bytes = 4096;
   return out;
 }
 
@@ -75,6 +77,8 @@ TEST(OpenAiResponse, ChatStreamStartsWithTheRoleAndEndsWithUsageAndDone) {
   EXPECT_TRUE(chunks[4]["choices"].empty());
   EXPECT_EQ(chunks[4]["usage"]["total_tokens"], 6);
   EXPECT_EQ(chunks[4]["usage"]["prompt_tokens_details"]["cached_tokens"], 1);
+  EXPECT_EQ(chunks[4]["usage"]["kv_tokens_kept"], 5);
+  EXPECT_EQ(chunks[4]["usage"]["kv_bytes"], 4096);
   for (const json& c : chunks) EXPECT_EQ(c["id"], "chatcmpl-1");
 }
 
@@ -100,6 +104,8 @@ TEST(OpenAiResponse, CompletionsOfSeveralPromptsAndSamplesNumberTheirChoices) {
   EXPECT_EQ(body["choices"][3]["text"], "B y");
   EXPECT_EQ(body["usage"]["prompt_tokens"], 3);
   EXPECT_EQ(body["usage"]["completion_tokens"], 4);
+  EXPECT_EQ(body["usage"]["kv_tokens_kept"], (1 + 2 - 1) + (2 + 2 - 1));  // summed over prompts
+  EXPECT_EQ(body["usage"]["kv_bytes"], 2 * 4096);
   for (int i = 0; i < 4; ++i) EXPECT_EQ(body["choices"][i]["index"], i);
 }
 
