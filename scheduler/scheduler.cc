@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <optional>
 #include <string>
-#include <unordered_set>
 #include <utility>
 
 #include "core/check.h"
@@ -13,11 +12,11 @@ namespace sieve::scheduler {
 
 using kvcache::pages_for_tokens;
 
-// Working state of one schedule() call.
+// Working state of one schedule() call. What it ran or forked is marked on the sequences
+// (Sequence::scheduled_in_step), never a victim in this call.
 struct Scheduler::Step {
-  SchedulerOutput output;
+  SchedulerOutput& output;
   int budget_left = 0;
-  std::unordered_set<SeqId> scheduled;  // ran (or forked) this step: never a victim now
   bool preempted_any = false;
 };
 
@@ -88,9 +87,15 @@ const Sequence* Scheduler::find(SeqId seq) const {
   return it == seqs_.end() ? nullptr : it->second.get();
 }
 
-SchedulerOutput Scheduler::schedule() {
+const SchedulerOutput& Scheduler::schedule() {
   SIEVE_CHECK(!awaiting_update_) << "schedule() before update() of the last step";
-  Step step;
+  ++num_schedules_;
+  output_.scheduled.clear();
+  output_.forks.clear();
+  output_.preempted.clear();
+  output_.finished.clear();
+  output_.page_copies.clear();
+  Step step{output_};
   step.budget_left = config_.max_num_batched_tokens;
   finish_aborted(step);
   schedule_running(step, /*decodes=*/true);
@@ -99,7 +104,7 @@ SchedulerOutput Scheduler::schedule() {
   if (!step.preempted_any) schedule_waiting(step);
   step.output.num_scheduled_tokens = config_.max_num_batched_tokens - step.budget_left;
   awaiting_update_ = !step.output.scheduled.empty();
-  return std::move(step.output);
+  return output_;
 }
 
 void Scheduler::finish_aborted(Step& step) {
@@ -130,7 +135,7 @@ void Scheduler::schedule_running(Step& step, bool decodes) {
 Scheduler::RunResult Scheduler::schedule_running_seq(Sequence& seq, int num_tokens, Step& step) {
   const SeqId id = seq.seq_id;
   while (!kv_.can_allocate(id, num_tokens)) {
-    Sequence* victim = pick_victim(seq, step);
+    Sequence* victim = pick_victim(seq);
     if (victim == nullptr) break;
     preempt(*victim, step);
   }
@@ -195,11 +200,11 @@ bool Scheduler::admit(Sequence& seq, Step& step) {
   return true;
 }
 
-Sequence* Scheduler::pick_victim(const Sequence& seq, const Step& step) {
+Sequence* Scheduler::pick_victim(const Sequence& seq) const {
   for (size_t i = running_.size(); i-- > 0;) {
     Sequence* candidate = running_[i];
     if (candidate->admit_order <= seq.admit_order) break;
-    if (!step.scheduled.contains(candidate->seq_id)) return candidate;
+    if (candidate->scheduled_in_step != num_schedules_) return candidate;
   }
   return nullptr;
 }
@@ -236,8 +241,9 @@ void Scheduler::commit(Sequence& seq, int num_tokens, bool is_prefill_chunk, Ste
                                  allocation->copies.end());
   step.output.scheduled.push_back(std::move(out));
   step.budget_left -= num_tokens;
-  step.scheduled.insert(seq.seq_id);
+  seq.scheduled_in_step = num_schedules_;
   if (sample) {
+    seq.awaiting_sample = true;
     awaiting_samples_.push_back(seq.seq_id);
     if (seq.num_pending_samples > 1) fork_children(seq, step);
   }
@@ -256,7 +262,8 @@ void Scheduler::fork_children(Sequence& parent, Step& step) {
     child.admit_order = next_admit_order_++;
     kv_.fork(parent.seq_id, child.seq_id);
     running_.push_back(&child);
-    step.scheduled.insert(child.seq_id);
+    child.scheduled_in_step = num_schedules_;
+    child.awaiting_sample = true;
     step.output.forks.push_back(Fork{parent.seq_id, child.seq_id, i});
     awaiting_samples_.push_back(child.seq_id);
   }
@@ -304,11 +311,13 @@ int Scheduler::reserved_pages() const {
 
 std::vector<FinishedSeq> Scheduler::update(std::span<const SeqOutput> outputs) {
   SIEVE_CHECK(awaiting_update_ || outputs.empty()) << "update() without a scheduled step";
-  std::unordered_set<SeqId> expected(awaiting_samples_.begin(), awaiting_samples_.end());
   std::vector<FinishedSeq> finished;
   for (const SeqOutput& output : outputs) {
-    SIEVE_CHECK_EQ(expected.erase(output.seq_id), 1u) << "output for an unsampled sequence";
-    Sequence& seq = *seqs_.at(output.seq_id);
+    const auto it = seqs_.find(output.seq_id);
+    SIEVE_CHECK(it != seqs_.end() && it->second->awaiting_sample)
+        << "output for an unsampled sequence " << output.seq_id;
+    Sequence& seq = *it->second;
+    seq.awaiting_sample = false;
     if (seq.abort_requested) continue;
     SIEVE_CHECK(output.token_ids.size() == 1 ||
                 (output.token_ids.empty() && output.finish != FinishReason::kNone))
@@ -321,8 +330,13 @@ std::vector<FinishedSeq> Scheduler::update(std::span<const SeqOutput> outputs) {
     }
     if (reason != FinishReason::kNone) finish(seq, reason, "", &finished);
   }
-  for (SeqId id : expected) {
-    SIEVE_CHECK(seqs_.at(id)->abort_requested) << "no output for sampled sequence " << id;
+  if (outputs.size() != awaiting_samples_.size()) {
+    for (SeqId id : awaiting_samples_) {
+      const auto it = seqs_.find(id);
+      if (it == seqs_.end() || !it->second->awaiting_sample) continue;
+      SIEVE_CHECK(it->second->abort_requested) << "no output for sampled sequence " << id;
+      it->second->awaiting_sample = false;
+    }
   }
   awaiting_samples_.clear();
   awaiting_update_ = false;

@@ -52,8 +52,9 @@ class Scheduler {
   // anything and lists them as finished. False when the request is unknown or already aborted.
   bool abort_request(RequestId request_id);
 
-  // Decides the next step. Call update() for it before the next schedule().
-  SchedulerOutput schedule();
+  // Decides the next step. Call update() for it before the next schedule(). The output stays
+  // valid until the next schedule() (its memory is reused: a warm step allocates nothing).
+  const SchedulerOutput& schedule();
   // Appends the sampled tokens of the last step and ends sequences that stop (the engine's
   // finish, max_tokens, max_model_len); returns those, their pages already freed.
   std::vector<FinishedSeq> update(std::span<const SeqOutput> outputs);
@@ -76,7 +77,7 @@ class Scheduler {
   // Helpers of the steps: allocation with preemption, admission, bookkeeping.
   RunResult schedule_running_seq(Sequence& seq, int num_tokens, Step& step);
   bool admit(Sequence& seq, Step& step);
-  Sequence* pick_victim(const Sequence& seq, const Step& step);
+  Sequence* pick_victim(const Sequence& seq) const;
   void preempt(Sequence& seq, Step& step);
   void commit(Sequence& seq, int num_tokens, bool is_prefill_chunk, Step& step);
   void fork_children(Sequence& parent, Step& step);
@@ -98,6 +99,8 @@ class Scheduler {
   std::vector<SeqId> pending_aborts_;
   std::vector<SeqId> awaiting_samples_;  // sequences the last step asked the engine to sample
   bool awaiting_update_ = false;
+  SchedulerOutput output_;        // the last schedule()'s
+  uint64_t num_schedules_ = 0;    // schedule() calls so far: Sequence::scheduled_in_step
   SeqId next_seq_id_ = 1;
   uint64_t next_admit_order_ = 1;
 };

@@ -61,6 +61,10 @@ struct Sequence {
   uint64_t admit_order = 0;  // larger = admitted more recently (victims are the largest)
   int num_preemptions = 0;
   bool abort_requested = false;
+  // Scheduler bookkeeping: the schedule() call that last ran or forked it (never a victim in
+  // that call), and whether the step in flight asked for its sample.
+  uint64_t scheduled_in_step = 0;
+  bool awaiting_sample = false;
 
   int num_tokens() const { return static_cast<int>(token_ids.size()); }
   int num_output_tokens() const { return num_tokens() - num_prompt_tokens; }
