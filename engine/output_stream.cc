@@ -26,7 +26,10 @@ void OutputStream::set_listener(std::function<void()> on_push) {
 
 std::optional<RequestOutput> OutputStream::next(std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lock(mutex_);
-  ready_.wait_for(lock, timeout, [&] { return !queue_.empty() || closed_; });
+  // A zero timeout polls: no wait, which would cost a futex call even with nothing to wait for.
+  if (timeout.count() > 0) {
+    ready_.wait_for(lock, timeout, [&] { return !queue_.empty() || closed_; });
+  }
   if (queue_.empty()) return std::nullopt;
   RequestOutput out = std::move(queue_.front());
   queue_.pop_front();

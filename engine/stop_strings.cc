@@ -5,10 +5,20 @@
 namespace sieve::engine {
 
 StopStringFilter::StopStringFilter(std::vector<std::string> stops, bool include_stop_in_output)
-    : stops_(std::move(stops)), include_(include_stop_in_output) {}
+    : stops_(std::move(stops)), include_(include_stop_in_output) {
+  for (const std::string& stop : stops_) max_stop_size_ = std::max(max_stop_size_, stop.size());
+}
 
 std::string StopStringFilter::push(std::string_view text) {
   if (matched_) return {};
+  if (stops_.empty()) return std::string(text);
+  // Text before the last max_stop_size_ - 1 bytes can no longer start a match: only the
+  // unemitted rest and that tail are kept, so a push costs the stops, not the whole output.
+  const size_t keep = std::min(emitted_, text_.size() - std::min(text_.size(), max_stop_size_));
+  if (keep > 0) {
+    text_.erase(0, keep);
+    emitted_ -= keep;
+  }
   const size_t old_size = text_.size();
   text_ += text;
   // The earliest stop string that ends in the new text.

@@ -24,8 +24,9 @@ class StopStringFilter {
  private:
   std::vector<std::string> stops_;
   bool include_;
-  std::string text_;     // everything decoded so far
-  size_t emitted_ = 0;   // bytes of text_ already returned
+  size_t max_stop_size_ = 0;
+  std::string text_;    // the decoded text's tail: what a stop string may still end in
+  size_t emitted_ = 0;  // bytes of text_ already returned
   bool matched_ = false;
 };
 
