@@ -14,10 +14,10 @@ struct PenaltyParams {
   int64_t logits_stride = 0;
   int num_rows = 0;
   int vocab = 0;
-  const int32_t* token_indptr = nullptr;   // [num_rows + 1]
-  const int32_t* token_ids = nullptr;      // unique within a row
+  const int32_t* token_indptr = nullptr;  // [num_rows + 1]
+  const int32_t* token_ids = nullptr;     // unique within a row
   const int32_t* output_counts = nullptr;
-  const uint8_t* flags = nullptr;          // kPenaltySeen | kPenaltyMask
+  const uint8_t* flags = nullptr;             // kPenaltySeen | kPenaltyMask
   const float* repetition_penalty = nullptr;  // [num_rows]
   const float* frequency_penalty = nullptr;   // [num_rows]
   const float* presence_penalty = nullptr;    // [num_rows]

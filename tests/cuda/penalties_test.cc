@@ -100,9 +100,9 @@ TEST(CudaPenalties, EqualTheCpuBackendBitForBit) {
       kernels::PenaltyArgs args = host_args(c, d_logits);
       std::vector<Tensor> keep;  // device copies of the lists, alive through the call
       if (device_lists) {
-        for (TensorView* v : {&args.token_indptr, &args.token_ids, &args.output_counts,
-                              &args.flags, &args.repetition_penalty, &args.frequency_penalty,
-                              &args.presence_penalty}) {
+        for (TensorView* v :
+             {&args.token_indptr, &args.token_ids, &args.output_counts, &args.flags,
+              &args.repetition_penalty, &args.frequency_penalty, &args.presence_penalty}) {
           auto device = gpu_backend->allocate(v->dtype(), {v->numel()});
           ASSERT_TRUE(device.ok());
           gpu_backend->copy(*device, *v);

@@ -55,8 +55,8 @@ std::vector<float> dense_reference(const Case& c) {
     for (int64_t t = 0; t < c.vocab; ++t) {
       float x = row[t];
       if (seen[t]) x = x > 0 ? x / c.rep[r] : x * c.rep[r];
-      const float penalty = c.freq[r] * static_cast<float>(counts[t]) +
-                            c.pres[r] * static_cast<float>(counts[t] > 0);
+      const float penalty =
+          c.freq[r] * static_cast<float>(counts[t]) + c.pres[r] * static_cast<float>(counts[t] > 0);
       x -= penalty;
       row[t] = masked[t] ? -INFINITY : x;
     }
@@ -133,12 +133,12 @@ TEST(Penalties, HandComputedValues) {
   c.pres = {0.25f};
   std::vector<float> out = c.logits;
   apply_penalties(c.args(out));
-  EXPECT_EQ(out[0], 1.0f);            // 2 / 2
-  EXPECT_EQ(out[1], -4.0f);           // -2 * 2
-  EXPECT_EQ(out[2], 0.5f - 1.25f);    // 1 / 2 - (0.5 * 2 + 0.25)
+  EXPECT_EQ(out[0], 1.0f);          // 2 / 2
+  EXPECT_EQ(out[1], -4.0f);         // -2 * 2
+  EXPECT_EQ(out[2], 0.5f - 1.25f);  // 1 / 2 - (0.5 * 2 + 0.25)
   EXPECT_EQ(out[3], -INFINITY);
   EXPECT_EQ(out[4], -INFINITY);
-  EXPECT_EQ(out[5], -1.0f);           // not listed
+  EXPECT_EQ(out[5], -1.0f);  // not listed
 }
 
 TEST(Penalties, StridedRowsLeaveTheGapAlone) {
