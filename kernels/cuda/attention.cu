@@ -4,7 +4,7 @@
 //
 // Split choice. With base = Σ_s chunks_s work items per KV head, a batch that already gives
 // base · num_kv_heads >= 2 · num_sms blocks is not split. Otherwise the context is cut into
-// pieces of split_len = max(256, ⌈W / target⌉) slots (rounded up to the tile), where
+// pieces of split_len = max(64, ⌈W / target⌉) slots (rounded up to the tile), where
 // W = Σ_s chunks_s · len_s and target = ⌈2 · num_sms / num_kv_heads⌉, so the items number at
 // most base + target < 2 · target: the partial buffer's size is known before the launch.
 
@@ -38,6 +38,8 @@ SIEVE_ATTENTION_EXTERN(float, 128, 4);
 SIEVE_ATTENTION_EXTERN(float, 0, 1);
 SIEVE_ATTENTION_EXTERN(float, 0, 4);
 #undef SIEVE_ATTENTION_EXTERN
+extern template void run_tc_attention_kernel<64>(const Launch&, int, cudaStream_t);
+extern template void run_tc_attention_kernel<128>(const Launch&, int, cudaStream_t);
 }  // namespace attention_impl
 
 namespace {
@@ -48,12 +50,13 @@ using attention_impl::Launch;
 using attention_impl::Plan;
 
 constexpr int kPlanThreads = 256;
-constexpr int kMinSplitLen = 256;
+constexpr int kMinSplitLen = 64;
 constexpr int kCombineRowsPerBlock = 4;
 
-// Rows per warp: 1 keeps decode blocks small (a GQA group of 4 fills the 4 warps); 4 reuses each
-// K/V tile for 16 query rows in prefill.
-int rows_per_warp(const PagedAttentionParams& p) {
+// Rows per warp of the FMA kernel: 1 keeps decode blocks small (a GQA group of 4 fills the 4
+// warps); 4 reuses each K/V tile for 16 query rows in prefill when no tensor-core kernel takes it.
+int rows_per_warp(const PagedAttentionParams& p, bool tensor_cores) {
+  if (tensor_cores) return 1;
   const int64_t group = p.num_heads / p.num_kv_heads;
   return static_cast<int64_t>(p.num_tokens) * group >= 16ll * std::max(p.num_seqs, 1) ? 4 : 1;
 }
@@ -62,24 +65,33 @@ int target_per_head(int num_sms, int num_kv_heads) {
   return (2 * num_sms + num_kv_heads - 1) / num_kv_heads;
 }
 
-// Workspace layout: Plan, item_offset[num_seqs + 1], splits[num_seqs], then (256-aligned) the
-// partial outputs and their (max, sum) pairs.
+// Workspace of one launch class: Plan, item_offset[num_seqs + 1], splits[num_seqs], then
+// (256-aligned) the partial outputs and their (max, sum) pairs for blocks of `rows` rows.
 struct WorkspaceLayout {
   size_t item_offset, splits, partial_o, partial_ml, total;
 };
 
-WorkspaceLayout workspace_layout(const PagedAttentionParams& p, int num_sms) {
+WorkspaceLayout workspace_layout(int num_seqs, int num_kv_heads, int head_dim, int rows,
+                                 int num_sms) {
   auto align = [](size_t x) { return (x + 255) / 256 * 256; };
   WorkspaceLayout w{};
   w.item_offset = sizeof(Plan);
-  w.splits = w.item_offset + sizeof(int32_t) * (p.num_seqs + 1);
-  const int rows = attention_impl::kWarps * rows_per_warp(p);
-  const size_t partial_rows =
-      2ull * target_per_head(num_sms, p.num_kv_heads) * p.num_kv_heads * rows;
-  w.partial_o = align(w.splits + sizeof(int32_t) * p.num_seqs);
-  w.partial_ml = align(w.partial_o + partial_rows * p.head_dim * sizeof(float));
+  w.splits = w.item_offset + sizeof(int32_t) * (num_seqs + 1);
+  const size_t partial_rows = 2ull * target_per_head(num_sms, num_kv_heads) * num_kv_heads * rows;
+  w.partial_o = align(w.splits + sizeof(int32_t) * num_seqs);
+  w.partial_ml = align(w.partial_o + partial_rows * head_dim * sizeof(float));
   w.total = align(w.partial_ml + partial_rows * sizeof(float2));
   return w;
+}
+
+// The FMA class's layout (its largest rows) followed by the tensor-core class's.
+WorkspaceLayout fma_layout(const PagedAttentionParams& p, int num_sms) {
+  return workspace_layout(p.num_seqs, p.num_kv_heads, p.head_dim, attention_impl::kWarps * 4,
+                          num_sms);
+}
+WorkspaceLayout tc_layout(const PagedAttentionParams& p, int num_sms) {
+  return workspace_layout(p.num_seqs, p.num_kv_heads, p.head_dim, attention_impl::kTcRows,
+                          num_sms);
 }
 
 // One block: per-sequence chunks and lengths, the split decision, and the item prefix sums.
@@ -99,8 +111,9 @@ __global__ void __launch_bounds__(kPlanThreads)
   // Pass 1: chunks_s (kept in item_offset[s]) and the planned length (kept in splits[s]): the
   // most valid (virtual) slots of the sequence's KV heads in this layer.
   for (int s = threadIdx.x; s < p.num_seqs; s += kPlanThreads) {
-    const int q_len = p.qo_indptr[s + 1] - p.qo_indptr[s];
-    const int chunks = (q_len * p.group + rows - 1) / rows;
+    const int packed_rows = (p.qo_indptr[s + 1] - p.qo_indptr[s]) * p.group;
+    const bool mine = packed_rows >= p.min_packed_rows && packed_rows < p.max_packed_rows;
+    const int chunks = mine ? (packed_rows + rows - 1) / rows : 0;
     int len = p.kv_lens[s];
     if (p.kv_head_lens) {
       const int physical = len;
@@ -175,6 +188,8 @@ __global__ void __launch_bounds__(32 * kCombineRowsPerBlock)
     }
   }
   const int s = lo;
+  // Padding tokens past the last sequence, and sequences of the other launch class.
+  if (token >= p.qo_indptr[p.num_seqs] || p.item_offset[s + 1] == p.item_offset[s]) return;
   const int kv_head = head / p.group;
   const int packed = (token - p.qo_indptr[s]) * p.group + head % p.group;
   const int splits = p.splits[s];
@@ -183,22 +198,48 @@ __global__ void __launch_bounds__(32 * kCombineRowsPerBlock)
   auto partial = [&](int split) {
     return ((first_item + split) * p.num_kv_heads + kv_head) * rows + row;
   };
+  // Lanes read the splits' (max, sum) in parallel; each lane then owns 4 dimensions per pass and
+  // adds the splits' partial rows, their weights passed round by shuffles (independent loads).
   float max = -INFINITY;
-  for (int i = 0; i < splits; ++i) max = fmaxf(max, p.partial_ml[partial(i)].x);
+  for (int i = lane; i < splits; i += 32) max = fmaxf(max, p.partial_ml[partial(i)].x);
+  max = warp_max(max);
   float sum = 0.0f;
-  for (int i = 0; i < splits; ++i) {
+  for (int i = lane; i < splits; i += 32) {
     const float2 ml = p.partial_ml[partial(i)];
     if (ml.x != -INFINITY) sum += ml.y * exp2f(ml.x - max);
   }
+  sum = warp_sum(sum);
   const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
   bf16* dst = p.out + token * p.out_stride_token + head * p.out_stride_head;
-  for (int d = lane; d < p.head_dim; d += 32) {
-    float acc = 0.0f;
-    for (int i = 0; i < splits; ++i) {
-      const float2 ml = p.partial_ml[partial(i)];
-      if (ml.x != -INFINITY) acc += p.partial_o[partial(i) * p.head_dim + d] * exp2f(ml.x - max);
+  for (int pass = 0; pass < p.head_dim; pass += 128) {  // warp-uniform: every lane shuffles
+    const int d = pass + 4 * lane;
+    float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    for (int base = 0; base < splits; base += 32) {
+      float weight = 0.0f;  // split base + lane's
+      if (base + lane < splits) {
+        const float2 ml = p.partial_ml[partial(base + lane)];
+        if (ml.x != -INFINITY) weight = exp2f(ml.x - max);
+      }
+      const int n = min(32, splits - base);
+#pragma unroll 4
+      for (int j = 0; j < n; ++j) {
+        const float w = __shfl_sync(0xffffffffu, weight, j);
+        if (d < p.head_dim) {
+          const float4 o =
+              *reinterpret_cast<const float4*>(p.partial_o + partial(base + j) * p.head_dim + d);
+          acc.x += o.x * w;
+          acc.y += o.y * w;
+          acc.z += o.z * w;
+          acc.w += o.w * w;
+        }
+      }
     }
-    dst[d] = __float2bfloat16_rn(acc * inv);
+    if (d < p.head_dim) {
+      dst[d] = __float2bfloat16_rn(acc.x * inv);
+      dst[d + 1] = __float2bfloat16_rn(acc.y * inv);
+      dst[d + 2] = __float2bfloat16_rn(acc.z * inv);
+      dst[d + 3] = __float2bfloat16_rn(acc.w * inv);
+    }
   }
 }
 
@@ -230,8 +271,63 @@ bool attention_supports(int head_dim, DType kv_dtype) {
 }
 
 size_t attention_workspace_bytes(const PagedAttentionParams& params, int num_sms) {
-  return workspace_layout(params, num_sms).total;
+  return fma_layout(params, num_sms).total + tc_layout(params, num_sms).total;
 }
+
+bool attention_uses_tensor_cores(const PagedAttentionParams& p) {
+  auto aligned = [](const void* ptr, int64_t stride_token, int64_t stride_head) {
+    return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && stride_token % 8 == 0 &&
+           stride_head % 8 == 0;
+  };
+  return p.tensor_cores && p.kv_dtype == DType::kBF16 && (p.head_dim == 64 || p.head_dim == 128) &&
+         aligned(p.q, p.q_stride_token, p.q_stride_head) &&
+         aligned(p.out, p.out_stride_token, p.out_stride_head);
+}
+
+namespace {
+
+// Plans and runs one launch class (the sequences whose packed rows fall in [lo, hi)) with its
+// part of the workspace: the plan, the main kernel, and the combine of split-K partials.
+void run_class(Launch launch, const PagedAttentionParams& params, int lo, int hi, int rows,
+               bool tensor_cores, char* base, const WorkspaceLayout& w, int num_sms,
+               cudaStream_t stream) {
+  launch.min_packed_rows = lo;
+  launch.max_packed_rows = hi;
+  launch.plan = reinterpret_cast<const Plan*>(base);
+  launch.item_offset = reinterpret_cast<const int32_t*>(base + w.item_offset);
+  launch.splits = reinterpret_cast<const int32_t*>(base + w.splits);
+  launch.partial_o = reinterpret_cast<float*>(base + w.partial_o);
+  launch.partial_ml = reinterpret_cast<float2*>(base + w.partial_ml);
+  const int target = target_per_head(num_sms, params.num_kv_heads);
+  attention_plan_kernel<<<1, kPlanThreads, 0, stream>>>(
+      launch, rows, target, reinterpret_cast<Plan*>(base),
+      reinterpret_cast<int32_t*>(base + w.item_offset), reinterpret_cast<int32_t*>(base + w.splits));
+  SIEVE_CUDA_CHECK_LAUNCH();
+
+  // Items never exceed base + target (see the file comment); base <= ⌈rows_total / rows⌉ + seqs.
+  const int64_t packed_rows = static_cast<int64_t>(params.num_tokens) * launch.group;
+  const int64_t grid_items = (packed_rows + rows - 1) / rows + params.num_seqs + target;
+  SIEVE_CHECK_LE(grid_items, INT_MAX);
+  if (tensor_cores) {
+    params.head_dim == 64
+        ? attention_impl::run_tc_attention_kernel<64>(launch, static_cast<int>(grid_items), stream)
+        : attention_impl::run_tc_attention_kernel<128>(launch, static_cast<int>(grid_items),
+                                                       stream);
+  } else if (params.kv_dtype == DType::kBF16) {
+    run_instance<bf16>(launch, rows / attention_impl::kWarps, static_cast<int>(grid_items), stream);
+  } else {
+    run_instance<float>(launch, rows / attention_impl::kWarps, static_cast<int>(grid_items),
+                        stream);
+  }
+  const int64_t out_rows = static_cast<int64_t>(params.num_tokens) * params.num_heads;
+  attention_combine_kernel<<<static_cast<unsigned>((out_rows + kCombineRowsPerBlock - 1) /
+                                                   kCombineRowsPerBlock),
+                             32 * kCombineRowsPerBlock, 0, stream>>>(launch, rows, params.num_heads,
+                                                                     params.num_tokens);
+  SIEVE_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
 
 void launch_attention(const PagedAttentionParams& params, void* workspace, int num_sms,
                       cudaStream_t stream) {
@@ -242,8 +338,6 @@ void launch_attention(const PagedAttentionParams& params, void* workspace, int n
   SIEVE_CHECK_EQ(params.kv_head_lens == nullptr, params.kv_gap_ends == nullptr)
       << "kv_head_lens and kv_gap_ends come together";
   if (params.num_tokens == 0 || params.num_seqs == 0) return;
-  const WorkspaceLayout w = workspace_layout(params, num_sms);
-  auto* base = static_cast<char*>(workspace);
   Launch launch{};
   launch.q = static_cast<const bf16*>(params.q);
   launch.q_stride_token = params.q_stride_token;
@@ -268,35 +362,25 @@ void launch_attention(const PagedAttentionParams& params, void* workspace, int n
   launch.kv_head_lens = params.kv_head_lens;
   launch.kv_gap_ends = params.kv_gap_ends;
   launch.scale_log2 = params.scale * 1.4426950408889634f;
-  launch.plan = reinterpret_cast<const Plan*>(base);
-  launch.item_offset = reinterpret_cast<const int32_t*>(base + w.item_offset);
-  launch.splits = reinterpret_cast<const int32_t*>(base + w.splits);
-  launch.partial_o = reinterpret_cast<float*>(base + w.partial_o);
-  launch.partial_ml = reinterpret_cast<float2*>(base + w.partial_ml);
 
-  const int rpw = rows_per_warp(params);
-  const int rows = attention_impl::kWarps * rpw;
-  const int target = target_per_head(num_sms, params.num_kv_heads);
-  attention_plan_kernel<<<1, kPlanThreads, 0, stream>>>(
-      launch, rows, target, reinterpret_cast<Plan*>(base),
-      reinterpret_cast<int32_t*>(base + w.item_offset), reinterpret_cast<int32_t*>(base + w.splits));
-  SIEVE_CUDA_CHECK_LAUNCH();
-
-  // Items never exceed base + target (see the file comment); base <= ⌈rows_total / rows⌉ + seqs.
-  const int64_t packed_rows = static_cast<int64_t>(params.num_tokens) * launch.group;
-  const int64_t grid_items = (packed_rows + rows - 1) / rows + params.num_seqs + target;
-  SIEVE_CHECK_LE(grid_items, INT_MAX);
-  if (params.kv_dtype == DType::kBF16) {
-    run_instance<bf16>(launch, rpw, static_cast<int>(grid_items), stream);
-  } else {
-    run_instance<float>(launch, rpw, static_cast<int>(grid_items), stream);
+  // Sequences with a tile's worth of packed rows go to the tensor-core kernel, the rest to the
+  // FMA kernel; the host's bounds on q_len (0: unknown) skip a class no sequence is in.
+  const bool tensor_cores = attention_uses_tensor_cores(params);
+  const int split = tensor_cores ? attention_impl::kTcRows : INT_MAX;
+  const int64_t group = launch.group;
+  const bool fma_class = params.min_q_len <= 0 || params.min_q_len * group < split;
+  const bool tc_class =
+      tensor_cores && (params.max_q_len <= 0 || params.max_q_len * group >= split);
+  char* base = static_cast<char*>(workspace);
+  const WorkspaceLayout fma = fma_layout(params, num_sms);
+  if (fma_class) {
+    const int rows = attention_impl::kWarps * rows_per_warp(params, tensor_cores);
+    run_class(launch, params, 0, split, rows, false, base, fma, num_sms, stream);
   }
-  const int64_t out_rows = static_cast<int64_t>(params.num_tokens) * params.num_heads;
-  attention_combine_kernel<<<static_cast<unsigned>((out_rows + kCombineRowsPerBlock - 1) /
-                                                   kCombineRowsPerBlock),
-                             32 * kCombineRowsPerBlock, 0, stream>>>(launch, rows, params.num_heads,
-                                                                     params.num_tokens);
-  SIEVE_CUDA_CHECK_LAUNCH();
+  if (tc_class) {
+    run_class(launch, params, split, INT_MAX, attention_impl::kTcRows, true, base + fma.total,
+              tc_layout(params, num_sms), num_sms, stream);
+  }
 }
 
 }  // namespace sieve::kernels::cuda

@@ -30,6 +30,9 @@ constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
 constexpr int kTile = 32;         // KV slots per shared-memory tile
 constexpr int kMaxHeadDim = 256;  // the generic (kHeadDim = 0) instance's bound
+// Packed query rows per block of the tensor-core kernel (attention_tc_kernel.cuh): sequences with
+// at least this many packed rows in a step (prefill chunks) go to it, the others to the FMA kernel.
+constexpr int kTcRows = 64;
 
 // The device plan written by the plan kernel into the workspace.
 struct Plan {
@@ -56,6 +59,8 @@ struct Launch {
   const int32_t* kv_lens;
   const int32_t* kv_head_lens;
   const int32_t* kv_gap_ends;
+  // The sequences this launch takes: q_len · group in [min_packed_rows, max_packed_rows).
+  int min_packed_rows, max_packed_rows;
   float scale_log2;  // softmax scale times log2(e)
   const Plan* plan;
   const int32_t* item_offset;  // [num_seqs + 1]
@@ -83,5 +88,8 @@ size_t smem_bytes(int rows, int head_dim) {
 // Launches the main kernel for one instance; defined in attention_kernel.cuh's instances.
 template <typename KvT, int kHeadDim, int kRowsPerWarp>
 void run_attention_kernel(const Launch& launch, int grid_items, cudaStream_t stream);
+// The tensor-core kernel (bf16 K/V only); defined in attention_tc_kernel.cuh's instances.
+template <int kHeadDim>
+void run_tc_attention_kernel(const Launch& launch, int grid_items, cudaStream_t stream);
 
 }  // namespace sieve::kernels::cuda::attention_impl

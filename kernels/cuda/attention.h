@@ -1,8 +1,10 @@
 #pragma once
 // Paged attention launcher (plain C++): causal attention of a flat varlen batch (decode rows and
 // prefill chunks together) over the paged KV arena of kernels/backend.h, GQA-aware, split along
-// the context for long sequences (flash-decoding) with a combine step. Compacted sequences read
-// [0, kv_head_lens) and [kv_gap_ends, causal limit) of each head, as AttentionArgs says.
+// the context for long sequences (flash-decoding) with a combine step. Decode rows run on CUDA
+// cores, prefill chunks on tensor cores (mma.sync, FlashAttention-2's scheme). Compacted
+// sequences read [0, kv_head_lens) and [kv_gap_ends, causal limit) of each head, as
+// AttentionArgs says.
 
 #include <cuda_runtime.h>
 
@@ -35,10 +37,18 @@ struct PagedAttentionParams {
   const int32_t* kv_head_lens = nullptr;  // optional [num_seqs, num_layers, num_kv_heads]
   const int32_t* kv_gap_ends = nullptr;   // [num_seqs]; given with kv_head_lens
   float scale = 1.0f;
+  // Host-known bounds of the sequences' query lengths (0: unknown): a launch class no sequence
+  // falls in is skipped.
+  int min_q_len = 0, max_q_len = 0;
+  bool tensor_cores = false;  // the device has bf16 mma (sm_80 and later)
 };
 
 // Whether the kernels support this head_dim and KV dtype (head_dim a multiple of 8, <= 256).
 bool attention_supports(int head_dim, DType kv_dtype);
+
+// Whether prefill chunks of this launch run on the tensor-core kernel (bf16 K/V, head_dim 64 or
+// 128, 16-byte aligned q/out rows, a device with bf16 mma); otherwise everything runs on the FMA one.
+bool attention_uses_tensor_cores(const PagedAttentionParams& params);
 
 // Device scratch the launch needs (plan, split partials) on a GPU of `num_sms` multiprocessors.
 size_t attention_workspace_bytes(const PagedAttentionParams& params, int num_sms);

@@ -1,6 +1,7 @@
-// RoPE: one block per token; cos/sin of the token's angles are computed once into shared memory
-// (full-precision sincosf on the same float angle the CPU reference uses), then every q and k head
-// of the token is rotated.
+// RoPE: blocks along the tokens (grid.x) and the token's q and k heads (grid.y, kHeadsPerBlock
+// each, so a decode step of a few tokens still spreads over the GPU); a block computes cos/sin of
+// the token's angles into shared memory (full-precision sincosf on the same float angle the CPU
+// reference uses), then rotates its heads.
 
 #include "core/check.h"
 #include "kernels/cuda/check.h"
@@ -12,6 +13,7 @@ namespace {
 
 constexpr int kThreads = 128;
 constexpr int kMaxHalf = 512;
+constexpr int kHeadsPerBlock = 4;
 
 __device__ __forceinline__ void rotate(bf16* x, int i, int half, float c, float s) {
   const float a = __bfloat162float(x[i]);
@@ -36,9 +38,10 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
   const int q_heads = static_cast<int>(q.sizes[1]);
   const int k_heads = static_cast<int>(k.sizes[1]);
-  const int work = (q_heads + k_heads) * half;
-  for (int w = threadIdx.x; w < work; w += kThreads) {
-    const int head = w / half, i = w % half;
+  const int first = blockIdx.y * kHeadsPerBlock;
+  const int heads = min(kHeadsPerBlock, q_heads + k_heads - first);
+  for (int w = threadIdx.x; w < heads * half; w += kThreads) {
+    const int head = first + w / half, i = w % half;
     bf16* x = head < q_heads
                   ? static_cast<bf16*>(q.data) + q.row_offset(t * q_heads + head)
                   : static_cast<bf16*>(k.data) + k.row_offset(t * k_heads + head - q_heads);
@@ -54,7 +57,10 @@ void launch_rope(const StridedRows& q, const StridedRows& k, const int32_t* posi
   const int64_t tokens = q.sizes[0];
   if (tokens == 0 || half == 0) return;
   SIEVE_CHECK_LE(half, kMaxHalf) << "rotary half-dimension";
-  rope_kernel<<<static_cast<unsigned>(tokens), kThreads, 0, stream>>>(
+  const int64_t heads = q.sizes[1] + k.sizes[1];
+  const dim3 grid(static_cast<unsigned>(tokens),
+                  static_cast<unsigned>((heads + kHeadsPerBlock - 1) / kHeadsPerBlock));
+  rope_kernel<<<grid, kThreads, 0, stream>>>(
       q, k, positions, inv_freq, inv_freq_row_stride, half, attention_scaling);
   SIEVE_CUDA_CHECK_LAUNCH();
 }

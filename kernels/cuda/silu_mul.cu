@@ -1,4 +1,7 @@
-// SwiGLU: one block per row, 16-byte vectors where the rows allow them.
+// SwiGLU: blocks along the rows (grid.x) and along each row (grid.y, so a decode step of a few
+// rows still spreads over the GPU), 16-byte vectors where the rows allow them.
+
+#include <algorithm>
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/common.cuh"
@@ -18,7 +21,9 @@ __global__ void __launch_bounds__(kThreads) silu_mul_kernel(StridedRows out, Str
   const bf16* g = static_cast<const bf16*>(gate_up.data) + gate_up.row_offset(row);
   const bf16* u = g + f;
   bf16* o = static_cast<bf16*>(out.data) + out.row_offset(row);
-  for (int64_t i = static_cast<int64_t>(threadIdx.x) * kVec; i < f; i += kThreads * kVec) {
+  const int64_t stride = static_cast<int64_t>(gridDim.y) * kThreads * kVec;
+  for (int64_t i = (static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x) * kVec; i < f;
+       i += stride) {
     if constexpr (kVec == 8) {
       float gv[8], uv[8];
       load16(g + i, gv);
@@ -39,10 +44,15 @@ void launch_silu_mul(const StridedRows& out, const StridedRows& gate_up, cudaStr
   if (rows == 0) return;
   // The up half starts f elements into the row: it must be 16-byte aligned too.
   const bool vec = out.vectorizable(2) && gate_up.vectorizable(2) && out.row_size % 8 == 0;
+  const int kVec = vec ? 8 : 1;
+  // About 256 blocks in all, each at least one pass of its threads.
+  const int64_t per_row = (out.row_size + kThreads * kVec - 1) / (kThreads * kVec);
+  const int64_t split = std::clamp<int64_t>(256 / rows, 1, per_row);
+  const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(split));
   if (vec) {
-    silu_mul_kernel<8><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(out, gate_up);
+    silu_mul_kernel<8><<<grid, kThreads, 0, stream>>>(out, gate_up);
   } else {
-    silu_mul_kernel<1><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(out, gate_up);
+    silu_mul_kernel<1><<<grid, kThreads, 0, stream>>>(out, gate_up);
   }
   SIEVE_CUDA_CHECK_LAUNCH();
 }

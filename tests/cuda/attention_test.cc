@@ -3,12 +3,13 @@
 // shuffled pages; every slot no sequence may read is NaN in both, so a kernel that reads past a
 // length or a causal limit fails. Cases: several sequences, GQA 4:1 / 3:1 and 1:1, head_dim 64,
 // 128 and the generic 16/48, decode rows and prefill chunks over history in one batch, long
-// contexts (split-K and its combine), compacted sequences (per-(layer, KV head) survivors, a dead
-// gap, then the tokens appended since), odd page sizes.
+// contexts (split-K and its combine), long prompts on the tensor-core kernel, compacted sequences
+// (per-(layer, KV head) survivors, a dead gap, then the tokens appended since), odd page sizes.
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -32,6 +33,7 @@ struct Case {
   int num_heads, num_kv_heads, head_dim, tokens_per_page;
   bool per_head_lens = false;
   DType kv_dtype = DType::kBF16;
+  bool q_len_bounds = false;  // pass the host's min/max q_len (kernel classes are skipped)
 };
 
 // The slot offset (in elements) of (layer, page, K or V, head, slot in page).
@@ -149,6 +151,13 @@ void run_case(const Case& c, uint32_t seed) {
   args.kv_lens = d_kv_lens;
   args.kv_head_lens = c.per_head_lens ? d_head_lens.view() : TensorView();
   args.kv_gap_ends = c.per_head_lens ? d_gap_ends.view() : TensorView();
+  if (c.q_len_bounds) {
+    args.min_q_len = INT32_MAX;
+    for (const Seq& s : c.seqs) {
+      args.min_q_len = std::min(args.min_q_len, s.q_len);
+      args.max_q_len = std::max(args.max_q_len, s.q_len);
+    }
+  }
   gpu.attention(args);
 
   const Tensor got_buffer = download(gpu, d_out_buffer);
@@ -199,6 +208,23 @@ TEST_P(CudaAttention, LongContextsSplitAlongTheContext) {
   run_case({{{long_len, 1}}, 8, 8, 64, 16}, GetParam());
   // Prefill chunks of a few rows over a long history: several chunks per sequence, each split.
   run_case({{{3000 + 40, 40}, {long_len, 1}}, 8, 2, 128, 16}, GetParam());
+}
+
+// Long prompts take the tensor-core kernel (many 64-row tiles, 64-slot K/V tiles, causal edges
+// inside a tile), decode rows the FMA kernel, in one batch; with and without the host's q_len
+// bounds, which skip the kernel class no sequence needs.
+TEST_P(CudaAttention, LongPromptsOnTensorCoresBesideDecodeRows) {
+  SIEVE_GPU_OR_SKIP();
+  std::mt19937 rng(GetParam() + 500);
+  std::vector<Seq> seqs = {{1000 + 300, 1000}, {333, 333}, {77 + 16, 16}};
+  for (const Seq& s : random_seqs(rng, 5, 900, 1)) seqs.push_back(s);
+  for (const bool bounds : {false, true}) {
+    run_case({seqs, 32, 8, 128, 16, false, DType::kBF16, bounds}, GetParam());
+    run_case({seqs, 8, 8, 64, 16, false, DType::kBF16, bounds}, GetParam());
+  }
+  // Prompts only (bounds skip the FMA kernel), odd lengths, 32-slot pages.
+  run_case({{{257, 257}, {1500 + 3, 1500}}, 16, 4, 128, 32, false, DType::kBF16, true},
+           GetParam());
 }
 
 TEST_P(CudaAttention, CompactedSequencesSkipTheirDeadGaps) {
