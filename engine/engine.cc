@@ -33,14 +33,18 @@ struct Engine::SeqState {
   int index = 0;
   std::unique_ptr<models::IncrementalDetokenizer> detokenizer;
   StopStringFilter stops;
-  std::unordered_map<int32_t, int> output_counts;
+  std::optional<PenaltyTokens> penalty_tokens;  // with penalties only
   int num_output = 0;
 
   SeqState(RequestState* r, int i, std::unique_ptr<models::IncrementalDetokenizer> d)
       : request(r),
         index(i),
         detokenizer(std::move(d)),
-        stops(r->request.params.stop, r->request.params.include_stop_str_in_output) {}
+        stops(r->request.params.stop, r->request.params.include_stop_str_in_output) {
+    if (has_penalties(r->request.params)) {
+      penalty_tokens.emplace(r->request.params, r->request.prompt_token_ids);
+    }
+  }
 };
 
 Engine::Engine(models::Transformer& model, kernels::Backend& backend,
@@ -88,7 +92,10 @@ Status Engine::init() {
   const size_t bf16_token_bytes = 2ull * 2 * c.num_layers * c.num_kv_heads * c.head_dim;
   const size_t page_bytes = bf16_token_bytes * config_.page_tokens;
   int num_pages = config_.num_kv_pages;
-  if (num_pages <= 0) num_pages = static_cast<int>(config_.kv_cache_bytes / page_bytes);
+  if (num_pages <= 0) {
+    ASSIGN_OR_RETURN(const size_t bytes, kv_cache_bytes());
+    num_pages = static_cast<int>(std::min<size_t>(bytes / page_bytes, INT32_MAX));
+  }
   if (num_pages < 1) {
     return InvalidArgumentError("the KV cache holds no page: raise the KV cache size");
   }
@@ -103,10 +110,10 @@ Status Engine::init() {
   layout_ = {c.num_layers, c.num_kv_heads, c.head_dim, tokens_per_page, num_pages, dtype};
   ASSIGN_OR_RETURN(arena_,
                    backend_.allocate(DType::kU8, {static_cast<int64_t>(layout_.arena_bytes())}));
-  ASSIGN_OR_RETURN(logits_, backend_.allocate(DType::kF32, {config_.max_num_seqs, c.vocab_size}));
   ASSIGN_OR_RETURN(prompt_logits_, backend_.allocate(DType::kF32, {kPromptLogitRows, c.vocab_size}));
+  ASSIGN_OR_RETURN(fork_logits_, backend_.allocate(DType::kF32, {kForkRows, c.vocab_size}));
+  host_logits_ = Tensor::empty(DType::kF32, {config_.max_num_seqs, c.vocab_size});
   if (backend_.kind() != kernels::BackendKind::kCpu) {
-    host_logits_ = Tensor::empty(DType::kF32, {config_.max_num_seqs, c.vocab_size});
     host_prompt_logits_ = Tensor::empty(DType::kF32, {kPromptLogitRows, c.vocab_size});
   }
 
@@ -116,10 +123,43 @@ Status Engine::init() {
   sched.max_model_len = max_model_len_;
   scheduler_ = std::make_unique<scheduler::Scheduler>(sched, *kv_);
   stats_.kv_pages_total = num_pages;
-  spdlog::info("KV cache: {} pages of {} tokens ({} tokens, {:.1f} MiB)", num_pages,
-               tokens_per_page, static_cast<int64_t>(num_pages) * tokens_per_page,
-               layout_.arena_bytes() / 1048576.0);
+  const int64_t kv_tokens = static_cast<int64_t>(num_pages) * tokens_per_page;
+  spdlog::info("KV cache: {} pages of {} tokens: {} tokens fit ({:.2f} GiB; {:.1f} requests of "
+               "{} tokens)",
+               num_pages, tokens_per_page, kv_tokens, layout_.arena_bytes() / 1073741824.0,
+               static_cast<double>(kv_tokens) / max_model_len_, max_model_len_);
+  RETURN_IF_ERROR(model_.capture_graphs(arena_, layout_));
   return OkStatus();
+}
+
+// vLLM's split of a GPU's memory: the weights and activations are already allocated; the KV
+// cache takes gpu_memory_utilization of the device less what is in use, less a headroom for
+// what comes later (decode graphs, cuBLAS workspaces, sampling scratch).
+StatusOr<size_t> Engine::kv_cache_bytes() const {
+  if (config_.kv_cache_bytes > 0) return config_.kv_cache_bytes;
+  const auto memory = backend_.memory_info();
+  if (!memory) return size_t{1} << 30;
+  const double utilization = config_.gpu_memory_utilization;
+  if (!(utilization > 0 && utilization <= 1)) {
+    return InvalidArgumentError("gpu_memory_utilization must be in (0, 1], got " +
+                                std::to_string(utilization));
+  }
+  constexpr size_t kHeadroom = size_t{512} << 20;
+  const auto [free_bytes, total_bytes] = *memory;
+  const size_t used = total_bytes - free_bytes;
+  const size_t budget = static_cast<size_t>(utilization * static_cast<double>(total_bytes));
+  const double gib = 1073741824.0;
+  if (budget <= used + kHeadroom) {
+    return ResourceExhaustedError(
+        "no GPU memory left for the KV cache: gpu_memory_utilization " +
+        std::to_string(utilization) + " of " + std::to_string(total_bytes / gib) +
+        " GiB, of which weights and activations already use " + std::to_string(used / gib) +
+        " GiB");
+  }
+  spdlog::info("GPU memory: {:.1f} GiB; weights and activations {:.1f} GiB; "
+               "gpu_memory_utilization {:.2f} leaves {:.1f} GiB for the KV cache",
+               total_bytes / gib, used / gib, utilization, (budget - used - kHeadroom) / gib);
+  return budget - used - kHeadroom;
 }
 
 StatusOr<std::shared_ptr<OutputStream>> Engine::add_request(Request request) {
@@ -238,7 +278,7 @@ bool Engine::step() {
   timer_.restart();
   kv_->clear_released();  // finish_seq took those of last step's finished sequences
   drain_inbox();
-  const scheduler::SchedulerOutput out = scheduler_->schedule();
+  const scheduler::SchedulerOutput& out = scheduler_->schedule();
   timer_.mark(StepPhase::kSchedule);
   for (const scheduler::FinishedSeq& f : out.finished) finish_seq(f);
   stats_.preemptions += static_cast<int64_t>(out.preempted.size());
@@ -266,9 +306,8 @@ void Engine::run_step(const scheduler::SchedulerOutput& out) {
   }
   build_batch(out);
   timer_.mark(StepPhase::kSchedule);
-  const int64_t num_logits = static_cast<int64_t>(batch_.logits_indices.size());
-  if (num_logits > 0 || batch_.num_tokens() > 0) {
-    model_.forward(batch_, arena_, layout_, logits_.view().slice(0, 0, num_logits));
+  if (batch_.num_tokens() > 0) {
+    step_logits_ = model_.forward(batch_, arena_, layout_);
   }
   timer_.mark(StepPhase::kModel);
   for (const scheduler::ScheduledSeq& s : out.scheduled) {
@@ -283,7 +322,7 @@ void Engine::run_step(const scheduler::SchedulerOutput& out) {
     }
   }
   prompt_logprobs_step(out);
-  const std::vector<scheduler::SeqOutput> sampled = sample_step(out);
+  const std::vector<scheduler::SeqOutput>& sampled = sample_step(out);
   const std::vector<scheduler::FinishedSeq> finished = scheduler_->update(sampled);
   timer_.mark(StepPhase::kSchedule);
   for (const scheduler::FinishedSeq& f : finished) finish_seq(f);
@@ -300,7 +339,8 @@ void Engine::build_batch(const scheduler::SchedulerOutput& out) {
   b.kv_head_lens.clear();
   b.kv_gap_ends.clear();
   logits_row_of_scheduled_.assign(out.scheduled.size(), -1);
-  std::vector<kvcache::BatchSeq> tables;
+  std::vector<kvcache::BatchSeq>& tables = batch_tables_;
+  tables.clear();
   bool any_compacted = false;
   for (size_t i = 0; i < out.scheduled.size(); ++i) {
     const scheduler::ScheduledSeq& s = out.scheduled[i];
@@ -319,12 +359,13 @@ void Engine::build_batch(const scheduler::SchedulerOutput& out) {
       b.logits_indices.push_back(b.qo_indptr.back() - 1);
     }
   }
-  kvcache::BatchPageTables pt;
+  // Swapped, not moved: both sides keep their capacity for the next step.
+  kvcache::BatchPageTables& pt = page_tables_;
   kvcache::build_batch_page_tables(tables, &pt);
-  b.kv_indptr = std::move(pt.kv_indptr);
-  b.kv_indices = std::move(pt.kv_indices);
-  b.kv_lens = std::move(pt.kv_lens);
-  b.slot_mapping = std::move(pt.slot_mapping);
+  b.kv_indptr.swap(pt.kv_indptr);
+  b.kv_indices.swap(pt.kv_indices);
+  b.kv_lens.swap(pt.kv_lens);
+  b.slot_mapping.swap(pt.slot_mapping);
   if (any_compacted) {
     const int per_seq = layout_.num_layers * layout_.num_kv_heads;
     for (size_t i = 0; i < out.scheduled.size(); ++i) {
@@ -340,9 +381,9 @@ void Engine::build_batch(const scheduler::SchedulerOutput& out) {
   }
 }
 
-const float* Engine::logits_on_host(const Tensor& device, Tensor& host, int64_t rows) {
+const float* Engine::logits_on_host(const TensorView& device, Tensor& host, int64_t rows) {
   if (backend_.kind() == kernels::BackendKind::kCpu) return device.data<float>();
-  backend_.copy(host.view().slice(0, 0, rows), device.view().slice(0, 0, rows));
+  backend_.copy(host.view().slice(0, 0, rows), device.slice(0, 0, rows));
   backend_.synchronize();
   return host.data<float>();
 }
@@ -388,114 +429,110 @@ void Engine::prompt_logprobs_step(const scheduler::SchedulerOutput& out) {
   }
 }
 
-std::vector<scheduler::SeqOutput> Engine::sample_step(const scheduler::SchedulerOutput& out) {
-  // Who samples, and from which logits row: scheduled sequences, then forks (parent's row).
-  struct Draw {
-    SeqId seq;
-    RequestId request;
-    int index;
-    int row;
-  };
-  std::vector<Draw> draws;
-  std::unordered_map<SeqId, int> row_of_seq;
+const std::vector<scheduler::SeqOutput>& Engine::sample_step(
+    const scheduler::SchedulerOutput& out) {
+  // Who samples, and from which logits row: scheduled sequences (their rows in order), then
+  // forks, which draw from their parent's row.
+  draws_.clear();
+  sampling_.clear();
   for (size_t i = 0; i < out.scheduled.size(); ++i) {
     const scheduler::ScheduledSeq& s = out.scheduled[i];
     if (!s.sample) continue;
-    draws.push_back({s.seq_id, s.request_id, s.sample_index, logits_row_of_scheduled_[i]});
-    row_of_seq[s.seq_id] = logits_row_of_scheduled_[i];
+    draws_.push_back({&seq_state(s.seq_id, s.request_id, s.sample_index), s.seq_id,
+                      logits_row_of_scheduled_[i]});
   }
+  const int64_t num_rows = static_cast<int64_t>(draws_.size());
   for (const scheduler::Fork& f : out.forks) {
+    const auto parent = std::find_if(draws_.begin(), draws_.begin() + num_rows,
+                                     [&](const Draw& d) { return d.seq == f.parent; });
+    SIEVE_CHECK(parent != draws_.begin() + num_rows) << "fork of unsampled " << f.parent;
+    const int row = parent->row;
     const scheduler::Sequence* child = scheduler_->find(f.child);
     SIEVE_CHECK(child != nullptr);
-    draws.push_back({f.child, child->request_id, f.sample_index, row_of_seq.at(f.parent)});
+    draws_.push_back({&seq_state(f.child, child->request_id, f.sample_index), f.child, row});
   }
-  if (draws.empty()) return {};
-  const int64_t vocab = model_.config().vocab_size;
-  const int64_t n = static_cast<int64_t>(draws.size());
-  std::vector<float> temperature(n), top_p(n), min_p(n);
-  std::vector<int32_t> top_k(n), tokens(n);
-  std::vector<int64_t> seeds(n), steps(n);
-  // Plain draws (no penalties, masks or logprobs, one row each in order) sample straight from
-  // the logits on the device; anything else processes its rows on the host first.
-  bool plain = true;
-  for (int64_t d = 0; d < n; ++d) {
-    const Draw& draw = draws[d];
-    SeqState& st = seq_state(draw.seq, draw.request, draw.index);
-    const SamplingParams& p = st.request->request.params;
-    temperature[d] = p.temperature;
-    top_k[d] = p.top_k;
-    top_p[d] = p.top_p;
-    min_p[d] = p.min_p;
-    seeds[d] = static_cast<int64_t>(splitmix64(st.request->seed + static_cast<uint64_t>(draw.index)));
-    steps[d] = st.num_output;
-    plain = plain && draw.row == d && p.logprobs < 0 && p.repetition_penalty == 1.0f &&
-            p.frequency_penalty == 0.0f && p.presence_penalty == 0.0f &&
-            st.num_output >= p.min_tokens;
+  sampled_.resize(draws_.size());
+  if (draws_.empty()) return sampled_;
+  for (const Draw& draw : draws_) {
+    const SeqState& st = *draw.state;
+    sampling_.add(st.request->request.params,
+                  splitmix64(st.request->seed + static_cast<uint64_t>(st.index)), st.num_output,
+                  st.penalty_tokens ? &*st.penalty_tokens : nullptr, eos_token_ids_);
   }
-  const float* logits = nullptr;  // host logits, for the processed path and logprobs
-  TensorView sample_rows = logits_.view().slice(0, 0, n);
-  Tensor rows;
-  if (!plain) {
-    logits = logits_on_host(logits_, host_logits_,
-                            static_cast<int64_t>(batch_.logits_indices.size()));
-    rows = Tensor::empty(DType::kF32, {n, vocab});
-    for (int64_t d = 0; d < n; ++d) {
-      const Draw& draw = draws[d];
-      SeqState& st = *seqs_.at(draw.seq);
-      const SamplingParams& p = st.request->request.params;
-      const scheduler::Sequence* seq = scheduler_->find(draw.seq);
-      std::span<float> row(rows.data<float>() + d * vocab, vocab);
-      std::memcpy(row.data(), logits + static_cast<int64_t>(draw.row) * vocab,
-                  vocab * sizeof(float));
-      apply_penalties(row, p,
-                      std::span<const int32_t>(seq->token_ids).first(seq->num_prompt_tokens),
-                      st.output_counts);
-      if (st.num_output < p.min_tokens) {
-        mask_tokens(row, p.stop_token_ids);
-        if (!p.ignore_eos) mask_tokens(row, eos_token_ids_);
-      }
+  // Forks first: their copies of a parent's row are taken before the parent's own row is
+  // penalized in place.
+  num_host_rows_ = 0;
+  const int64_t n = static_cast<int64_t>(draws_.size());
+  for (int64_t begin = num_rows; begin < n; begin += kForkRows) {
+    const int64_t end = std::min<int64_t>(n, begin + kForkRows);
+    const TensorView rows = fork_logits_.view().slice(0, 0, end - begin);
+    for (int64_t d = begin; d < end; ++d) {
+      backend_.copy(rows.select(0, d - begin), step_logits_.select(0, draws_[d].row));
     }
-    sample_rows = rows;
+    sample_rows(rows, begin, end);
   }
-  backend_.sample({sample_rows, TensorView(temperature.data(), DType::kF32, {n}),
-                   TensorView(top_k.data(), DType::kI32, {n}),
-                   TensorView(top_p.data(), DType::kF32, {n}),
-                   TensorView(min_p.data(), DType::kF32, {n}),
-                   TensorView(seeds.data(), DType::kI64, {n}),
-                   TensorView(steps.data(), DType::kI64, {n}),
-                   TensorView(tokens.data(), DType::kI32, {n})});
+  sample_rows(step_logits_.slice(0, 0, num_rows), 0, num_rows);
   timer_.mark(StepPhase::kSample);
-  std::vector<scheduler::SeqOutput> outputs;
+
+  const int64_t vocab = model_.config().vocab_size;
+  const std::span<const int32_t> tokens = sampling_.tokens();
   for (int64_t d = 0; d < n; ++d) {
-    const Draw& draw = draws[d];
-    SeqState& st = *seqs_.at(draw.seq);
+    const Draw& draw = draws_[d];
+    SeqState& st = *draw.state;
     const SamplingParams& p = st.request->request.params;
+    const int32_t token = tokens[d];
     std::optional<TokenLogprob> logprob;
     // Logprobs come from the raw distribution (before penalties), as vLLM reports them.
     if (p.logprobs >= 0) {
       logprob = compute_logprob(
-          std::span<const float>(logits + static_cast<int64_t>(draw.row) * vocab, vocab),
-          tokens[d], p.logprobs);
+          std::span<const float>(host_logits_.data<float>() + draw.host_row * vocab, vocab), token,
+          p.logprobs);
     }
-    scheduler::SeqOutput o{draw.seq, {tokens[d]}, FinishReason::kNone};
-    const bool is_eos = std::find(eos_token_ids_.begin(), eos_token_ids_.end(), tokens[d]) !=
-                        eos_token_ids_.end();
+    scheduler::SeqOutput& o = sampled_[d];
+    o.seq_id = draw.seq;
+    o.token_ids.assign(1, token);
+    o.finish = FinishReason::kNone;
+    const bool is_eos =
+        std::find(eos_token_ids_.begin(), eos_token_ids_.end(), token) != eos_token_ids_.end();
     const bool is_stop_token = std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(),
-                                         tokens[d]) != p.stop_token_ids.end();
+                                         token) != p.stop_token_ids.end();
     if ((is_eos && !p.ignore_eos) || is_stop_token) o.finish = FinishReason::kStop;
-    ++st.output_counts[tokens[d]];
+    if (st.penalty_tokens) st.penalty_tokens->add_output(token);
     ++st.num_output;
-    ++stats_.generation_tokens;
     ++st.request->usage.completion_tokens;
-    outputs.push_back(o);
-    emit(o, logprob ? &*logprob : nullptr);
-    if (st.stops.matched()) outputs.back().finish = FinishReason::kStop;
+    emit(st, o, logprob ? &*logprob : nullptr);
+    if (st.stops.matched()) o.finish = FinishReason::kStop;
   }
-  return outputs;
+  stats_.generation_tokens += n;
+  timer_.mark(StepPhase::kDetokenize);
+  return sampled_;
 }
 
-void Engine::emit(const scheduler::SeqOutput& sampled, const TokenLogprob* logprob) {
-  SeqState& st = *seqs_.at(sampled.seq_id);
+void Engine::sample_rows(const TensorView& rows, int64_t begin, int64_t end) {
+  if (begin == end) return;
+  // Rows that logprobs are computed from go to the host raw, before the penalties; runs of
+  // consecutive draws in one copy each.
+  for (int64_t d = begin; d < end;) {
+    if (draws_[d].state->request->request.params.logprobs < 0) {
+      ++d;
+      continue;
+    }
+    int64_t run_end = d;
+    while (run_end < end && draws_[run_end].state->request->request.params.logprobs >= 0) {
+      draws_[run_end++].host_row = num_host_rows_++;
+    }
+    const int64_t first = draws_[d].host_row;
+    backend_.copy(host_logits_.view().slice(0, first, first + run_end - d),
+                  rows.slice(0, d - begin, run_end - begin));
+    d = run_end;
+  }
+  if (sampling_.has_penalties(begin, end)) {
+    backend_.apply_penalties(sampling_.penalty_args(rows, begin, end));
+  }
+  backend_.sample(sampling_.sample_args(rows, begin, end));
+}
+
+void Engine::emit(SeqState& st, const scheduler::SeqOutput& sampled, const TokenLogprob* logprob) {
   RequestOutput out;
   out.index = st.index;
   out.token_ids = sampled.token_ids;

@@ -14,6 +14,7 @@
 #include "core/status.h"
 #include "engine/output_stream.h"
 #include "engine/request.h"
+#include "engine/sampler.h"
 #include "engine/step_timer.h"
 #include "kernels/backend.h"
 #include "kvcache/kv_manager.h"
@@ -28,7 +29,10 @@ struct EngineConfig {
   int max_num_seqs = 256;
   int max_model_len = 0;        // 0 = the model's context length
   int num_kv_pages = 0;         // 0 = derived from kv_cache_bytes
-  size_t kv_cache_bytes = 1ull << 30;
+  // 0 = on a GPU, gpu_memory_utilization of its memory less what weights and activations use
+  // (vLLM's split); elsewhere 1 GiB.
+  size_t kv_cache_bytes = 0;
+  double gpu_memory_utilization = 0.9;
   int page_tokens = 16;         // tokens of a bf16 page; a page's bytes are fixed by this
   bool enable_prefix_caching = true;
 };
@@ -85,9 +89,12 @@ class Engine {
   void drain_inbox();
   void run_step(const scheduler::SchedulerOutput& out);
   void build_batch(const scheduler::SchedulerOutput& out);
-  std::vector<scheduler::SeqOutput> sample_step(const scheduler::SchedulerOutput& out);
+  // Samples every draw of the step; the outputs stay valid until the next step.
+  const std::vector<scheduler::SeqOutput>& sample_step(const scheduler::SchedulerOutput& out);
+  // Penalties and sampling of draws [begin, end), whose raw logits are `rows`.
+  void sample_rows(const TensorView& rows, int64_t begin, int64_t end);
   void prompt_logprobs_step(const scheduler::SchedulerOutput& out);
-  void emit(const scheduler::SeqOutput& sampled, const TokenLogprob* logprob);
+  void emit(SeqState& st, const scheduler::SeqOutput& sampled, const TokenLogprob* logprob);
   void finish_seq(const scheduler::FinishedSeq& finished);
   SeqState& seq_state(scheduler::SeqId id, RequestId request, int index);
   void update_gauges();
@@ -104,20 +111,36 @@ class Engine {
   std::unique_ptr<scheduler::Scheduler> scheduler_;
   kernels::KvCacheLayout layout_;
   Tensor arena_;
-  Tensor logits_;
+  TensorView step_logits_;  // the last forward()'s logits rows (the model's memory)
   // Prompt logprobs go through the LM head in slices of this many rows.
   static constexpr int kPromptLogitRows = 64;
   Tensor prompt_logits_;
-  // Host copies of logits rows when the backend's memory is not the host's (penalties and
-  // logprobs are computed on the host for now).
+  // Forks draw from their parent's logits row: a copy of it each, this many at a time.
+  static constexpr int kForkRows = 32;
+  Tensor fork_logits_;
+  // Host copies of the raw logits rows that logprobs are computed from.
   Tensor host_logits_, host_prompt_logits_;
-  const float* logits_on_host(const Tensor& device, Tensor& host, int64_t rows);
+  const float* logits_on_host(const TensorView& device, Tensor& host, int64_t rows);
+  StatusOr<size_t> kv_cache_bytes() const;
 
   // Engine-thread state.
   std::unordered_map<RequestId, std::unique_ptr<RequestState>> requests_;
   std::unordered_map<scheduler::SeqId, std::unique_ptr<SeqState>> seqs_;
   models::StepBatch batch_;
   std::vector<int> logits_row_of_scheduled_;  // row of each scheduled seq that samples, or -1
+  // Step scratch, reused so that a warm step allocates nothing.
+  std::vector<kvcache::BatchSeq> batch_tables_;
+  kvcache::BatchPageTables page_tables_;
+  struct Draw {
+    SeqState* state = nullptr;
+    scheduler::SeqId seq = 0;
+    int row = 0;        // its logits row (a fork's is its parent's)
+    int host_row = -1;  // its raw row in host_logits_, for logprobs
+  };
+  std::vector<Draw> draws_;
+  SamplingBatch sampling_;
+  int num_host_rows_ = 0;
+  std::vector<scheduler::SeqOutput> sampled_;
   std::vector<std::pair<int, int>> prompt_logit_rows_;  // (scheduled index, first row)
 
   // Inbox from other threads.

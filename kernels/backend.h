@@ -7,7 +7,9 @@
 // slot mappings) are i32 TensorViews, in FlashInfer's vocabulary.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -87,6 +89,11 @@ struct AttentionArgs {
   TensorView kv_head_lens;  // optional i32 [num_seqs, num_layers, num_kv_heads]
   TensorView kv_gap_ends;   // optional i32 [num_seqs]
   float scale = 1.0f;     // softmax scale, usually 1/sqrt(head_dim)
+  // Host-known bounds of the sequences' query lengths (0: unknown), so a backend can skip the
+  // kernels no sequence needs (decode rows and prefill chunks take different kernels on CUDA).
+  int min_q_len = 0, max_q_len = 0;
+  // Optional u8 scratch of attention_workspace_bytes(); without it the backend uses its own.
+  TensorView workspace;
 };
 
 // Copies whole pages, every layer's K and V: copy-on-write of shared prefix pages.
@@ -187,6 +194,27 @@ class Backend {
   virtual void sample(const SampleArgs& args) = 0;
   // Penalties and masks before sample(), on the rows' own logits (logprobs read them before).
   virtual void apply_penalties(const PenaltyArgs& args) = 0;
+
+  // Scratch attention() needs for up to `max_num_seqs` sequences of this geometry; the model
+  // allocates it once (AttentionArgs::workspace) so no step allocates.
+  virtual size_t attention_workspace_bytes(int max_num_seqs, int num_kv_heads,
+                                           int head_dim) const {
+    (void)max_num_seqs, (void)num_kv_heads, (void)head_dim;
+    return 0;
+  }
+
+  // Device memory (free, total) in bytes, where the backend owns a device of its own.
+  virtual std::optional<std::pair<size_t, size_t>> memory_info() const { return std::nullopt; }
+
+  // Graphs: capture_graph() records the ops `body` issues without running them (every input
+  // must already be on the device, at addresses that stay valid), and replay_graph() runs the
+  // recording: decode steps as CUDA graphs. Backends without graphs return Unimplemented.
+  virtual bool supports_graphs() const { return false; }
+  virtual StatusOr<int> capture_graph(const std::function<void()>& body) {
+    (void)body;
+    return UnimplementedError(name() + " has no graphs");
+  }
+  virtual void replay_graph(int graph) { (void)graph; }
 };
 
 enum class DevicePreference { kAuto, kCpu, kCuda };

@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cmath>
 #include <cstring>
+
+#include "spdlog/spdlog.h"
 
 namespace sieve::models {
 
@@ -65,10 +68,18 @@ Status Transformer::allocate_workspace() {
   RETURN_IF_ERROR(alloc({t, 2 * c.intermediate_size}, gate_up_));
   RETURN_IF_ERROR(alloc({t, c.intermediate_size}, act_));
   RETURN_IF_ERROR(alloc({t, c.hidden_size}, gathered_));
+  ASSIGN_OR_RETURN(logits_, backend_.allocate(DType::kF32, {seqs, c.vocab_size}));
+  if (const size_t bytes = backend_.attention_workspace_bytes(
+          static_cast<int>(seqs), c.num_kv_heads, c.head_dim);
+      bytes > 0) {
+    ASSIGN_OR_RETURN(attention_workspace_,
+                     backend_.allocate(DType::kU8, {static_cast<int64_t>(bytes)}));
+  }
   ASSIGN_OR_RETURN(inv_freq_, backend_.allocate(DType::kF32, {static_cast<int64_t>(rope_.inv_freq.size())}));
   if (c.rope_scaling.type == RopeType::kDynamic) {
     const int64_t half = static_cast<int64_t>(rope_.inv_freq.size());
     host_inv_freq_ = Tensor::empty(DType::kF32, {t, half});
+    std::fill_n(host_inv_freq_.data<float>(), t * half, 0.0f);  // padding rows of graph steps
     ASSIGN_OR_RETURN(token_inv_freq_, backend_.allocate(DType::kF32, {t, half}));
   }
   backend_.copy(inv_freq_, TensorView(rope_.inv_freq.data(), DType::kF32,
@@ -111,8 +122,9 @@ void Transformer::rope_frequencies(const StepBatch& batch) {
   backend_.copy(token_inv_freq_view_, host);
 }
 
-void Transformer::attention_block(int layer, const StepBatch& batch, const TensorView& kv_arena,
-                                  const KvCacheLayout& layout, int64_t n) {
+void Transformer::attention_block(int layer, const TensorView& kv_arena,
+                                  const KvCacheLayout& layout, int64_t n, int min_q_len,
+                                  int max_q_len) {
   const ModelConfig& c = config_;
   const LayerWeights& w = weights_.layers[layer];
   const TensorView normed = normed_.view().slice(0, 0, n);
@@ -147,11 +159,13 @@ void Transformer::attention_block(int layer, const StepBatch& batch, const Tenso
   args.kv_head_lens = head_lens_view_;
   args.kv_gap_ends = gap_ends_view_;
   args.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  args.min_q_len = min_q_len;
+  args.max_q_len = max_q_len;
+  args.workspace = attention_workspace_;
   const auto start = std::chrono::steady_clock::now();
   backend_.attention(args);
   attention_seconds_ +=
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  (void)batch;
   backend_.gemm(GemmArgs{attn_.view().slice(0, 0, n), w.o_proj, {}, proj_.view().slice(0, 0, n)});
 }
 
@@ -164,17 +178,9 @@ void Transformer::mlp_block(int layer, int64_t n) {
   backend_.gemm(GemmArgs{act, w.down, {}, proj_.view().slice(0, 0, n)});
 }
 
-void Transformer::forward(const StepBatch& batch, const TensorView& kv_arena,
-                          const KvCacheLayout& layout, const TensorView& logits) {
-  const ModelConfig& c = config_;
+void Transformer::upload_batch(const StepBatch& batch) {
   const int64_t n = batch.num_tokens();
-  SIEVE_CHECK(n > 0 && n <= limits_.max_num_tokens) << "step of " << n << " tokens";
-  SIEVE_CHECK_LE(batch.num_seqs(), limits_.max_num_seqs);
-  SIEVE_CHECK(batch.logits_indices.empty() ||
-              logits.size(0) == static_cast<int64_t>(batch.logits_indices.size()));
-  const float eps = static_cast<float>(c.rms_norm_eps);
-
-  const TensorView ids = upload(batch.token_ids, ids_, n);
+  ids_view_ = upload(batch.token_ids, ids_, n);
   positions_view_ = upload(batch.positions, positions_, n);
   slots_view_ = upload(batch.slot_mapping, slots_, n);
   qo_indptr_view_ = upload(batch.qo_indptr, qo_indptr_, batch.num_seqs() + 1);
@@ -188,12 +194,19 @@ void Transformer::forward(const StepBatch& batch, const TensorView& kv_arena,
   gap_ends_view_ = batch.kv_gap_ends.empty()
                        ? TensorView()
                        : upload(batch.kv_gap_ends, gap_ends_, batch.num_seqs());
-  if (c.rope_scaling.type == RopeType::kDynamic) rope_frequencies(batch);
+  rows_view_ = upload(batch.logits_indices, rows_, batch.logits_indices.size());
+  if (config_.rope_scaling.type == RopeType::kDynamic) rope_frequencies(batch);
+}
 
+void Transformer::run(int64_t n, int64_t num_logits, bool logits_rows_are_tokens,
+                      const TensorView& kv_arena, const KvCacheLayout& layout, int min_q_len,
+                      int max_q_len) {
+  const ModelConfig& c = config_;
+  const float eps = static_cast<float>(c.rms_norm_eps);
   const TensorView hidden = hidden_.view().slice(0, 0, n);
   const TensorView normed = normed_.view().slice(0, 0, n);
   const TensorView proj = proj_.view().slice(0, 0, n);
-  backend_.embed(ids, weights_.embed, hidden);
+  backend_.embed(ids_view_, weights_.embed, hidden);
   for (int layer = 0; layer < c.num_layers; ++layer) {
     const LayerWeights& w = weights_.layers[layer];
     // The residual stream lives in `hidden`: add the previous block's output, then normalize.
@@ -202,17 +215,141 @@ void Transformer::forward(const StepBatch& batch, const TensorView& kv_arena,
     } else {
       backend_.add_rms_norm(normed, hidden, proj, w.input_norm, eps);
     }
-    attention_block(layer, batch, kv_arena, layout, n);
+    attention_block(layer, kv_arena, layout, n, min_q_len, max_q_len);
     backend_.add_rms_norm(normed, hidden, proj, w.post_norm, eps);
     mlp_block(layer, n);
   }
   backend_.add_rms_norm(normed, hidden, proj, weights_.final_norm, eps);
+  if (num_logits == 0) return;
+  // Only the requested rows go through the LM head (gathered first unless they are all rows).
+  TensorView rows = normed.slice(0, 0, num_logits);
+  if (!logits_rows_are_tokens) {
+    rows = gathered_.view().slice(0, 0, num_logits);
+    backend_.embed(rows_view_, normed, rows);
+  }
+  backend_.gemm(GemmArgs{rows, weights_.lm_head, {}, logits_.view().slice(0, 0, num_logits)});
+}
+
+// A decode batch (one token per sequence, every one sampled, no compacted sequence) over the
+// captured arena takes the smallest bucket that holds it.
+int Transformer::graph_bucket(const StepBatch& batch, const TensorView& kv_arena) const {
+  if (graph_buckets_.empty() || kv_arena.raw() != graph_arena_) return -1;
+  const int n = batch.num_tokens();
+  if (n != batch.num_seqs() || n > graph_buckets_.back() || !batch.kv_head_lens.empty() ||
+      static_cast<int>(batch.logits_indices.size()) != n) {
+    return -1;
+  }
+  for (int i = 0; i < n; ++i) {
+    if (batch.qo_indptr[i + 1] != i + 1 || batch.logits_indices[i] != i) return -1;
+  }
+  return static_cast<int>(
+      std::lower_bound(graph_buckets_.begin(), graph_buckets_.end(), n) - graph_buckets_.begin());
+}
+
+// Padding sequences own no tokens and no pages; padding tokens write no K/V (slot -1) and
+// belong to no sequence, so attention leaves their rows alone; their logits rows are ignored.
+void Transformer::pad_decode_batch(const StepBatch& batch, int size) {
+  StepBatch& p = padded_;
+  const int n = batch.num_tokens();
+  auto pad = [](std::vector<int32_t>& dst, const std::vector<int32_t>& src, size_t count,
+                int32_t value) {
+    dst.assign(src.begin(), src.end());
+    dst.resize(count, value);
+  };
+  pad(p.token_ids, batch.token_ids, size, 0);
+  pad(p.positions, batch.positions, size, 0);
+  pad(p.slot_mapping, batch.slot_mapping, size, -1);
+  pad(p.qo_indptr, batch.qo_indptr, size + 1, n);
+  pad(p.kv_indptr, batch.kv_indptr, size + 1, batch.kv_indptr.back());
+  p.kv_indices.assign(batch.kv_indices.begin(), batch.kv_indices.end());
+  pad(p.kv_lens, batch.kv_lens, size, 0);
+  p.kv_head_lens.clear();
+  p.kv_gap_ends.clear();
+  p.logits_indices.resize(size);
+  for (int i = 0; i < size; ++i) p.logits_indices[i] = i;
+  if (batch.rope_lens.empty()) {
+    p.rope_lens.clear();
+  } else {
+    pad(p.rope_lens, batch.rope_lens, size, 1);
+  }
+}
+
+Status Transformer::capture_graphs(const TensorView& kv_arena, const KvCacheLayout& layout) {
+  graph_buckets_.clear();
+  graph_ids_.clear();
+  graph_arena_ = nullptr;
+  const int largest = std::min({limits_.max_graph_seqs, limits_.max_num_seqs,
+                                limits_.max_num_tokens});
+  if (largest <= 0 || !backend_.supports_graphs()) return OkStatus();
+  // vLLM's buckets: 1, 2, 4, then every multiple of 8.
+  std::vector<int> buckets;
+  for (int b : {1, 2, 4}) {
+    if (b <= largest) buckets.push_back(b);
+  }
+  for (int b = 8; b <= largest; b += 8) buckets.push_back(b);
+  if (buckets.back() != largest) buckets.push_back(largest);
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<int> ids(buckets.size());
+  // Largest first, so every buffer has its final size before the first capture.
+  for (int i = static_cast<int>(buckets.size()) - 1; i >= 0; --i) {
+    const int b = buckets[i];
+    // A stand-in batch: one slot of page 0 per sequence, no K/V written.
+    StepBatch batch;
+    batch.token_ids.assign(b, 0);
+    batch.positions.assign(b, 0);
+    batch.slot_mapping.assign(b, -1);
+    for (int s = 0; s <= b; ++s) {
+      batch.qo_indptr.push_back(s);
+      batch.kv_indptr.push_back(s);
+    }
+    batch.kv_indices.assign(b, 0);
+    batch.kv_lens.assign(b, 1);
+    for (int s = 0; s < b; ++s) batch.logits_indices.push_back(s);
+    upload_batch(batch);
+    auto body = [&] { run(b, b, true, kv_arena, layout, 1, 1); };
+    body();  // warm-up: cuBLAS's algorithm choice, lazy module loads
+    ASSIGN_OR_RETURN(ids[i], backend_.capture_graph(body));
+  }
+  backend_.synchronize();
+  graph_buckets_ = std::move(buckets);
+  graph_ids_ = std::move(ids);
+  graph_arena_ = kv_arena.raw();
+  spdlog::info("captured {} decode graphs (batch sizes 1 to {}) in {:.0f} ms",
+               graph_buckets_.size(), graph_buckets_.back(),
+               std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                   .count());
+  return OkStatus();
+}
+
+TensorView Transformer::forward(const StepBatch& batch, const TensorView& kv_arena,
+                                const KvCacheLayout& layout) {
+  const int64_t n = batch.num_tokens();
+  const int64_t num_logits = static_cast<int64_t>(batch.logits_indices.size());
+  SIEVE_CHECK(n > 0 && n <= limits_.max_num_tokens) << "step of " << n << " tokens";
+  SIEVE_CHECK_LE(batch.num_seqs(), limits_.max_num_seqs);
+  SIEVE_CHECK_LE(num_logits, limits_.max_num_seqs);
+  for (int32_t row : batch.logits_indices) SIEVE_CHECK(row >= 0 && row < n) << "row " << row;
   last_num_tokens_ = n;
-  if (!batch.logits_indices.empty()) compute_logits(batch.logits_indices, logits);
+  if (const int bucket = graph_bucket(batch, kv_arena); bucket >= 0) {
+    pad_decode_batch(batch, graph_buckets_[bucket]);
+    upload_batch(padded_);
+    backend_.replay_graph(graph_ids_[bucket]);
+    return logits_.view().slice(0, 0, num_logits);
+  }
+  upload_batch(batch);
+  int min_q_len = INT32_MAX, max_q_len = 0;
+  for (int s = 0; s < batch.num_seqs(); ++s) {
+    const int q_len = batch.qo_indptr[s + 1] - batch.qo_indptr[s];
+    min_q_len = std::min(min_q_len, q_len);
+    max_q_len = std::max(max_q_len, q_len);
+  }
+  bool identity = num_logits == n;
+  for (int64_t i = 0; identity && i < num_logits; ++i) identity = batch.logits_indices[i] == i;
+  run(n, num_logits, identity, kv_arena, layout, min_q_len, max_q_len);
+  return logits_.view().slice(0, 0, num_logits);
 }
 
 void Transformer::compute_logits(const std::vector<int32_t>& rows, const TensorView& logits) {
-  // Only the requested rows go through the LM head.
   const int64_t num_logits = static_cast<int64_t>(rows.size());
   SIEVE_CHECK_EQ(logits.size(0), num_logits);
   for (int32_t row : rows) SIEVE_CHECK(row >= 0 && row < last_num_tokens_) << "row " << row;

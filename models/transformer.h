@@ -44,6 +44,9 @@ struct StepLimits {
   int max_num_tokens = 512;      // tokens in one step (the prefill chunk size)
   int max_num_seqs = 256;        // sequences in one step
   int max_kv_indices = 1 << 16;  // page-table entries of one step, over all its sequences
+  // Decode steps of up to this many sequences replay graphs captured per batch-size bucket, on
+  // a backend that has them (0: every step eager, vLLM's --enforce-eager).
+  int max_graph_seqs = 256;
 };
 
 class Transformer {
@@ -61,10 +64,15 @@ class Transformer {
   double attention_seconds() const { return attention_seconds_; }
   int max_num_tokens() const { return limits_.max_num_tokens; }
 
-  // Runs the batch: writes its K/V into `kv_arena` and the logits of the rows named by
-  // batch.logits_indices into `logits` [num_logits, vocab].
-  void forward(const StepBatch& batch, const TensorView& kv_arena,
-               const kernels::KvCacheLayout& layout, const TensorView& logits);
+  // Captures the decode graphs (one per batch-size bucket) over this KV arena; a backend without
+  // graphs, or max_graph_seqs 0, keeps every step eager. Steps over another arena run eagerly.
+  Status capture_graphs(const TensorView& kv_arena, const kernels::KvCacheLayout& layout);
+  int num_graphs() const { return static_cast<int>(graph_buckets_.size()); }
+
+  // Runs the batch: writes its K/V into `kv_arena` and returns the f32 logits of the rows named
+  // by batch.logits_indices, [num_logits, vocab], valid until the next forward().
+  TensorView forward(const StepBatch& batch, const TensorView& kv_arena,
+                     const kernels::KvCacheLayout& layout);
   // Logits of more rows of the last forward() (its final hidden states stay until the next
   // one): `rows` index its tokens; `logits` is [rows.size(), vocab].
   void compute_logits(const std::vector<int32_t>& rows, const TensorView& logits);
@@ -75,10 +83,21 @@ class Transformer {
   Status allocate_workspace();
   // The first n entries of `host` on the backend's device (in place on the CPU).
   TensorView upload(const std::vector<int32_t>& host, const Tensor& device_buffer, int64_t n);
+  // Every index array of the batch to the device (the views below).
+  void upload_batch(const StepBatch& batch);
   void rope_frequencies(const StepBatch& batch);
-  void attention_block(int layer, const StepBatch& batch, const TensorView& kv_arena,
-                       const kernels::KvCacheLayout& layout, int64_t num_tokens);
+  // The layers and the LM head over the uploaded batch: the ops a decode graph records.
+  void run(int64_t num_tokens, int64_t num_logits, bool logits_rows_are_tokens,
+           const TensorView& kv_arena, const kernels::KvCacheLayout& layout, int min_q_len,
+           int max_q_len);
+  void attention_block(int layer, const TensorView& kv_arena,
+                       const kernels::KvCacheLayout& layout, int64_t num_tokens, int min_q_len,
+                       int max_q_len);
   void mlp_block(int layer, int64_t num_tokens);
+  // The graph bucket (index into graph_buckets_) of a decode batch, or -1 to run it eagerly.
+  int graph_bucket(const StepBatch& batch, const TensorView& kv_arena) const;
+  // `batch` padded to `size` sequences of one token each, into padded_.
+  void pad_decode_batch(const StepBatch& batch, int size);
 
   ModelConfig config_;
   ModelWeights weights_;
@@ -88,16 +107,23 @@ class Transformer {
   double attention_seconds_ = 0;
   int64_t last_num_tokens_ = 0;  // tokens of the last forward(), whose hidden states remain
 
+  // Decode graphs: bucket sizes (ascending) and their backend graph ids, over one arena.
+  std::vector<int> graph_buckets_, graph_ids_;
+  const void* graph_arena_ = nullptr;
+  StepBatch padded_;  // a decode batch padded to its bucket
+
   // Activations, [max_num_tokens, ...]; views of the first num_tokens rows are used per step.
   Tensor hidden_, normed_, qkv_, attn_, proj_, gate_up_, act_;
+  Tensor logits_;                // f32 [max_num_seqs, vocab]: forward()'s logits
+  Tensor attention_workspace_;   // u8, the backend's attention scratch (may be empty)
   // Index arrays of the current step on the device.
   Tensor ids_, positions_, slots_, qo_indptr_, kv_indptr_, kv_indices_, kv_lens_, head_lens_,
       gap_ends_,
       rows_, inv_freq_, token_inv_freq_, gathered_;
   Tensor host_inv_freq_;  // dynamic NTK only
   TensorView token_inv_freq_view_;
-  TensorView positions_view_, slots_view_, qo_indptr_view_, kv_indptr_view_, kv_indices_view_,
-      kv_lens_view_, head_lens_view_, gap_ends_view_;
+  TensorView ids_view_, positions_view_, slots_view_, qo_indptr_view_, kv_indptr_view_, kv_indices_view_,
+      kv_lens_view_, head_lens_view_, gap_ends_view_, rows_view_;
 };
 
 }  // namespace sieve::models

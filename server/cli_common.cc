@@ -30,6 +30,12 @@ void add_model_options(CLI::App& app, ModelOptions& o) {
                  "KV cache size in GiB (0: sized for the workload, or 1 GiB for a server)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  app.add_option("--gpu-memory-utilization", o.gpu_memory_utilization,
+                 "Fraction of GPU memory for weights, activations and the KV cache together")
+      ->check(CLI::Range(0.01, 1.0))
+      ->capture_default_str();
+  app.add_flag("--enforce-eager", o.enforce_eager,
+               "Run every step eagerly (no CUDA graphs for decode steps)");
   app.add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", o.enable_prefix_caching,
                "Share the KV pages of identical prompt prefixes")
       ->capture_default_str();
@@ -54,7 +60,10 @@ StatusOr<LoadedRunner> load_runner(const ModelOptions& o) {
   }
   ASSIGN_OR_RETURN(r.model, models::Transformer::create(r.files.config, std::move(weights),
                                                         *r.backend,
-                                                        {o.max_num_batched_tokens, o.max_num_seqs, 1 << 18}));
+                                                        {.max_num_tokens = o.max_num_batched_tokens,
+                                                         .max_num_seqs = o.max_num_seqs,
+                                                         .max_kv_indices = 1 << 18,
+                                                         .max_graph_seqs = o.enforce_eager ? 0 : 256}));
   spdlog::info("loaded {} ({}, {} layers, hidden {}, vocab {}) on {}", r.files.source,
                r.files.config.architecture_name, r.files.config.num_layers,
                r.files.config.hidden_size, r.files.config.vocab_size, r.backend->name());
@@ -69,9 +78,12 @@ StatusOr<std::unique_ptr<engine::Engine>> make_engine(const LoadedRunner& runner
   config.max_num_batched_tokens = o.max_num_batched_tokens;
   config.max_num_seqs = o.max_num_seqs;
   config.enable_prefix_caching = o.enable_prefix_caching;
+  config.gpu_memory_utilization = o.gpu_memory_utilization;
   const models::ModelConfig& c = runner.files.config;
   if (o.kv_cache_gib > 0) {
     config.kv_cache_bytes = static_cast<size_t>(o.kv_cache_gib * (1ull << 30));
+  } else if (runner.backend->memory_info()) {
+    // A GPU: the engine splits its memory (gpu_memory_utilization).
   } else if (max_tokens_needed > 0) {
     // Pages for the workload at f32 (the larger format), plus one page of slack per sequence.
     config.num_kv_pages = static_cast<int>((max_tokens_needed + config.page_tokens - 1) /

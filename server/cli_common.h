@@ -20,7 +20,9 @@ struct ModelOptions {
   std::string load_format = "auto";  // auto | dummy
   int max_num_batched_tokens = 512;  // the largest step, in tokens (prefill chunk size)
   int max_num_seqs = 256;
-  double kv_cache_gib = 0;  // 0 = as much as the workload needs (CLI) or 1 GiB
+  double kv_cache_gib = 0;  // 0 = the GPU split, or as much as the workload needs, or 1 GiB
+  double gpu_memory_utilization = 0.9;
+  bool enforce_eager = false;  // no decode graphs
   bool enable_prefix_caching = true;
   uint64_t dummy_seed = 0;
 };

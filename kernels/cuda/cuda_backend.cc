@@ -8,6 +8,7 @@
 
 #include <array>
 #include <string>
+#include <vector>
 
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/check.h"
@@ -102,16 +103,18 @@ class CudaBackend final : public Backend {
  public:
   using Backend::allocate;
 
-  CudaBackend(int device, std::string name, int num_sms, cudaStream_t stream,
+  CudaBackend(int device, std::string name, int num_sms, bool tensor_cores, cudaStream_t stream,
               std::unique_ptr<CublasGemm> gemm)
       : device_(device),
         name_(std::move(name)),
         num_sms_(num_sms),
+        tensor_cores_(tensor_cores),
         stream_(stream),
         gemm_(std::move(gemm)) {}
 
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
+    for (cudaGraphExec_t exec : graphs_) cudaGraphExecDestroy(exec);
     gemm_.reset();
     cudaStreamDestroy(stream_);
   }
@@ -148,8 +151,10 @@ class CudaBackend final : public Backend {
     if (src.nbytes() == 0) return;
     SIEVE_CUDA_CHECK(
         cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(), cudaMemcpyDefault, stream_));
-    // The host may reuse or read its side as soon as copy() returns.
-    if (dst.device() == Device::kCpu || src.device() == Device::kCpu) synchronize();
+    // The host may reuse or read its side as soon as copy() returns. From pageable host memory
+    // (all the host memory Sieve has) the call returns once the source has been staged, so only
+    // copies to the host wait for the stream.
+    if (dst.device() == Device::kCpu) synchronize();
   }
 
   void synchronize() override { SIEVE_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
@@ -337,8 +342,60 @@ class CudaBackend final : public Backend {
     p.kv_head_lens = a.kv_head_lens.empty() ? nullptr : staged_i32(a.kv_head_lens, 4);
     p.kv_gap_ends = a.kv_gap_ends.empty() ? nullptr : staged_i32(a.kv_gap_ends, 5);
     p.scale = a.scale;
-    void* workspace = workspace_.ensure(attention_workspace_bytes(p, num_sms_));
+    p.min_q_len = a.min_q_len;
+    p.max_q_len = a.max_q_len;
+    p.tensor_cores = tensor_cores_;
+    const size_t bytes = cuda::attention_workspace_bytes(p, num_sms_);
+    void* workspace = nullptr;
+    if (a.workspace.empty()) {
+      workspace = workspace_.ensure(bytes);
+    } else {
+      check_device(a.workspace, "attention workspace");
+      SIEVE_CHECK_GE(a.workspace.nbytes(), bytes) << "attention workspace too small";
+      workspace = a.workspace.raw();
+    }
     launch_attention(p, workspace, num_sms_, stream_);
+  }
+
+  size_t attention_workspace_bytes(int max_num_seqs, int num_kv_heads,
+                                   int head_dim) const override {
+    PagedAttentionParams p;
+    p.num_seqs = max_num_seqs;
+    p.num_kv_heads = num_kv_heads;
+    p.head_dim = head_dim;
+    return cuda::attention_workspace_bytes(p, num_sms_);
+  }
+
+  std::optional<std::pair<size_t, size_t>> memory_info() const override {
+    size_t free_bytes = 0, total_bytes = 0;
+    SIEVE_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    return std::make_pair(free_bytes, total_bytes);
+  }
+
+  bool supports_graphs() const override { return true; }
+
+  StatusOr<int> capture_graph(const std::function<void()>& body) override {
+    // Thread-local mode: other threads may still use the runtime (a server's I/O threads do not,
+    // but tests may) while this one captures.
+    SIEVE_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    body();
+    cudaGraph_t graph = nullptr;
+    SIEVE_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t error = cudaGraphInstantiate(&exec, graph, 0);
+    SIEVE_CUDA_CHECK(cudaGraphDestroy(graph));
+    if (error != cudaSuccess) {
+      cudaGetLastError();
+      return InternalError(std::string("cannot instantiate a CUDA graph: ") +
+                           cudaGetErrorString(error));
+    }
+    graphs_.push_back(exec);
+    return static_cast<int>(graphs_.size()) - 1;
+  }
+
+  void replay_graph(int graph) override {
+    SIEVE_CHECK(graph >= 0 && graph < static_cast<int>(graphs_.size())) << "graph " << graph;
+    SIEVE_CUDA_CHECK(cudaGraphLaunch(graphs_[graph], stream_));
   }
 
   void sample(const SampleArgs& a) override {
@@ -420,10 +477,12 @@ class CudaBackend final : public Backend {
   int device_;
   std::string name_;
   int num_sms_;
+  bool tensor_cores_;
   cudaStream_t stream_;
   std::unique_ptr<CublasGemm> gemm_;
   GrowingBuffer workspace_;
   std::array<GrowingBuffer, kStagingSlots> staging_;
+  std::vector<cudaGraphExec_t> graphs_;
 };
 
 }  // namespace
@@ -457,8 +516,8 @@ StatusOr<std::unique_ptr<Backend>> make_cuda_backend(int device) {
   std::string name = "cuda:" + std::to_string(device) + " (" + prop.name + ", " +
                      std::to_string(prop.multiProcessorCount) + " SMs, bf16)";
   return std::unique_ptr<Backend>(new CudaBackend(device, std::move(name),
-                                                  prop.multiProcessorCount, stream,
-                                                  *std::move(gemm)));
+                                                  prop.multiProcessorCount, prop.major >= 8,
+                                                  stream, *std::move(gemm)));
 }
 
 }  // namespace sieve::kernels::cuda

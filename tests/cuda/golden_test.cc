@@ -4,9 +4,6 @@
 // METHOD.md's measure; the max |diff| / max |ref| the CPU golden test bounds is reported too);
 // the greedy continuations generated on the GPU (argmax through the backend's sample op) are
 // counted against the reference's (bf16 may flip a near-tie, so "most", reported in one table).
-//
-// The fixture folder: $SIEVE_GOLDEN_DIR, else fixtures/golden beside the binary (the bundle's
-// layout), else the source tree's tests/fixtures/golden.
 
 #include <gtest/gtest.h>
 
@@ -34,15 +31,6 @@ constexpr int kChunkTokens = 64;
 // transformers' (relative L2, worst step); bf16 activations add about as much again: 3.1e-2 was
 // the worst step seen on an H100 (llama_linear, 300-token prompt).
 constexpr double kLogitsTolerance = 4e-2;
-
-fs::path golden_dir() {
-  if (const char* env = std::getenv("SIEVE_GOLDEN_DIR")) return env;
-  std::error_code error;
-  const fs::path beside = fs::read_symlink("/proc/self/exe", error).parent_path() / "fixtures" /
-                          "golden";
-  if (!error && fs::exists(beside)) return beside;
-  return fs::path(SIEVE_SOURCE_DIR) / "tests" / "fixtures" / "golden";
-}
 
 // One sequence's paged cache on the GPU, plus the backend's greedy pick from its last logits.
 class GpuRunner : public test_support::PagedSequence {

@@ -7,7 +7,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <random>
 #include <vector>
@@ -31,6 +33,18 @@ inline kernels::Backend* gpu() {
     return made->release();
   }();
   return backend;
+}
+
+// The golden fixtures (tests/fixtures/golden): $SIEVE_GOLDEN_DIR, else fixtures/golden beside
+// the binary (the bundle's layout), else the source tree's.
+inline std::filesystem::path golden_dir() {
+  namespace fs = std::filesystem;
+  if (const char* env = std::getenv("SIEVE_GOLDEN_DIR")) return env;
+  std::error_code error;
+  const fs::path beside = fs::read_symlink("/proc/self/exe", error).parent_path() / "fixtures" /
+                          "golden";
+  if (!error && fs::exists(beside)) return beside;
+  return fs::path(SIEVE_SOURCE_DIR) / "tests" / "fixtures" / "golden";
 }
 
 #define SIEVE_GPU_OR_SKIP()                                      \

@@ -24,7 +24,6 @@ class PagedSequence {
     layout_ = {c.num_layers,    c.num_kv_heads, c.head_dim, kTokensPerPage,
                (max_len + kTokensPerPage - 1) / kTokensPerPage, backend.compute_dtype()};
     arena_ = *backend.allocate(DType::kU8, {static_cast<int64_t>(layout_.arena_bytes())});
-    logits_ = *backend.allocate(DType::kF32, {1, c.vocab_size});
     host_logits_ = Tensor::empty(DType::kF32, {1, c.vocab_size});
     for (int p = layout_.num_pages - 1; p >= 0; --p) pages_.push_back(p);
   }
@@ -49,19 +48,20 @@ class PagedSequence {
     b.kv_lens = {len_};
     b.logits_indices = {n - 1};
     b.rope_lens = {std::max(rope_len, len_)};
-    model_.forward(b, arena_, layout_, logits_);
+    logits_ = model_.forward(b, arena_, layout_);
     backend_.copy(host_logits_, logits_);
     return host_logits_.data<float>();
   }
 
   // The last step's logits where the backend keeps them.
-  const Tensor& device_logits() const { return logits_; }
+  const TensorView& device_logits() const { return logits_; }
 
  private:
   models::Transformer& model_;
   kernels::Backend& backend_;
   kernels::KvCacheLayout layout_;
-  Tensor arena_, logits_, host_logits_;
+  Tensor arena_, host_logits_;
+  TensorView logits_;  // the model's memory
   std::vector<int32_t> pages_;
   int len_ = 0;
 };
