@@ -2,10 +2,13 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <numeric>
 #include <random>
+#include <vector>
 
 #include "models/model_loader.h"
 #include "nlohmann/json.hpp"
@@ -53,16 +56,30 @@ Status run_throughput(const ThroughputOptions& o) {
     for (int t = 0; t < o.input_len; ++t) request.prompt_token_ids.push_back(token(rng));
     request.params.temperature = 0;
     request.params.max_tokens = o.output_len;
-    request.params.min_tokens = o.output_len;
-    request.params.ignore_eos = true;
+    request.params.ignore_eos = true;  // every request generates output_len tokens
     ASSIGN_OR_RETURN(auto stream, engine->add_request(std::move(request)));
     streams.push_back(std::move(stream));
   }
   const bool show_progress = isatty(STDERR_FILENO);
   int64_t output_tokens = 0;
   int finished = 0;
+  // Decode steps (no prompt token in them): their wall times and tokens, for the step time at a
+  // batch size and context.
+  std::vector<double> decode_ms;
+  int64_t decode_tokens = 0;
   while (finished < o.num_prompts) {
+    const int64_t prompt_before = engine->stats().prompt_tokens.load();
+    const int64_t generated_before = engine->stats().generation_tokens.load();
+    const auto step_start = std::chrono::steady_clock::now();
     engine->step();
+    const double step_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - step_start)
+            .count();
+    const int64_t generated = engine->stats().generation_tokens.load() - generated_before;
+    if (engine->stats().prompt_tokens.load() == prompt_before && generated > 0) {
+      decode_ms.push_back(step_ms);
+      decode_tokens += generated;
+    }
     for (auto& stream : streams) {
       while (auto out = stream->next(std::chrono::milliseconds(0))) {
         output_tokens += static_cast<int64_t>(out->token_ids.size());
@@ -80,6 +97,16 @@ Status run_throughput(const ThroughputOptions& o) {
   const engine::StepTimer& timer = engine->timer();
   const double model_s = timer.seconds(engine::StepPhase::kModel);
   const double attention_s = runner.model->attention_seconds();
+  std::vector<double> sorted = decode_ms;
+  std::sort(sorted.begin(), sorted.end());
+  const double decode_total_ms = std::accumulate(sorted.begin(), sorted.end(), 0.0);
+  const size_t decode_steps = sorted.size();
+  nlohmann::json decode = {
+      {"steps", decode_steps},
+      {"mean_batch", decode_steps ? static_cast<double>(decode_tokens) / decode_steps : 0.0},
+      {"mean_ms", decode_steps ? decode_total_ms / decode_steps : 0.0},
+      {"p50_ms", decode_steps ? sorted[decode_steps / 2] : 0.0},
+      {"p99_ms", decode_steps ? sorted[std::min(decode_steps - 1, decode_steps * 99 / 100)] : 0.0}};
   nlohmann::json out = {
       {"num_prompts", o.num_prompts},
       {"input_len", o.input_len},
@@ -92,6 +119,7 @@ Status run_throughput(const ThroughputOptions& o) {
       {"peak_kv_pages", engine->stats().peak_kv_pages.load()},
       {"steps", engine->stats().steps.load()},
       {"preemptions", engine->stats().preemptions.load()},
+      {"decode_step", decode},
       {"step_split_s",
        {{"model_without_attention", model_s - attention_s},
         {"attention", attention_s},

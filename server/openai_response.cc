@@ -146,7 +146,13 @@ std::string OpenAiResponder::stream_chunk(int prompt, const engine::RequestOutpu
     }
   }
   const bool has_prompt_logprobs = !out.prompt_logprobs.empty();
-  if (text.empty() && !has_logprobs && !has_prompt_logprobs && !out.finish_reason) return events;
+  // Chunks without text are dropped, except that a model served without a tokenizer streams
+  // one (empty) chunk per token, so clients still see each token arrive.
+  const bool token_without_text = model_.tokenizer == nullptr && !out.token_ids.empty();
+  if (text.empty() && !has_logprobs && !has_prompt_logprobs && !out.finish_reason &&
+      !token_without_text) {
+    return events;
+  }
   json choice_json = {{"index", prompt * request_.params.n + out.index},
                       {"logprobs", has_logprobs ? logprobs_json(c, out, true) : json()},
                       {"finish_reason", out.finish_reason ? json(*out.finish_reason) : json()},

@@ -66,7 +66,7 @@ async def read_chunked(reader):
 async def http_request(args, prompt, result):
     url = urllib.parse.urlparse(args.base_url)
     body = {"model": args.model, "prompt": prompt, "max_tokens": args.output_len,
-            "min_tokens": args.output_len, "ignore_eos": True, "temperature": 0,
+            "ignore_eos": True, "temperature": 0,
             "stream": True, "stream_options": {"include_usage": True}}
     payload = json.dumps(body).encode()
     head = (f"POST /v1/completions HTTP/1.1\r\nHost: {url.hostname}\r\n"
@@ -99,7 +99,10 @@ async def http_request(args, prompt, result):
                     raise RuntimeError(chunk["error"]["message"])
                 if chunk.get("usage"):
                     result.output_tokens = chunk["usage"]["completion_tokens"]
-                if any(c.get("text") for c in chunk.get("choices", [])):
+                # A token arrived: text, or a chunk of its own without a finish reason (a server
+                # with no tokenizer streams empty text per token).
+                if any(c.get("text") or c.get("finish_reason") is None
+                       for c in chunk.get("choices", [])):
                     now = time.perf_counter()
                     if last is None:
                         result.ttft = now - start
