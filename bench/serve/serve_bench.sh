@@ -3,7 +3,9 @@
 #   connections  the most concurrent streaming HTTP connections held with zero errors, with the
 #                server's RSS sampled through the run (flat memory)
 #   curve        latency and throughput against the Poisson request rate (JSON + PNG)
-#   overhead     the HTTP path against `sieve bench throughput` on the same workload
+#   overhead     the HTTP path against `sieve bench throughput` on the same workload, in
+#                OVERHEAD_PAIRS pairs of alternating order (PIN=S:C puts the engine on CPUs S
+#                and the client on CPUs C)
 # Results go to bench/results/serve_*.md (and .json/.png), with the command, machine and date.
 # Sizes are small by default (the machine is shared); raise them with the variables below.
 #
@@ -16,6 +18,7 @@ CONNECTIONS=${CONNECTIONS:-"1024 1024 2048 4096"}  # streams held at once, one r
 RATES=${RATES:-"0.25,0.5,1,2,inf"}
 CURVE_PROMPTS=${CURVE_PROMPTS:-24}
 OVERHEAD_PROMPTS=${OVERHEAD_PROMPTS:-32}
+OVERHEAD_PAIRS=${OVERHEAD_PAIRS:-4}  # in-process / HTTP pairs, order alternating
 PORT=${PORT:-18200}
 out=bench/results
 mkdir -p "$out"
@@ -23,8 +26,13 @@ machine="$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) threads"
 
 server_pid=""
 start_server() {  # flags...
-  OMP_WAIT_POLICY=PASSIVE "$SIEVE" --log-level warn serve --model default --host 127.0.0.1 \
-    --port "$PORT" --grpc-port -1 "$@" &
+  start_server_pinned "" "$@"
+}
+start_server_pinned() {  # "taskset -c CPUS" or "", then flags...
+  local pin=$1
+  shift
+  env OMP_WAIT_POLICY=PASSIVE ${omp_threads:-} $pin "$SIEVE" --log-level warn serve --model default \
+    --host 127.0.0.1 --port "$PORT" --grpc-port -1 "$@" &
   server_pid=$!
   for _ in $(seq 1 600); do
     curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && return 0
@@ -94,29 +102,91 @@ PY
   tail -10 "$md"
 }
 
+# One in-process run and one HTTP run of the same workload (random 128-token prompts, 32 output
+# tokens each, all sent at once), in alternating order pair by pair so that a change in the
+# machine's load does not always fall on the same side. With PIN=S:C the engine (in-process or
+# server) runs on CPUs S with OMP_NUM_THREADS = their count, the client on CPUs C.
 overhead() {
   local md=$out/serve_overhead.md
   header "$md" "HTTP path against the in-process engine on the same workload (bench/serve/serve_bench.sh overhead)"
-  local n=$OVERHEAD_PROMPTS
+  local n=$OVERHEAD_PROMPTS pairs=$OVERHEAD_PAIRS
   local offline="$SIEVE --log-level warn bench throughput --model default --num-prompts $n --input-len 128 --output-len 32 --max-num-seqs $n --kv-cache-gib 1 --json"
-  local in_process
-  in_process=$(OMP_WAIT_POLICY=PASSIVE $offline | tail -1)
-  start_server --max-num-seqs "$n"
   local cmd="$PY bench/serve/bench_serve.py --base-url http://127.0.0.1:$PORT --num-prompts $n --input-len 128 --output-len 32 --json $out/serve_overhead.json"
-  $cmd > /dev/null || true
-  stop_server
-  $PY - "$in_process" "$out/serve_overhead.json" >> "$md" <<'PY'
+  local pin_engine="" pin_client="" threads=""
+  omp_threads=""
+  if [[ -n ${PIN:-} ]]; then
+    pin_engine="taskset -c ${PIN%%:*}"
+    pin_client="taskset -c ${PIN##*:}"
+    threads=$(taskset -c "${PIN%%:*}" nproc)
+    omp_threads="OMP_NUM_THREADS=$threads"
+  fi
+  local rows=$(mktemp)
+  in_process_run() {
+    in_load=$(cut -d' ' -f1 /proc/loadavg)
+    local times
+    times=$(mktemp)
+    in_json=$(env OMP_WAIT_POLICY=PASSIVE $omp_threads /usr/bin/time -f "%U %S" -o "$times" \
+      $pin_engine $offline | tail -1)
+    in_cpu_s=$(awk '{print $1 + $2}' "$times")  # start-up included; see http_run
+    rm -f "$times"
+  }
+  http_run() {
+    start_server_pinned "$pin_engine" --max-num-seqs "$n"
+    http_load=$(cut -d' ' -f1 /proc/loadavg)
+    local ticks0 ticks1
+    ticks0=$(awk '{print $14 + $15}' "/proc/$server_pid/stat")  # its start-up: model, KV cache
+    local times
+    times=$(mktemp)
+    /usr/bin/time -f "%U %S" -o "$times" $pin_client $cmd > /dev/null || true
+    ticks1=$(awk '{print $14 + $15}' "/proc/$server_pid/stat")
+    client_cpu_s=$(awk '{print $1 + $2}' "$times")
+    rm -f "$times"
+    local hz
+    hz=$(getconf CLK_TCK)
+    http_cpu_s=$(awk -v t=$((ticks1 - ticks0)) -v hz="$hz" 'BEGIN {print t / hz}')
+    startup_cpu_s=$(awk -v t="$ticks0" -v hz="$hz" 'BEGIN {print t / hz}')
+    http_steps=$(curl -s "http://127.0.0.1:$PORT/metrics" | sed -n 's/^sieve:engine_steps_total{[^}]*} //p')
+    stop_server
+  }
+  for pair in $(seq 1 "$pairs"); do
+    if ((pair % 2)); then in_process_run; http_run; order="in-process, HTTP"
+    else http_run; in_process_run; order="HTTP, in-process"; fi
+    # The in-process CPU time less the server's start-up CPU time (the same model load and KV
+    # cache) approximates what its requests cost, to set beside the server's during the client.
+    $PY - "$pair" "$order" "$in_load" "$in_json" "$http_load" "$out/serve_overhead.json" \
+      "$in_cpu_s" "$startup_cpu_s" "$http_cpu_s" "$http_steps" "$client_cpu_s" >> "$rows" <<'PY'
 import json, sys
-offline = json.loads(sys.argv[1]); http = json.load(open(sys.argv[2]))["runs"][0]
+pair, order, in_load, offline, http_load, path, in_cpu, startup, cpu, steps, client = sys.argv[1:]
+offline = json.loads(offline); http = json.load(open(path))["runs"][0]
 a, b = offline["output_tokens_per_s"], http["output_throughput"]
-print("| path | output tok/s | requests/s | elapsed s |\n| --- | --- | --- | --- |")
-print(f"| in-process (sieve bench throughput) | {a:.1f} | {offline['requests_per_s']:.2f} | {offline['elapsed_s']:.1f} |")
-print(f"| HTTP (sieve serve + bench_serve.py, rate inf) | {b:.1f} | {http['request_throughput']:.2f} | {http['duration_s']:.1f} |")
-print(f"\nHTTP overhead: {100 * (a - b) / a:.1f}% of output throughput "
-      f"(failed requests: {http['failed']}).")
+print(f"| {pair} | {order} | {in_load} | {a:.1f} | {offline['steps']} | "
+      f"{float(in_cpu) - float(startup):.1f} | {http_load} | {b:.1f} | {float(steps):.0f} | "
+      f"{float(cpu):.1f} | {float(client):.1f} | {http['failed']} | {100 * (a - b) / a:.1f}% |")
 PY
-  printf '\nCommands: `%s`; `%s` against `sieve serve --max-num-seqs %s`\n' "$offline" "$cmd" "$n" >> "$md"
-  tail -9 "$md"
+  done
+  {
+    echo "| pair | order | load in-process | in-process tok/s | steps | CPU s | load HTTP | HTTP tok/s | steps | server CPU s | client CPU s | failed | HTTP overhead |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    cat "$rows"
+    $PY - "$rows" <<'PY'
+import statistics, sys
+rows = [l.split("|") for l in open(sys.argv[1])]
+a = [float(r[4]) for r in rows]; b = [float(r[8]) for r in rows]
+o = [float(r[13].strip().rstrip("%")) for r in rows]
+print(f"\nMean of the pairs: in-process {statistics.mean(a):.1f} tok/s, HTTP {statistics.mean(b):.1f} "
+      f"tok/s, overhead {100 * (statistics.mean(a) - statistics.mean(b)) / statistics.mean(a):.1f}%; "
+      f"per pair median {statistics.median(o):.1f}%, range {min(o):.1f}% to {max(o):.1f}%.")
+PY
+    printf '\nCommands: `%s`; `%s` against `sieve serve --max-num-seqs %s`' "$offline" "$cmd" "$n"
+    if [[ -n ${PIN:-} ]]; then
+      printf '; engine on CPUs %s (OMP_NUM_THREADS=%s), client on CPUs %s (taskset -c)' \
+        "${PIN%%:*}" "$threads" "${PIN##*:}"
+    fi
+    printf '; %s pairs, order alternating. Binary: `%s` at %s.\n' "$pairs" "$SIEVE" \
+      "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!bench/results' || echo ' with local changes')"
+  } >> "$md"
+  rm -f "$rows"
+  tail -$((pairs + 7)) "$md"
 }
 
 case "${1:-all}" in
