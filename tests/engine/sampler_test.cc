@@ -1,0 +1,303 @@
+// Penalties, min_tokens masks and logprobs through the engine, against an independent reference:
+// the model run one sequence at a time (tests/support/paged_sequence.h), penalties applied to
+// dense rows as vLLM writes them, and the CPU backend's sample op with the engine's per-sample
+// seeds. Also PenaltyTokens and SamplingBatch on their own.
+
+#include "engine/sampler.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <tuple>
+
+#include "core/hash.h"
+#include "engine/engine.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/ops.h"
+#include "models/model_loader.h"
+#include "models/weights.h"
+#include "nlohmann/json.hpp"
+#include "tests/support/paged_sequence.h"
+
+namespace sieve::engine {
+namespace {
+
+namespace fs = std::filesystem;
+
+TEST(PenaltyTokens, ListsPromptAndOutputTokensOnceWithOutputCounts) {
+  SamplingParams p;
+  p.repetition_penalty = 1.2f;
+  PenaltyTokens t(p, std::vector<int32_t>{5, 7, 5, 9});
+  t.add_output(7);
+  t.add_output(11);
+  t.add_output(7);
+  EXPECT_EQ(std::vector<int32_t>(t.ids().begin(), t.ids().end()),
+            (std::vector<int32_t>{5, 7, 9, 11}));
+  EXPECT_EQ(std::vector<int32_t>(t.output_counts().begin(), t.output_counts().end()),
+            (std::vector<int32_t>{0, 2, 0, 1}));
+  EXPECT_EQ(t.find(9), 2);
+  EXPECT_EQ(t.find(6), -1);
+  // Without a repetition penalty the prompt does not matter.
+  p.repetition_penalty = 1.0f;
+  p.frequency_penalty = 0.5f;
+  PenaltyTokens output_only(p, std::vector<int32_t>{5, 7});
+  EXPECT_TRUE(output_only.ids().empty());
+}
+
+TEST(SamplingBatch, MasksEachStopTokenOnceAndOnlyBeforeMinTokens) {
+  SamplingParams p;
+  p.frequency_penalty = 0.5f;
+  p.min_tokens = 2;
+  p.stop_token_ids = {3, 4, 3};
+  PenaltyTokens t(p, {});
+  t.add_output(4);
+  SamplingBatch b;
+  const std::vector<int32_t> eos = {2, 3};
+  b.add(p, 1, 1, &t, eos);  // before min_tokens: 4 (listed) flagged, 3 and 2 appended once
+  b.add(p, 1, 2, &t, eos);  // at min_tokens: only the penalty tokens
+  SamplingParams plain;
+  b.add(plain, 1, 0, nullptr, eos);  // nothing listed
+  float logits[3 * 8] = {};
+  const kernels::PenaltyArgs a = b.penalty_args(TensorView(logits, DType::kF32, {3, 8}), 0, 3);
+  auto values = [](const TensorView& v) {
+    return std::vector<int32_t>(v.data<int32_t>(), v.data<int32_t>() + v.numel());
+  };
+  EXPECT_EQ(values(a.token_indptr), (std::vector<int32_t>{0, 3, 4, 4}));
+  EXPECT_EQ(values(a.token_ids), (std::vector<int32_t>{4, 3, 2, 4}));
+  EXPECT_EQ(values(a.output_counts), (std::vector<int32_t>{1, 0, 0, 1}));
+  const uint8_t* flags = a.flags.data<uint8_t>();
+  EXPECT_EQ(flags[0], kernels::kPenaltySeen | kernels::kPenaltyMask);
+  EXPECT_EQ(flags[1], kernels::kPenaltyMask);
+  EXPECT_EQ(flags[2], kernels::kPenaltyMask);
+  EXPECT_EQ(flags[3], kernels::kPenaltySeen);
+  EXPECT_TRUE(b.has_penalties(0, 2));
+  EXPECT_FALSE(b.has_penalties(2, 3));
+  // A sub-range is rebased to its own first entry.
+  const kernels::PenaltyArgs tail = b.penalty_args(TensorView(logits, DType::kF32, {2, 8}), 1, 3);
+  EXPECT_EQ(values(tail.token_indptr), (std::vector<int32_t>{0, 1, 1}));
+  EXPECT_EQ(values(tail.token_ids), (std::vector<int32_t>{4}));
+}
+
+struct Model {
+  std::unique_ptr<kernels::Backend> backend = kernels::cpu::make_cpu_backend();
+  std::unique_ptr<models::Transformer> model;
+  std::vector<std::vector<int32_t>> prompts;
+};
+
+Model load(const std::string& name) {
+  Model m;
+  const fs::path dir = fs::path(SIEVE_SOURCE_DIR) / "tests/fixtures/golden" / name;
+  auto files = models::load_model_files(dir.string(), models::LoadFormat::kAuto);
+  SIEVE_CHECK(files.ok()) << files.status();
+  auto weights = models::build_weights(files->config, files->tensors, *m.backend, dir.string());
+  SIEVE_CHECK(weights.ok()) << weights.status();
+  auto model = models::Transformer::create(files->config, *std::move(weights), *m.backend,
+                                           {128, 16, 1 << 12});
+  SIEVE_CHECK(model.ok()) << model.status();
+  m.model = *std::move(model);
+  std::ifstream in(dir / "golden.json");
+  const nlohmann::json golden = nlohmann::json::parse(in);
+  for (const auto& c : golden["cases"]) {
+    m.prompts.push_back(c["prompt_ids"].get<std::vector<int32_t>>());
+  }
+  return m;
+}
+
+// vLLM's penalties on a dense row, then the min_tokens mask.
+void penalize(std::vector<float>& row, const SamplingParams& p, const std::vector<int32_t>& prompt,
+              const std::vector<int32_t>& output, const std::vector<int32_t>& eos) {
+  const int64_t vocab = static_cast<int64_t>(row.size());
+  std::vector<int> counts(vocab, 0);
+  std::vector<bool> seen(vocab, false);
+  for (int32_t t : prompt) seen[t] = true;
+  for (int32_t t : output) {
+    ++counts[t];
+    seen[t] = true;
+  }
+  for (int64_t t = 0; t < vocab; ++t) {
+    float& x = row[t];
+    if (seen[t]) x = x > 0 ? x / p.repetition_penalty : x * p.repetition_penalty;
+    if (counts[t] > 0)
+      x -= p.frequency_penalty * static_cast<float>(counts[t]) + p.presence_penalty;
+  }
+  if (static_cast<int>(output.size()) < p.min_tokens) {
+    for (int32_t t : p.stop_token_ids) row[t] = -INFINITY;
+    if (!p.ignore_eos) {
+      for (int32_t t : eos) row[t] = -INFINITY;
+    }
+  }
+}
+
+struct Generated {
+  std::vector<int32_t> tokens;
+  std::vector<float> logprobs;  // of each token under the raw distribution
+};
+
+// Sample `index` of a request with `seed`, one sequence at a time.
+Generated reference(Model& m, const std::vector<int32_t>& prompt, const SamplingParams& p,
+                    uint64_t seed, int index, const std::vector<int32_t>& eos) {
+  const int64_t vocab = m.model->config().vocab_size;
+  test_support::PagedSequence seq(*m.model, *m.backend,
+                                  static_cast<int>(prompt.size()) + p.max_tokens + 1);
+  const float* logits = seq.step(prompt);
+  Generated g;
+  for (int t = 0; t < p.max_tokens; ++t) {
+    std::vector<float> row(logits, logits + vocab);
+    double max = row[0], sum = 0;
+    for (float x : row) max = std::max(max, double(x));
+    for (float x : row) sum += std::exp(x - max);
+    penalize(row, p, prompt, g.tokens, eos);
+    float temperature = p.temperature, top_p = p.top_p, min_p = p.min_p;
+    int32_t top_k = p.top_k, token = -1;
+    int64_t seed_i = static_cast<int64_t>(splitmix64(seed + static_cast<uint64_t>(index))),
+            step = t;
+    kernels::cpu::sample(
+        {TensorView(row.data(), DType::kF32, {1, vocab}),
+         TensorView(&temperature, DType::kF32, {1}), TensorView(&top_k, DType::kI32, {1}),
+         TensorView(&top_p, DType::kF32, {1}), TensorView(&min_p, DType::kF32, {1}),
+         TensorView(&seed_i, DType::kI64, {1}), TensorView(&step, DType::kI64, {1}),
+         TensorView(&token, DType::kI32, {1})});
+    g.tokens.push_back(token);
+    g.logprobs.push_back(static_cast<float>(logits[token] - max - std::log(sum)));
+    const bool stop = std::count(p.stop_token_ids.begin(), p.stop_token_ids.end(), token) > 0 ||
+                      (!p.ignore_eos && std::count(eos.begin(), eos.end(), token) > 0);
+    if (stop) break;
+    logits = seq.step({token});
+  }
+  return g;
+}
+
+// Each sample's tokens and logprobs from the engine.
+std::vector<Generated> run(Engine& engine, const std::vector<Request>& requests) {
+  std::vector<std::shared_ptr<OutputStream>> streams;
+  for (const Request& r : requests) streams.push_back(*engine.add_request(r));
+  while (engine.has_work()) engine.step();
+  std::vector<Generated> out;
+  for (size_t i = 0; i < streams.size(); ++i) {
+    std::vector<Generated> samples(requests[i].params.n);
+    while (auto chunk = streams[i]->next(std::chrono::milliseconds(0))) {
+      Generated& g = samples.at(chunk->index);
+      g.tokens.insert(g.tokens.end(), chunk->token_ids.begin(), chunk->token_ids.end());
+      for (const TokenLogprob& lp : chunk->logprobs) g.logprobs.push_back(lp.logprob);
+    }
+    out.insert(out.end(), samples.begin(), samples.end());
+  }
+  return out;
+}
+
+std::unique_ptr<Engine> make_engine(Model& m, std::vector<int32_t> eos) {
+  EngineConfig config;
+  config.max_num_batched_tokens = 128;
+  config.max_num_seqs = 16;
+  config.kv_cache_bytes = 16 << 20;
+  auto engine = Engine::create(*m.model, *m.backend, nullptr, std::move(eos), config);
+  SIEVE_CHECK(engine.ok()) << engine.status();
+  return *std::move(engine);
+}
+
+TEST(EnginePenalties, GreedyWithPenaltiesMatchesTheReference) {
+  Model m = load("qwen3");  // its plain greedy output repeats 84, 252, ...: penalties show
+  auto engine = make_engine(m, {});
+  Request r;
+  r.prompt_token_ids = m.prompts[0];
+  r.params.temperature = 0;
+  r.params.max_tokens = 12;
+  r.params.ignore_eos = true;
+  const std::vector<int32_t> plain = run(*engine, {r})[0].tokens;
+  for (const auto& [rep, freq, pres] : std::vector<std::tuple<float, float, float>>{
+           {1.5f, 0, 0}, {0.7f, 0, 0}, {1, 0.6f, 0}, {1, 0, 1.5f}, {1.3f, 0.4f, -0.2f}}) {
+    SCOPED_TRACE(::testing::Message() << rep << " " << freq << " " << pres);
+    r.params.repetition_penalty = rep;
+    r.params.frequency_penalty = freq;
+    r.params.presence_penalty = pres;
+    const Generated want = reference(m, r.prompt_token_ids, r.params, 0, 0, {});
+    EXPECT_EQ(run(*engine, {r})[0].tokens, want.tokens);
+    if (rep > 1 || freq > 0 || pres > 0) {
+      EXPECT_NE(want.tokens, plain);
+    }
+  }
+}
+
+TEST(EnginePenalties, MinTokensMasksStopAndEosTokensUntilReached) {
+  Model m = load("qwen3");
+  const std::vector<int32_t> eos = {84};  // the plain greedy's first token
+  auto engine = make_engine(m, eos);
+  Request r;
+  r.prompt_token_ids = m.prompts[0];
+  r.params.temperature = 0;
+  r.params.max_tokens = 12;
+  r.params.min_tokens = 5;
+  r.params.stop_token_ids = {252, 84};
+  const Generated want = reference(m, r.prompt_token_ids, r.params, 0, 0, eos);
+  const std::vector<int32_t> got = run(*engine, {r})[0].tokens;
+  EXPECT_EQ(got, want.tokens);
+  ASSERT_GE(got.size(), 5u);
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(got[i] != 84 && got[i] != 252) << i;
+}
+
+TEST(EnginePenalties, SeededParallelSamplesWithPenaltiesMatchTheReference) {
+  Model m = load("qwen2");
+  auto engine = make_engine(m, {});
+  Request r;
+  r.prompt_token_ids = m.prompts[1];
+  r.params.temperature = 0.9f;
+  r.params.top_k = 50;
+  r.params.seed = 1234;
+  r.params.n = 3;  // two forks draw from the parent's row, each with its own penalties
+  r.params.max_tokens = 10;
+  r.params.ignore_eos = true;
+  r.params.repetition_penalty = 1.4f;
+  r.params.frequency_penalty = 0.3f;
+  r.params.presence_penalty = 0.2f;
+  r.params.logprobs = 0;
+  const std::vector<Generated> got = run(*engine, {r});
+  ASSERT_EQ(got.size(), 3u);
+  std::set<std::vector<int32_t>> distinct;
+  for (int i = 0; i < 3; ++i) {
+    SCOPED_TRACE(i);
+    const Generated want = reference(m, r.prompt_token_ids, r.params, 1234, i, {});
+    EXPECT_EQ(got[i].tokens, want.tokens);
+    // Logprobs are the raw distribution's, before the penalties.
+    ASSERT_EQ(got[i].logprobs.size(), want.logprobs.size());
+    for (size_t t = 0; t < want.logprobs.size(); ++t) {
+      EXPECT_NEAR(got[i].logprobs[t], want.logprobs[t], 1e-4) << t;
+    }
+    distinct.insert(got[i].tokens);
+  }
+  EXPECT_EQ(distinct.size(), 3u);
+}
+
+TEST(EnginePenalties, PenalizedDrawsDoNotDependOnTheBatch) {
+  Model m = load("qwen2");
+  auto engine = make_engine(m, {2});
+  Request penalized;
+  penalized.prompt_token_ids = m.prompts[2];
+  penalized.params.temperature = 0.8f;
+  penalized.params.seed = 99;
+  penalized.params.max_tokens = 10;
+  penalized.params.repetition_penalty = 1.3f;
+  penalized.params.frequency_penalty = 0.5f;
+  penalized.params.min_tokens = 6;
+  const std::vector<int32_t> alone = run(*engine, {penalized})[0].tokens;
+  std::vector<Request> batch;
+  for (int i = 0; i < 6; ++i) {
+    Request other;
+    other.prompt_token_ids = m.prompts[i % 3];
+    other.params.temperature = i % 2 ? 0.0f : 1.0f;
+    other.params.seed = 7 + i;
+    other.params.max_tokens = 8;
+    other.params.presence_penalty = i % 3 == 0 ? 0.7f : 0.0f;
+    other.params.logprobs = i % 2 ? 1 : -1;
+    other.params.n = i == 4 ? 2 : 1;
+    batch.push_back(other);
+  }
+  batch.insert(batch.begin() + 3, penalized);
+  const std::vector<Generated> got = run(*engine, batch);
+  EXPECT_EQ(got[3].tokens, alone);
+}
+
+}  // namespace
+}  // namespace sieve::engine
