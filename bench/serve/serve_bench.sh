@@ -121,30 +121,37 @@ overhead() {
     omp_threads="OMP_NUM_THREADS=$threads"
   fi
   local rows=$(mktemp)
+  local hz
+  hz=$(getconf CLK_TCK)
+  # CPU seconds all processes used (steal included), for what others took during a run.
+  busy_s() { awk -v hz="$hz" '/^cpu / {print ($2 + $3 + $4 + $7 + $8 + $9) / hz}' /proc/stat; }
   in_process_run() {
     in_load=$(cut -d' ' -f1 /proc/loadavg)
-    local times
+    local times busy0
     times=$(mktemp)
+    busy0=$(busy_s)
     in_json=$(env OMP_WAIT_POLICY=PASSIVE $omp_threads /usr/bin/time -f "%U %S" -o "$times" \
       $pin_engine $offline | tail -1)
     in_cpu_s=$(awk '{print $1 + $2}' "$times")  # start-up included; see http_run
+    in_others_s=$(awk -v b0="$busy0" -v b1="$(busy_s)" -v own="$in_cpu_s" \
+      'BEGIN {print b1 - b0 - own}')
     rm -f "$times"
   }
   http_run() {
     start_server_pinned "$pin_engine" --max-num-seqs "$n"
     http_load=$(cut -d' ' -f1 /proc/loadavg)
-    local ticks0 ticks1
+    local ticks0 ticks1 times busy0
     ticks0=$(awk '{print $14 + $15}' "/proc/$server_pid/stat")  # its start-up: model, KV cache
-    local times
     times=$(mktemp)
+    busy0=$(busy_s)
     /usr/bin/time -f "%U %S" -o "$times" $pin_client $cmd > /dev/null || true
     ticks1=$(awk '{print $14 + $15}' "/proc/$server_pid/stat")
     client_cpu_s=$(awk '{print $1 + $2}' "$times")
     rm -f "$times"
-    local hz
-    hz=$(getconf CLK_TCK)
     http_cpu_s=$(awk -v t=$((ticks1 - ticks0)) -v hz="$hz" 'BEGIN {print t / hz}')
     startup_cpu_s=$(awk -v t="$ticks0" -v hz="$hz" 'BEGIN {print t / hz}')
+    http_others_s=$(awk -v b0="$busy0" -v b1="$(busy_s)" -v own="$http_cpu_s" \
+      -v client="$client_cpu_s" 'BEGIN {print b1 - b0 - own - client}')
     http_steps=$(curl -s "http://127.0.0.1:$PORT/metrics" | sed -n 's/^sieve:engine_steps_total{[^}]*} //p')
     stop_server
   }
@@ -154,25 +161,28 @@ overhead() {
     # The in-process CPU time less the server's start-up CPU time (the same model load and KV
     # cache) approximates what its requests cost, to set beside the server's during the client.
     $PY - "$pair" "$order" "$in_load" "$in_json" "$http_load" "$out/serve_overhead.json" \
-      "$in_cpu_s" "$startup_cpu_s" "$http_cpu_s" "$http_steps" "$client_cpu_s" >> "$rows" <<'PY'
+      "$in_cpu_s" "$startup_cpu_s" "$http_cpu_s" "$http_steps" "$client_cpu_s" \
+      "$in_others_s" "$http_others_s" >> "$rows" <<'PY'
 import json, sys
-pair, order, in_load, offline, http_load, path, in_cpu, startup, cpu, steps, client = sys.argv[1:]
+(pair, order, in_load, offline, http_load, path, in_cpu, startup, cpu, steps, client,
+ in_others, http_others) = sys.argv[1:]
 offline = json.loads(offline); http = json.load(open(path))["runs"][0]
 a, b = offline["output_tokens_per_s"], http["output_throughput"]
-print(f"| {pair} | {order} | {in_load} | {a:.1f} | {offline['steps']} | "
-      f"{float(in_cpu) - float(startup):.1f} | {http_load} | {b:.1f} | {float(steps):.0f} | "
-      f"{float(cpu):.1f} | {float(client):.1f} | {http['failed']} | {100 * (a - b) / a:.1f}% |")
+print(f"| {pair} | {order} | {in_load} | {float(in_others):.1f} | {a:.1f} | {offline['steps']} | "
+      f"{float(in_cpu) - float(startup):.1f} | {http_load} | {float(http_others):.1f} | {b:.1f} | "
+      f"{float(steps):.0f} | {float(cpu):.1f} | {float(client):.1f} | {http['failed']} | "
+      f"{100 * (a - b) / a:.1f}% |")
 PY
   done
   {
-    echo "| pair | order | load in-process | in-process tok/s | steps | CPU s | load HTTP | HTTP tok/s | steps | server CPU s | client CPU s | failed | HTTP overhead |"
-    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    echo "| pair | order | in-process: load | others' CPU s | tok/s | steps | CPU s | HTTP: load | others' CPU s | tok/s | steps | server CPU s | client CPU s | failed | HTTP overhead |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     cat "$rows"
     $PY - "$rows" <<'PY'
 import statistics, sys
 rows = [l.split("|") for l in open(sys.argv[1])]
-a = [float(r[4]) for r in rows]; b = [float(r[8]) for r in rows]
-o = [float(r[13].strip().rstrip("%")) for r in rows]
+a = [float(r[5]) for r in rows]; b = [float(r[10]) for r in rows]
+o = [float(r[15].strip().rstrip("%")) for r in rows]
 print(f"\nMean of the pairs: in-process {statistics.mean(a):.1f} tok/s, HTTP {statistics.mean(b):.1f} "
       f"tok/s, overhead {100 * (statistics.mean(a) - statistics.mean(b)) / statistics.mean(a):.1f}%; "
       f"per pair median {statistics.median(o):.1f}%, range {min(o):.1f}% to {max(o):.1f}%.")
@@ -184,9 +194,13 @@ PY
     fi
     printf '; %s pairs, order alternating. Binary: `%s` at %s.\n' "$pairs" "$SIEVE" \
       "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!bench/results' || echo ' with local changes')"
+    printf '%s\n' "Load: the 1-minute load average as the run began (a run before it included)." \
+      "Others' CPU s: what every other process on the machine took during the run (steal" \
+      "included). CPU s: the in-process run's CPU time less the server's start-up CPU time (the" \
+      "same model load and KV cache); server CPU s: the server's while the client ran."
   } >> "$md"
   rm -f "$rows"
-  tail -$((pairs + 7)) "$md"
+  tail -$((pairs + 11)) "$md"
 }
 
 case "${1:-all}" in
