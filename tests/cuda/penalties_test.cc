@@ -39,7 +39,10 @@ PenaltyCase random_case(std::mt19937& rng, int64_t num_rows, int64_t vocab) {
   std::iota(tokens.begin(), tokens.end(), -1);  // -1 and vocab are skipped
   for (int64_t r = 0; r < num_rows; ++r) {
     std::shuffle(tokens.begin(), tokens.end(), rng);
-    const int64_t k = r % 5 == 4 ? 0 : std::uniform_int_distribution<int64_t>(1, 3000)(rng);
+    // At most the vocabulary's ids (plus the two out-of-range ones): each row's ids are unique.
+    const int64_t k =
+        r % 5 == 4 ? 0
+                   : std::min<int64_t>(vocab + 2, std::uniform_int_distribution<int64_t>(1, 3000)(rng));
     for (int64_t i = 0; i < k; ++i) {
       const int32_t count = uniform(rng) < 0.6f ? 0 : static_cast<int32_t>(1 + 40 * uniform(rng));
       uint8_t flags = count > 0 || uniform(rng) < 0.8f ? kernels::kPenaltySeen : 0;
