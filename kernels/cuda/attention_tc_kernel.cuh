@@ -28,10 +28,14 @@ template <int kHeadDim>
 constexpr int tc_row() {  // padded shared-memory row, in bf16 elements
   return kHeadDim + 8;
 }
+// Two stages of K and V tiles; the Q tile passes through stage 1's K tile before the first
+// prefetch of stage 1. Three blocks fit on an SM (69.6 KB each at head_dim 128).
 template <int kHeadDim>
-constexpr size_t tc_smem_bytes() {  // Q tile plus two stages of K and V tiles
-  return (static_cast<size_t>(kTcRows) + 4ull * kTcSlots) * tc_row<kHeadDim>() * sizeof(bf16);
+constexpr size_t tc_smem_bytes() {
+  static_assert(kTcRows <= kTcSlots, "the Q tile borrows a K stage");
+  return 4ull * kTcSlots * tc_row<kHeadDim>() * sizeof(bf16);
 }
+constexpr int kTcBlocksPerSm = 3;
 
 namespace tc {
 
@@ -113,7 +117,7 @@ __device__ __forceinline__ void load_kv_tile(const Launch& p, const int32_t* pag
 }  // namespace tc
 
 template <int kHeadDim>
-__global__ void __launch_bounds__(kThreads) tc_attention_kernel(Launch p) {
+__global__ void __launch_bounds__(kThreads, kTcBlocksPerSm) tc_attention_kernel(Launch p) {
   static_assert(kHeadDim % 32 == 0 && kTcRows == kWarps * 16);
   constexpr int kRow = tc_row<kHeadDim>();
   constexpr int kKSteps = kHeadDim / 16;  // k-steps of Q·Kᵀ
@@ -152,9 +156,9 @@ __global__ void __launch_bounds__(kThreads) tc_attention_kernel(Launch p) {
       split_begin, min(split_begin + plan.split_len, static_cast<int64_t>(row_limit(last_row)))));
 
   extern __shared__ __align__(16) unsigned char smem[];
-  bf16* q_s = reinterpret_cast<bf16*>(smem);
-  bf16* kv_s = q_s + kTcRows * kRow;
+  bf16* kv_s = reinterpret_cast<bf16*>(smem);
   constexpr int kStage = kTcSlots * kRow;  // one K or V stage
+  bf16* q_s = kv_s + 2 * kStage;           // stage 1's K tile, free until the first prefetch
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int num_tiles = (kv_end - kv_start + kTcSlots - 1) / kTcSlots;
@@ -186,6 +190,7 @@ __global__ void __launch_bounds__(kThreads) tc_attention_kernel(Launch p) {
 #pragma unroll
     for (int kk = 0; kk < kKSteps; ++kk) tc::ldmatrix_x4(q_frag[kk], row + kk * 16);
   }
+  __syncthreads();  // every warp holds its Q fragments before stage 1 is overwritten
 
   // This thread's two accumulator rows: g and g + 8 of the warp's 16.
   const int g = lane / 4, quad = lane % 4;

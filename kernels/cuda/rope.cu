@@ -1,6 +1,6 @@
-// RoPE: blocks along the tokens (grid.x) and the token's q and k heads (grid.y, kHeadsPerBlock
-// each, so a decode step of a few tokens still spreads over the GPU); a block computes cos/sin of
-// the token's angles into shared memory (full-precision sincosf on the same float angle the CPU
+// RoPE: blocks along the tokens (grid.x) and, for steps of few tokens, along the token's q and k
+// heads too (grid.y, so a decode step still spreads over the GPU); a block computes cos/sin of the
+// token's angles into shared memory (full-precision sincosf on the same float angle the CPU
 // reference uses), then rotates its heads.
 
 #include "core/check.h"
@@ -13,7 +13,7 @@ namespace {
 
 constexpr int kThreads = 128;
 constexpr int kMaxHalf = 512;
-constexpr int kHeadsPerBlock = 4;
+constexpr int kFewTokens = 64;  // below this, a block takes 4 heads of a token, else all of them
 
 __device__ __forceinline__ void rotate(bf16* x, int i, int half, float c, float s) {
   const float a = __bfloat162float(x[i]);
@@ -24,7 +24,7 @@ __device__ __forceinline__ void rotate(bf16* x, int i, int half, float c, float 
 
 __global__ void __launch_bounds__(kThreads)
     rope_kernel(StridedRows q, StridedRows k, const int32_t* positions, const float* inv_freq,
-                int64_t inv_freq_row_stride, int half, float scaling) {
+                int64_t inv_freq_row_stride, int half, float scaling, int heads_per_block) {
   __shared__ float cos_s[kMaxHalf], sin_s[kMaxHalf];
   const int64_t t = blockIdx.x;
   const float position = static_cast<float>(positions[t]);
@@ -38,8 +38,8 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
   const int q_heads = static_cast<int>(q.sizes[1]);
   const int k_heads = static_cast<int>(k.sizes[1]);
-  const int first = blockIdx.y * kHeadsPerBlock;
-  const int heads = min(kHeadsPerBlock, q_heads + k_heads - first);
+  const int first = blockIdx.y * heads_per_block;
+  const int heads = min(heads_per_block, q_heads + k_heads - first);
   for (int w = threadIdx.x; w < heads * half; w += kThreads) {
     const int head = first + w / half, i = w % half;
     bf16* x = head < q_heads
@@ -57,11 +57,12 @@ void launch_rope(const StridedRows& q, const StridedRows& k, const int32_t* posi
   const int64_t tokens = q.sizes[0];
   if (tokens == 0 || half == 0) return;
   SIEVE_CHECK_LE(half, kMaxHalf) << "rotary half-dimension";
-  const int64_t heads = q.sizes[1] + k.sizes[1];
+  const int heads = static_cast<int>(q.sizes[1] + k.sizes[1]);
+  const int heads_per_block = tokens < kFewTokens ? 4 : heads;
   const dim3 grid(static_cast<unsigned>(tokens),
-                  static_cast<unsigned>((heads + kHeadsPerBlock - 1) / kHeadsPerBlock));
-  rope_kernel<<<grid, kThreads, 0, stream>>>(
-      q, k, positions, inv_freq, inv_freq_row_stride, half, attention_scaling);
+                  static_cast<unsigned>((heads + heads_per_block - 1) / heads_per_block));
+  rope_kernel<<<grid, kThreads, 0, stream>>>(q, k, positions, inv_freq, inv_freq_row_stride, half,
+                                             attention_scaling, heads_per_block);
   SIEVE_CUDA_CHECK_LAUNCH();
 }
 
