@@ -202,7 +202,7 @@ StatusOr<std::shared_ptr<OutputStream>> Engine::add_request(Request request) {
     stream = std::make_shared<OutputStream>(next_request_id_++);
     inbox_.emplace_back(std::move(request), stream);
   }
-  wake_.notify_one();
+  notify_loop();
   return stream;
 }
 
@@ -211,6 +211,13 @@ void Engine::abort(RequestId id) {
     std::lock_guard<std::mutex> lock(inbox_mutex_);
     aborts_.push_back(id);
   }
+  notify_loop();
+}
+
+// The loop checks has_work() under wake_mutex_ before it sleeps: taking the mutex here means the
+// notification cannot fall between that check and the wait (a lost wake-up costs a 50 ms nap).
+void Engine::notify_loop() {
+  { std::lock_guard<std::mutex> lock(wake_mutex_); }
   wake_.notify_one();
 }
 

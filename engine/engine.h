@@ -99,6 +99,7 @@ class Engine {
   SeqState& seq_state(scheduler::SeqId id, RequestId request, int index);
   void update_gauges();
   void loop();
+  void notify_loop();
 
   models::Transformer& model_;
   kernels::Backend& backend_;
