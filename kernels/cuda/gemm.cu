@@ -11,6 +11,7 @@
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/gemv.h"
 
 namespace sieve::kernels::cuda {
 namespace {
@@ -185,6 +186,7 @@ StatusOr<std::unique_ptr<CublasGemm>> CublasGemm::create(cudaStream_t stream) {
 
 void CublasGemm::run(const GemmProblem& p) {
   if (p.m == 0 || p.n == 0) return;
+  if (launch_gemv(p, impl_->stream)) return;  // decode steps of a few sequences
   Impl& impl = *impl_;
   const bool fused_bias = p.bias != nullptr && p.y_dtype == DType::kBF16;
   const Key key{p.m,

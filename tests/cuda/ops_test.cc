@@ -119,6 +119,11 @@ TEST(CudaOps, GemmMatchesReference) {
   check_gemm(*gpu_backend, 3, 1000, 256, false, DType::kF32, 0, 4);     // f32 logits
   check_gemm(*gpu_backend, 5, 96, 128, true, DType::kF32, 0, 5);        // bias kernel, f32 out
   check_gemm(*gpu_backend, 9, 40, 33, true, DType::kBF16, 3, 6);        // unaligned: fallback
+  // The GEMV kernel (M <= 4): long k, n not a multiple of its rows, strided x, both outputs.
+  check_gemm(*gpu_backend, 1, 4099, 4096, false, DType::kBF16, 0, 7);
+  check_gemm(*gpu_backend, 2, 1030, 2048, true, DType::kF32, 8, 8);
+  check_gemm(*gpu_backend, 4, 515, 14336, true, DType::kBF16, 16, 9);
+  check_gemm(*gpu_backend, 3, 7, 8, false, DType::kF32, 0, 10);
 }
 
 // RoPE on strided q/k views of a fused QKV buffer: full and partial rotary, shared and per-token
