@@ -35,9 +35,55 @@ __device__ __forceinline__ int find_sequence(const int32_t* item_offset, int num
   return lo;
 }
 
-// Issues the copies of K and V virtual slots [tile_start, tile_start + kTile) into one stage;
-// slots at or past `kv_end` are zero-filled.
-template <typename KvT>
+// A block's work item (shared by the FMA and tensor-core kernels): its sequence, the head's valid
+// slots ([0, prefix) and [gap, ...), physical limits clamped to the pages), its chunk of `rows`
+// packed query rows and the virtual slots [kv_start, kv_end) of its split up to the chunk's last
+// causal limit.
+struct WorkItem {
+  int q_begin, q_len, len, capacity, prefix, gap;
+  const int32_t* pages;
+  int packed_rows, first_row;
+  int kv_start, kv_end;
+
+  // Virtual causal limit (exclusive) of a packed row.
+  __device__ __forceinline__ int row_limit(const Launch& p, int packed) const {
+    return virtual_limit(min(len - q_len + packed / p.group + 1, capacity), prefix, gap);
+  }
+};
+
+__device__ __forceinline__ WorkItem work_item(const Launch& p, const Plan& plan, int item,
+                                              int kv_head, int rows) {
+  WorkItem w;
+  const int s = find_sequence(p.item_offset, p.num_seqs, item);
+  const int splits = p.splits[s];
+  const int local = item - p.item_offset[s];
+  const int chunk = local / splits, split = local % splits;
+  w.q_begin = p.qo_indptr[s];
+  w.q_len = p.qo_indptr[s + 1] - w.q_begin;
+  w.len = p.kv_lens[s];
+  w.pages = p.kv_indices + p.kv_indptr[s];
+  w.capacity = (p.kv_indptr[s + 1] - p.kv_indptr[s]) * p.tokens_per_page;
+  w.prefix = w.len;
+  w.gap = w.len;
+  if (p.kv_head_lens) {
+    w.prefix = p.kv_head_lens[(static_cast<int64_t>(s) * p.num_layers + p.layer) * p.num_kv_heads +
+                              kv_head];
+    w.gap = p.kv_gap_ends[s];
+  }
+  w.packed_rows = w.q_len * p.group;
+  w.first_row = chunk * rows;
+  const int last_row = min(w.first_row + rows, w.packed_rows) - 1;
+  const int64_t split_begin = static_cast<int64_t>(split) * plan.split_len;
+  w.kv_start = static_cast<int>(split_begin);
+  w.kv_end =
+      static_cast<int>(max(split_begin, min(split_begin + plan.split_len,
+                                            static_cast<int64_t>(w.row_limit(p, last_row)))));
+  return w;
+}
+
+// Issues the copies of K and V virtual slots [tile_start, tile_start + kSlots) into one stage
+// (rows padded to padded_row<KvT>); slots at or past `kv_end` are zero-filled.
+template <typename KvT, int kSlots = kTile>
 __device__ __forceinline__ void load_tile(const Launch& p, const int32_t* pages, int kv_head,
                                           int head_dim, int prefix, int gap, int tile_start,
                                           int kv_end, KvT* k_stage, KvT* v_stage) {
@@ -46,7 +92,10 @@ __device__ __forceinline__ void load_tile(const Launch& p, const int32_t* pages,
   const int row = padded_row<KvT>(head_dim);
   const KvT* arena = static_cast<const KvT*>(p.arena);
   const int64_t v_offset = static_cast<int64_t>(p.num_kv_heads) * p.tokens_per_page * head_dim;
-  for (int c = threadIdx.x; c < kTile * vecs_per_row; c += kThreads) {
+  // Fully unrolled where head_dim is a compile-time constant (the tuned instances): the copies
+  // then issue back to back.
+#pragma unroll
+  for (int c = threadIdx.x; c < kSlots * vecs_per_row; c += kThreads) {
     const int slot_local = c / vecs_per_row, vec = c % vecs_per_row;
     const int virtual_slot = tile_start + slot_local;
     const bool valid = virtual_slot < kv_end;
@@ -79,33 +128,9 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Launch p) {
   const int item = blockIdx.x;
   if (item >= plan.num_items) return;
   const int kv_head = blockIdx.y;
-  const int s = find_sequence(p.item_offset, p.num_seqs, item);
-  const int splits = p.splits[s];
-  const int local = item - p.item_offset[s];
-  const int chunk = local / splits, split = local % splits;
-  const int q_begin = p.qo_indptr[s];
-  const int q_len = p.qo_indptr[s + 1] - q_begin;
-  const int len = p.kv_lens[s];
-  const int32_t* pages = p.kv_indices + p.kv_indptr[s];
-  const int capacity = (p.kv_indptr[s + 1] - p.kv_indptr[s]) * p.tokens_per_page;
-  // The head's valid slots: [0, prefix) and [gap, ...); physical limits are clamped to the pages.
-  int prefix = len, gap = len;
-  if (p.kv_head_lens) {
-    prefix = p.kv_head_lens[(static_cast<int64_t>(s) * p.num_layers + p.layer) * p.num_kv_heads +
-                            kv_head];
-    gap = p.kv_gap_ends[s];
-  }
-  auto row_limit = [&](int packed) {  // virtual causal limit (exclusive) of a packed row
-    return virtual_limit(min(len - q_len + packed / p.group + 1, capacity), prefix, gap);
-  };
-  const int packed_rows = q_len * p.group;
-  const int first_row = chunk * kRows;
-  const int last_row = min(first_row + kRows, packed_rows) - 1;
-  // Virtual slots this block covers: its split, up to the last row's causal limit.
-  const int64_t split_begin = static_cast<int64_t>(split) * plan.split_len;
-  const int kv_start = static_cast<int>(split_begin);
-  const int kv_end = static_cast<int>(max(
-      split_begin, min(split_begin + plan.split_len, static_cast<int64_t>(row_limit(last_row)))));
+  const WorkItem w = work_item(p, plan, item, kv_head, kRows);
+  const int q_begin = w.q_begin, packed_rows = w.packed_rows, first_row = w.first_row;
+  const int kv_start = w.kv_start, kv_end = w.kv_end;
 
   extern __shared__ __align__(16) unsigned char smem[];
   float* q_s = reinterpret_cast<float*>(smem);
@@ -130,7 +155,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Launch p) {
 #pragma unroll
   for (int r = 0; r < kRowsPerWarp; ++r) {
     const int packed = first_row + warp * kRowsPerWarp + r;
-    limit[r] = packed < packed_rows ? min(row_limit(packed), kv_end) : 0;
+    limit[r] = packed < packed_rows ? min(w.row_limit(p, packed), kv_end) : 0;
     m[r] = -INFINITY;
     l[r] = 0.0f;
 #pragma unroll
@@ -139,7 +164,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Launch p) {
 
   const int num_tiles = (kv_end - kv_start + kTile - 1) / kTile;
   if (num_tiles > 0) {
-    load_tile<KvT>(p, pages, kv_head, head_dim, prefix, gap, kv_start, kv_end, kv_s,
+    load_tile<KvT>(p, w.pages, kv_head, head_dim, w.prefix, w.gap, kv_start, kv_end, kv_s,
                    kv_s + stage_elems);
   }
   cp_async_commit();
@@ -147,8 +172,8 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Launch p) {
     const int tile_start = kv_start + tile * kTile;
     if (tile + 1 < num_tiles) {
       KvT* next = kv_s + ((tile + 1) % 2) * 2 * stage_elems;
-      load_tile<KvT>(p, pages, kv_head, head_dim, prefix, gap, tile_start + kTile, kv_end, next,
-                     next + stage_elems);
+      load_tile<KvT>(p, w.pages, kv_head, head_dim, w.prefix, w.gap, tile_start + kTile, kv_end,
+                     next, next + stage_elems);
       cp_async_commit();
       cp_async_wait<1>();
     } else {
@@ -175,8 +200,8 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Launch p) {
 #pragma unroll
         for (int j = 0; j < kVec / 4; ++j) {
           const float4 q4 = qv[j];
-          score[r] += q4.x * kf[4 * j] + q4.y * kf[4 * j + 1] + q4.z * kf[4 * j + 2] +
-                      q4.w * kf[4 * j + 3];
+          score[r] +=
+              q4.x * kf[4 * j] + q4.y * kf[4 * j + 1] + q4.z * kf[4 * j + 2] + q4.w * kf[4 * j + 3];
         }
       }
     }
@@ -264,7 +289,7 @@ void run_attention_kernel(const Launch& launch, int grid_items, cudaStream_t str
 }  // namespace sieve::kernels::cuda::attention_impl
 
 // One explicit instance, for the files under kernels/cuda/instances/.
-#define SIEVE_ATTENTION_INSTANCE(KvT, kHeadDim, kRowsPerWarp)                           \
-  template void ::sieve::kernels::cuda::attention_impl::run_attention_kernel<           \
-      KvT, kHeadDim, kRowsPerWarp>(const ::sieve::kernels::cuda::attention_impl::Launch&, \
-                                   int, cudaStream_t)
+#define SIEVE_ATTENTION_INSTANCE(KvT, kHeadDim, kRowsPerWarp)                               \
+  template void ::sieve::kernels::cuda::attention_impl::run_attention_kernel<KvT, kHeadDim, \
+                                                                             kRowsPerWarp>( \
+      const ::sieve::kernels::cuda::attention_impl::Launch&, int, cudaStream_t)

@@ -17,23 +17,19 @@
 
 #include <cstdint>
 
-#include "kernels/cuda/attention_kernel.cuh"  // cp.async helpers, find_sequence
+#include "kernels/cuda/attention_kernel.cuh"  // work items, K/V tile loads, cp.async
 #include "kernels/cuda/check.h"
 
 namespace sieve::kernels::cuda::attention_impl {
 
 constexpr int kTcSlots = 64;  // KV slots per shared-memory tile
 
-template <int kHeadDim>
-constexpr int tc_row() {  // padded shared-memory row, in bf16 elements
-  return kHeadDim + 8;
-}
 // Two stages of K and V tiles; the Q tile passes through stage 1's K tile before the first
 // prefetch of stage 1. Three blocks fit on an SM (69.6 KB each at head_dim 128).
 template <int kHeadDim>
 constexpr size_t tc_smem_bytes() {
   static_assert(kTcRows <= kTcSlots, "the Q tile borrows a K stage");
-  return 4ull * kTcSlots * tc_row<kHeadDim>() * sizeof(bf16);
+  return 4ull * kTcSlots * padded_row<bf16>(kHeadDim) * sizeof(bf16);
 }
 constexpr int kTcBlocksPerSm = 3;
 
@@ -84,42 +80,12 @@ __device__ __forceinline__ float quad_sum(float x) {
   return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
 
-// Issues the copies of K and V virtual slots [tile_start, tile_start + kTcSlots) into one stage;
-// slots at or past `kv_end` are zero-filled.
-template <int kHeadDim>
-__device__ __forceinline__ void load_kv_tile(const Launch& p, const int32_t* pages, int kv_head,
-                                             int prefix, int gap, int tile_start, int kv_end,
-                                             bf16* k_stage, bf16* v_stage) {
-  constexpr int kVecs = kHeadDim / 8;  // 16-byte vectors per row
-  constexpr int kRow = tc_row<kHeadDim>();
-  const bf16* arena = static_cast<const bf16*>(p.arena);
-  const int64_t layer_base = static_cast<int64_t>(p.layer) * p.num_pages;
-  const int64_t v_offset = static_cast<int64_t>(p.num_kv_heads) * p.tokens_per_page * kHeadDim;
-#pragma unroll
-  for (int c = threadIdx.x; c < kTcSlots * kVecs; c += kThreads) {
-    const int slot_local = c / kVecs, vec = c % kVecs;
-    const int virtual_slot = tile_start + slot_local;
-    const bool valid = virtual_slot < kv_end;
-    const bf16* src = arena;
-    if (valid) {
-      const int slot = virtual_slot < prefix ? virtual_slot : gap + (virtual_slot - prefix);
-      const int64_t page = pages[slot / p.tokens_per_page];
-      src = arena + (layer_base + page) * p.layer_page_elems +
-            (static_cast<int64_t>(kv_head) * p.tokens_per_page + slot % p.tokens_per_page) *
-                kHeadDim +
-            vec * 8;
-    }
-    cp_async16(k_stage + slot_local * kRow + vec * 8, src, valid);
-    cp_async16(v_stage + slot_local * kRow + vec * 8, valid ? src + v_offset : arena, valid);
-  }
-}
-
 }  // namespace tc
 
 template <int kHeadDim>
 __global__ void __launch_bounds__(kThreads, kTcBlocksPerSm) tc_attention_kernel(Launch p) {
   static_assert(kHeadDim % 32 == 0 && kTcRows == kWarps * 16);
-  constexpr int kRow = tc_row<kHeadDim>();
+  constexpr int kRow = padded_row<bf16>(kHeadDim);
   constexpr int kKSteps = kHeadDim / 16;  // k-steps of Q·Kᵀ
   constexpr int kDTiles = kHeadDim / 8;   // n-tiles of P·V
   constexpr int kSTiles = kTcSlots / 8;   // n-tiles of Q·Kᵀ
@@ -129,31 +95,9 @@ __global__ void __launch_bounds__(kThreads, kTcBlocksPerSm) tc_attention_kernel(
   // Later chunks of a causal prompt see more slots: launch them first.
   const int item = plan.num_items - 1 - static_cast<int>(blockIdx.x);
   const int kv_head = blockIdx.y;
-  const int s = find_sequence(p.item_offset, p.num_seqs, item);
-  const int splits = p.splits[s];
-  const int local = item - p.item_offset[s];
-  const int chunk = local / splits, split = local % splits;
-  const int q_begin = p.qo_indptr[s];
-  const int q_len = p.qo_indptr[s + 1] - q_begin;
-  const int len = p.kv_lens[s];
-  const int32_t* pages = p.kv_indices + p.kv_indptr[s];
-  const int capacity = (p.kv_indptr[s + 1] - p.kv_indptr[s]) * p.tokens_per_page;
-  int prefix = len, gap = len;
-  if (p.kv_head_lens) {
-    prefix = p.kv_head_lens[(static_cast<int64_t>(s) * p.num_layers + p.layer) * p.num_kv_heads +
-                            kv_head];
-    gap = p.kv_gap_ends[s];
-  }
-  auto row_limit = [&](int packed) {  // virtual causal limit (exclusive) of a packed row
-    return virtual_limit(min(len - q_len + packed / p.group + 1, capacity), prefix, gap);
-  };
-  const int packed_rows = q_len * p.group;
-  const int first_row = chunk * kTcRows;
-  const int last_row = min(first_row + kTcRows, packed_rows) - 1;
-  const int64_t split_begin = static_cast<int64_t>(split) * plan.split_len;
-  const int kv_start = static_cast<int>(split_begin);
-  const int kv_end = static_cast<int>(max(
-      split_begin, min(split_begin + plan.split_len, static_cast<int64_t>(row_limit(last_row)))));
+  const WorkItem w = work_item(p, plan, item, kv_head, kTcRows);
+  const int q_begin = w.q_begin, packed_rows = w.packed_rows, first_row = w.first_row;
+  const int kv_start = w.kv_start, kv_end = w.kv_end;
 
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* kv_s = reinterpret_cast<bf16*>(smem);
@@ -163,8 +107,8 @@ __global__ void __launch_bounds__(kThreads, kTcBlocksPerSm) tc_attention_kernel(
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int num_tiles = (kv_end - kv_start + kTcSlots - 1) / kTcSlots;
   if (num_tiles > 0) {
-    tc::load_kv_tile<kHeadDim>(p, pages, kv_head, prefix, gap, kv_start, kv_end, kv_s,
-                               kv_s + kStage);
+    load_tile<bf16, kTcSlots>(p, w.pages, kv_head, kHeadDim, w.prefix, w.gap, kv_start, kv_end,
+                              kv_s, kv_s + kStage);
   }
   cp_async_commit();
 
@@ -198,7 +142,7 @@ __global__ void __launch_bounds__(kThreads, kTcBlocksPerSm) tc_attention_kernel(
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int packed = first_row + warp * 16 + g + 8 * h;
-    limit[h] = packed < packed_rows ? min(row_limit(packed), kv_end) : 0;
+    limit[h] = packed < packed_rows ? min(w.row_limit(p, packed), kv_end) : 0;
   }
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
   float o[kDTiles][4];
@@ -209,8 +153,8 @@ __global__ void __launch_bounds__(kThreads, kTcBlocksPerSm) tc_attention_kernel(
     const int tile_start = kv_start + tile * kTcSlots;
     if (tile + 1 < num_tiles) {
       bf16* next = kv_s + ((tile + 1) % 2) * 2 * kStage;
-      tc::load_kv_tile<kHeadDim>(p, pages, kv_head, prefix, gap, tile_start + kTcSlots, kv_end,
-                                 next, next + kStage);
+      load_tile<bf16, kTcSlots>(p, w.pages, kv_head, kHeadDim, w.prefix, w.gap,
+                                tile_start + kTcSlots, kv_end, next, next + kStage);
       cp_async_commit();
       cp_async_wait<1>();
     } else {
