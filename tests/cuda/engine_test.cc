@@ -8,16 +8,14 @@
 // attention kernels), so bf16 may flip a near-tie: most sequences must match, every one must
 // finish, and no page may leak.
 
+#include "engine/engine.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
-#include <fstream>
 
-#include "engine/engine.h"
-#include "models/model_loader.h"
-#include "models/weights.h"
-#include "nlohmann/json.hpp"
 #include "tests/cuda/test_util.h"
+#include "tests/support/golden_model.h"
 
 namespace sieve::cuda_test {
 namespace {
@@ -39,25 +37,14 @@ struct Fixture {
 
 Fixture load(const std::string& name, int max_num_tokens, int max_num_seqs, int max_graph_seqs) {
   Fixture f;
-  const fs::path dir = fixture_dir(name);
-  auto files = models::load_model_files(dir.string(), models::LoadFormat::kAuto);
-  SIEVE_CHECK(files.ok()) << files.status();
-  auto weights = models::build_weights(files->config, files->tensors, *gpu(), dir.string());
-  SIEVE_CHECK(weights.ok()) << weights.status();
-  models::StepLimits limits{max_num_tokens, max_num_seqs, 1 << 16, max_graph_seqs};
-  auto model = models::Transformer::create(files->config, *std::move(weights), *gpu(),
-                                           limits);
-  SIEVE_CHECK(model.ok()) << model.status();
-  f.model = *std::move(model);
-  SIEVE_CHECK(fs::exists(dir / "golden.json")) << dir;
-  std::ifstream in(dir / "golden.json");
-  const nlohmann::json golden = nlohmann::json::parse(in);
+  test_support::GoldenModel g = test_support::load_golden_model(
+      fixture_dir(name), *gpu(), {max_num_tokens, max_num_seqs, 1 << 16, max_graph_seqs});
+  f.model = std::move(g.model);
   // The prompts that leave room for kMaxNewTokens in the fixture's context (a small one for
   // llama_dynamic).
-  for (const auto& c : golden["cases"]) {
-    auto prompt = c["prompt_ids"].get<std::vector<int32_t>>();
-    if (static_cast<int>(prompt.size()) + kMaxNewTokens <= f.model->config().context_length()) {
-      f.prompts.push_back(std::move(prompt));
+  for (test_support::GoldenCase& c : g.cases) {
+    if (static_cast<int>(c.prompt.size()) + kMaxNewTokens <= f.model->config().context_length()) {
+      f.prompts.push_back(std::move(c.prompt));
     }
   }
   SIEVE_CHECK_GE(f.prompts.size(), 2u) << name;
@@ -104,7 +91,8 @@ std::vector<std::vector<int32_t>> run(Engine& engine, const std::vector<Request>
 // The fixture's prompts, cut or repeated to `count` requests of `max_tokens` each.
 std::vector<Request> requests(const Fixture& f, int count, int max_tokens) {
   std::vector<Request> out;
-  for (int i = 0; i < count; ++i) out.push_back(greedy(f.prompts[i % f.prompts.size()], max_tokens));
+  for (int i = 0; i < count; ++i)
+    out.push_back(greedy(f.prompts[i % f.prompts.size()], max_tokens));
   return out;
 }
 
@@ -171,7 +159,8 @@ TEST(CudaEngine, GreedyDoesNotDependOnTheBatchTheCacheOrTheChunks) {
     // Prompts in chunks of 32 tokens.
     Fixture chunked = load(name, 32, 16, 16);
     auto chunk_engine = make_engine(chunked, no_cache);
-    const auto chunks = run(*chunk_engine, requests(f, static_cast<int>(f.prompts.size()), kTokens));
+    const auto chunks =
+        run(*chunk_engine, requests(f, static_cast<int>(f.prompts.size()), kTokens));
     report("chunks of 32", count_equal(chunks, baseline, kTokens),
            static_cast<int>(f.prompts.size()));
     // A prefix-cache hit: each prompt twice, the second time from cached pages.

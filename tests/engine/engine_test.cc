@@ -7,12 +7,9 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-#include <fstream>
 
 #include "kernels/cpu/cpu_backend.h"
-#include "models/model_loader.h"
-#include "models/weights.h"
-#include "nlohmann/json.hpp"
+#include "tests/support/golden_model.h"
 
 namespace sieve::engine {
 namespace {
@@ -20,10 +17,7 @@ namespace {
 namespace fs = std::filesystem;
 const fs::path kGolden = fs::path(SIEVE_SOURCE_DIR) / "tests/fixtures/golden";
 
-struct Case {
-  std::vector<int32_t> prompt;
-  std::vector<int32_t> greedy;
-};
+using Case = test_support::GoldenCase;
 
 struct Fixture {
   std::unique_ptr<kernels::Backend> backend = kernels::cpu::make_cpu_backend();
@@ -33,21 +27,10 @@ struct Fixture {
 
 Fixture load(const std::string& name, int max_num_tokens, int max_num_seqs) {
   Fixture f;
-  const fs::path dir = kGolden / name;
-  auto files = models::load_model_files(dir.string(), models::LoadFormat::kAuto);
-  SIEVE_CHECK(files.ok()) << files.status();
-  auto weights = models::build_weights(files->config, files->tensors, *f.backend, dir.string());
-  SIEVE_CHECK(weights.ok()) << weights.status();
-  auto model = models::Transformer::create(files->config, *std::move(weights), *f.backend,
-                                           {max_num_tokens, max_num_seqs, 1 << 16});
-  SIEVE_CHECK(model.ok()) << model.status();
-  f.model = *std::move(model);
-  std::ifstream in(dir / "golden.json");
-  const nlohmann::json golden = nlohmann::json::parse(in);
-  for (const auto& c : golden["cases"]) {
-    f.cases.push_back({c["prompt_ids"].get<std::vector<int32_t>>(),
-                       c["greedy_ids"].get<std::vector<int32_t>>()});
-  }
+  test_support::GoldenModel g = test_support::load_golden_model(
+      kGolden / name, *f.backend, {max_num_tokens, max_num_seqs, 1 << 16});
+  f.model = std::move(g.model);
+  f.cases = std::move(g.cases);
   return f;
 }
 
@@ -274,8 +257,8 @@ TEST(Engine, ParallelSamplesShareThePromptAndDiffer) {
   std::vector<std::vector<int32_t>> samples(4);
   Usage usage;
   while (auto out = stream->next(std::chrono::milliseconds(0))) {
-    samples.at(out->index).insert(samples[out->index].end(), out->token_ids.begin(),
-                                  out->token_ids.end());
+    samples.at(out->index)
+        .insert(samples[out->index].end(), out->token_ids.begin(), out->token_ids.end());
     if (out->finished_request) usage = out->usage;
   }
   for (const auto& s : samples) EXPECT_EQ(s.size(), 8u);

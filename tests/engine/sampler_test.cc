@@ -1,5 +1,5 @@
-// Penalties, min_tokens masks and logprobs through the engine, against an independent reference:
-// the model run one sequence at a time (tests/support/paged_sequence.h), penalties applied to
+// Penalties, min_tokens masks and logprobs through the engine, against an independent reference
+// (tests/support/penalty_reference.h): the model run one sequence at a time, penalties applied to
 // dense rows as vLLM writes them, and the CPU backend's sample op with the engine's per-sample
 // seeds. Also PenaltyTokens and SamplingBatch on their own.
 
@@ -7,20 +7,14 @@
 
 #include <gtest/gtest.h>
 
-#include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <set>
 #include <tuple>
 
-#include "core/hash.h"
 #include "engine/engine.h"
 #include "kernels/cpu/cpu_backend.h"
-#include "kernels/cpu/ops.h"
-#include "models/model_loader.h"
-#include "models/weights.h"
-#include "nlohmann/json.hpp"
-#include "tests/support/paged_sequence.h"
+#include "tests/support/golden_model.h"
+#include "tests/support/penalty_reference.h"
 
 namespace sieve::engine {
 namespace {
@@ -89,86 +83,14 @@ struct Model {
 
 Model load(const std::string& name) {
   Model m;
-  const fs::path dir = fs::path(SIEVE_SOURCE_DIR) / "tests/fixtures/golden" / name;
-  auto files = models::load_model_files(dir.string(), models::LoadFormat::kAuto);
-  SIEVE_CHECK(files.ok()) << files.status();
-  auto weights = models::build_weights(files->config, files->tensors, *m.backend, dir.string());
-  SIEVE_CHECK(weights.ok()) << weights.status();
-  auto model = models::Transformer::create(files->config, *std::move(weights), *m.backend,
-                                           {128, 16, 1 << 12});
-  SIEVE_CHECK(model.ok()) << model.status();
-  m.model = *std::move(model);
-  std::ifstream in(dir / "golden.json");
-  const nlohmann::json golden = nlohmann::json::parse(in);
-  for (const auto& c : golden["cases"]) {
-    m.prompts.push_back(c["prompt_ids"].get<std::vector<int32_t>>());
-  }
+  test_support::GoldenModel g = test_support::load_golden_model(
+      fs::path(SIEVE_SOURCE_DIR) / "tests/fixtures/golden" / name, *m.backend, {128, 16, 1 << 12});
+  m.model = std::move(g.model);
+  for (test_support::GoldenCase& c : g.cases) m.prompts.push_back(std::move(c.prompt));
   return m;
 }
 
-// vLLM's penalties on a dense row, then the min_tokens mask.
-void penalize(std::vector<float>& row, const SamplingParams& p, const std::vector<int32_t>& prompt,
-              const std::vector<int32_t>& output, const std::vector<int32_t>& eos) {
-  const int64_t vocab = static_cast<int64_t>(row.size());
-  std::vector<int> counts(vocab, 0);
-  std::vector<bool> seen(vocab, false);
-  for (int32_t t : prompt) seen[t] = true;
-  for (int32_t t : output) {
-    ++counts[t];
-    seen[t] = true;
-  }
-  for (int64_t t = 0; t < vocab; ++t) {
-    float& x = row[t];
-    if (seen[t]) x = x > 0 ? x / p.repetition_penalty : x * p.repetition_penalty;
-    if (counts[t] > 0)
-      x -= p.frequency_penalty * static_cast<float>(counts[t]) + p.presence_penalty;
-  }
-  if (static_cast<int>(output.size()) < p.min_tokens) {
-    for (int32_t t : p.stop_token_ids) row[t] = -INFINITY;
-    if (!p.ignore_eos) {
-      for (int32_t t : eos) row[t] = -INFINITY;
-    }
-  }
-}
-
-struct Generated {
-  std::vector<int32_t> tokens;
-  std::vector<float> logprobs;  // of each token under the raw distribution
-};
-
-// Sample `index` of a request with `seed`, one sequence at a time.
-Generated reference(Model& m, const std::vector<int32_t>& prompt, const SamplingParams& p,
-                    uint64_t seed, int index, const std::vector<int32_t>& eos) {
-  const int64_t vocab = m.model->config().vocab_size;
-  test_support::PagedSequence seq(*m.model, *m.backend,
-                                  static_cast<int>(prompt.size()) + p.max_tokens + 1);
-  const float* logits = seq.step(prompt);
-  Generated g;
-  for (int t = 0; t < p.max_tokens; ++t) {
-    std::vector<float> row(logits, logits + vocab);
-    double max = row[0], sum = 0;
-    for (float x : row) max = std::max(max, double(x));
-    for (float x : row) sum += std::exp(x - max);
-    penalize(row, p, prompt, g.tokens, eos);
-    float temperature = p.temperature, top_p = p.top_p, min_p = p.min_p;
-    int32_t top_k = p.top_k, token = -1;
-    int64_t seed_i = static_cast<int64_t>(splitmix64(seed + static_cast<uint64_t>(index))),
-            step = t;
-    kernels::cpu::sample(
-        {TensorView(row.data(), DType::kF32, {1, vocab}),
-         TensorView(&temperature, DType::kF32, {1}), TensorView(&top_k, DType::kI32, {1}),
-         TensorView(&top_p, DType::kF32, {1}), TensorView(&min_p, DType::kF32, {1}),
-         TensorView(&seed_i, DType::kI64, {1}), TensorView(&step, DType::kI64, {1}),
-         TensorView(&token, DType::kI32, {1})});
-    g.tokens.push_back(token);
-    g.logprobs.push_back(static_cast<float>(logits[token] - max - std::log(sum)));
-    const bool stop = std::count(p.stop_token_ids.begin(), p.stop_token_ids.end(), token) > 0 ||
-                      (!p.ignore_eos && std::count(eos.begin(), eos.end(), token) > 0);
-    if (stop) break;
-    logits = seq.step({token});
-  }
-  return g;
-}
+using test_support::Generated;
 
 // Each sample's tokens and logprobs from the engine.
 std::vector<Generated> run(Engine& engine, const std::vector<Request>& requests) {
@@ -213,7 +135,8 @@ TEST(EnginePenalties, GreedyWithPenaltiesMatchesTheReference) {
     r.params.repetition_penalty = rep;
     r.params.frequency_penalty = freq;
     r.params.presence_penalty = pres;
-    const Generated want = reference(m, r.prompt_token_ids, r.params, 0, 0, {});
+    const Generated want =
+        test_support::reference(*m.model, *m.backend, r.prompt_token_ids, r.params, 0, 0, {});
     EXPECT_EQ(run(*engine, {r})[0].tokens, want.tokens);
     if (rep > 1 || freq > 0 || pres > 0) {
       EXPECT_NE(want.tokens, plain);
@@ -231,7 +154,8 @@ TEST(EnginePenalties, MinTokensMasksStopAndEosTokensUntilReached) {
   r.params.max_tokens = 12;
   r.params.min_tokens = 5;
   r.params.stop_token_ids = {252, 84};
-  const Generated want = reference(m, r.prompt_token_ids, r.params, 0, 0, eos);
+  const Generated want =
+      test_support::reference(*m.model, *m.backend, r.prompt_token_ids, r.params, 0, 0, eos);
   const std::vector<int32_t> got = run(*engine, {r})[0].tokens;
   EXPECT_EQ(got, want.tokens);
   ASSERT_GE(got.size(), 5u);
@@ -258,7 +182,8 @@ TEST(EnginePenalties, SeededParallelSamplesWithPenaltiesMatchTheReference) {
   std::set<std::vector<int32_t>> distinct;
   for (int i = 0; i < 3; ++i) {
     SCOPED_TRACE(i);
-    const Generated want = reference(m, r.prompt_token_ids, r.params, 1234, i, {});
+    const Generated want =
+        test_support::reference(*m.model, *m.backend, r.prompt_token_ids, r.params, 1234, i, {});
     EXPECT_EQ(got[i].tokens, want.tokens);
     // Logprobs are the raw distribution's, before the penalties.
     ASSERT_EQ(got[i].logprobs.size(), want.logprobs.size());
