@@ -128,7 +128,7 @@ Status Engine::init() {
                "{} tokens)",
                num_pages, tokens_per_page, kv_tokens, layout_.arena_bytes() / 1073741824.0,
                static_cast<double>(kv_tokens) / max_model_len_, max_model_len_);
-  RETURN_IF_ERROR(model_.capture_graphs(arena_, layout_));
+  RETURN_IF_ERROR(model_.warm_up(arena_, layout_));
   return OkStatus();
 }
 

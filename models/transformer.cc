@@ -274,6 +274,30 @@ void Transformer::pad_decode_batch(const StepBatch& batch, int size) {
   }
 }
 
+Status Transformer::warm_up(const TensorView& kv_arena, const KvCacheLayout& layout) {
+  if (backend_.memory_info()) {
+    // A stand-in prompt of max_num_tokens tokens over page 0 repeated; no K/V written.
+    const auto start = std::chrono::steady_clock::now();
+    const int n = limits_.max_num_tokens;
+    StepBatch batch;
+    batch.token_ids.assign(n, 0);
+    batch.slot_mapping.assign(n, -1);
+    for (int t = 0; t < n; ++t) batch.positions.push_back(t);
+    const int pages = (n + layout.tokens_per_page - 1) / layout.tokens_per_page;
+    batch.qo_indptr = {0, n};
+    batch.kv_indptr = {0, pages};
+    batch.kv_indices.assign(pages, 0);
+    batch.kv_lens = {n};
+    batch.logits_indices = {n - 1};
+    forward(batch, kv_arena, layout);
+    backend_.synchronize();
+    spdlog::info("warmed up with a {}-token step in {:.0f} ms", n,
+                 std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                     .count());
+  }
+  return capture_graphs(kv_arena, layout);
+}
+
 Status Transformer::capture_graphs(const TensorView& kv_arena, const KvCacheLayout& layout) {
   graph_buckets_.clear();
   graph_ids_.clear();

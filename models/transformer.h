@@ -64,9 +64,11 @@ class Transformer {
   double attention_seconds() const { return attention_seconds_; }
   int max_num_tokens() const { return limits_.max_num_tokens; }
 
-  // Captures the decode graphs (one per batch-size bucket) over this KV arena; a backend without
-  // graphs, or max_graph_seqs 0, keeps every step eager. Steps over another arena run eagerly.
-  Status capture_graphs(const TensorView& kv_arena, const kernels::KvCacheLayout& layout);
+  // Readies the runner for steps over this KV arena, once at start-up: on a device backend runs
+  // the largest prefill step once (kernels and cuBLAS load lazily: the first request would pay
+  // for it), then captures the decode graphs (one per batch-size bucket; a backend without
+  // graphs, or max_graph_seqs 0, keeps every step eager). Steps over another arena run eagerly.
+  Status warm_up(const TensorView& kv_arena, const kernels::KvCacheLayout& layout);
   int num_graphs() const { return static_cast<int>(graph_buckets_.size()); }
 
   // Runs the batch: writes its K/V into `kv_arena` and returns the f32 logits of the rows named
@@ -94,6 +96,7 @@ class Transformer {
                        const kernels::KvCacheLayout& layout, int64_t num_tokens, int min_q_len,
                        int max_q_len);
   void mlp_block(int layer, int64_t num_tokens);
+  Status capture_graphs(const TensorView& kv_arena, const kernels::KvCacheLayout& layout);
   // The graph bucket (index into graph_buckets_) of a decode batch, or -1 to run it eagerly.
   int graph_bucket(const StepBatch& batch, const TensorView& kv_arena) const;
   // `batch` padded to `size` sequences of one token each, into padded_.
