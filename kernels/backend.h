@@ -75,7 +75,22 @@ struct KvWriteArgs {
 //
 // A compacted sequence (kvcache::KvManager::compact) has dead slots: for KV head h of layer l
 // only [0, kv_head_lens[s][l][h]) (the packed survivors) and [kv_gap_ends[s], kv_len) (tokens
-// appended since) are valid. Both arrays are given together or not at all.
+// appended since) are valid. Both arrays are given together or not at all. The valid slots are
+// numbered "virtually", without the gap: virtual v is slot v below the head's length and slot
+// kv_gap_end + (v - head_len) after it (the identity when nothing is compacted); the selection
+// below speaks in virtual slots.
+//
+// Two optional hooks serve compression policies (DESIGN.md, "KV cache"):
+// - A per-slot additive logit bias, the log of a merge weight (a slot with bias log w weighs as
+//   w copies of itself; -inf drops it, and a row that sees only dropped slots gets zeros). It
+//   lives with the pages, so it persists and follows the page table: slot_bias is f32
+//   [num_layers, num_pages, num_kv_heads, tokens_per_page], and slot j of sequence s (a physical
+//   slot) has bias[layer][kv_indices[kv_indptr[s] + j / tokens_per_page]][kv_head][j %
+//   tokens_per_page]. Sequences whose slot_bias_seqs entry is 0 read no bias (and need none set).
+// - A sparse selection for this step and layer (Quest-style): (sequence s, KV head h) attends only
+//   to the virtual slots selected_slots[selected_indptr[s * num_kv_heads + h] ..
+//   selected_indptr[s * num_kv_heads + h + 1]), strictly ascending and below the head's number of
+//   valid slots; each row's causal limit still applies. An empty list means all slots.
 struct AttentionArgs {
   TensorView q;           // [num_tokens, num_heads, head_dim]
   TensorView out;         // [num_tokens, num_heads, head_dim]
@@ -88,6 +103,10 @@ struct AttentionArgs {
   TensorView kv_lens;     // i32 [num_seqs]
   TensorView kv_head_lens;  // optional i32 [num_seqs, num_layers, num_kv_heads]
   TensorView kv_gap_ends;   // optional i32 [num_seqs]
+  TensorView slot_bias;     // optional f32 [num_layers, num_pages, num_kv_heads, tokens_per_page]
+  TensorView slot_bias_seqs;   // optional i32 [num_seqs]: 0 = no bias (empty: all read slot_bias)
+  TensorView selected_indptr;  // optional i32 [num_seqs * num_kv_heads + 1]
+  TensorView selected_slots;   // i32 [selected_indptr[num_seqs * num_kv_heads]], with the indptr
   float scale = 1.0f;     // softmax scale, usually 1/sqrt(head_dim)
   // Host-known bounds of the sequences' query lengths (0: unknown), so a backend can skip the
   // kernels no sequence needs (decode rows and prefill chunks take different kernels on CUDA).

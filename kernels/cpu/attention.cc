@@ -12,13 +12,15 @@
 namespace sieve::kernels::cpu {
 namespace {
 
-// Where one KV head's slots of a sequence live: the page table row and the arena geometry.
+// Where one KV head's slots of a sequence live: the page table row and the arena geometry, and
+// its per-slot logit bias (null when the sequence reads none).
 struct PagedHead {
   const std::byte* arena;
   const KvCacheLayout* layout;
   const int32_t* pages;  // the sequence's page ids
   int layer;
   int kv_head;
+  const float* bias;  // AttentionArgs::slot_bias or null
 
   const float* slot(int64_t j, int kv) const {  // kv: 0 = K, 1 = V
     const int tpp = layout->tokens_per_page;
@@ -30,6 +32,14 @@ struct PagedHead {
                               layout->head_dim * sizeof(float);
     return reinterpret_cast<const float*>(arena + offset);
   }
+  float slot_bias(int64_t j) const {
+    const int tpp = layout->tokens_per_page;
+    return bias[((static_cast<size_t>(layer) * layout->num_pages + pages[j / tpp]) *
+                     layout->num_kv_heads +
+                 kv_head) *
+                    tpp +
+                j % tpp];
+  }
 };
 
 void check_layout(const KvCacheLayout& layout, const TensorView& arena, int layer) {
@@ -39,36 +49,45 @@ void check_layout(const KvCacheLayout& layout, const TensorView& arena, int laye
   SIEVE_CHECK(layer >= 0 && layer < layout.num_layers) << "layer " << layer;
 }
 
-// The slots one query row reads: [0, prefix_end) and [gap_end, limit).
-struct SlotRange {
+// Valid slots of a head below the physical limit `limit`: [0, prefix_end) and [gap_end, limit).
+int64_t virtual_limit(int64_t limit, int64_t prefix_end, int64_t gap_end) {
+  return std::min(prefix_end, limit) + std::max<int64_t>(0, limit - gap_end);
+}
+
+// The slots one query row reads: the first `count` virtual slots (AttentionArgs), or the first
+// `count` entries of a selection; physical numbering skips the dead gap [prefix_end, gap_end).
+struct RowSlots {
   int64_t prefix_end;
   int64_t gap_end;
-  int64_t limit;
+  int64_t count;
+  const int32_t* selected;  // null: no selection
 
-  int64_t count() const { return std::min(prefix_end, limit) + std::max<int64_t>(0, limit - gap_end); }
-  int64_t slot(int64_t i) const {  // the i-th valid slot
-    const int64_t first = std::min(prefix_end, limit);
-    return i < first ? i : gap_end + (i - first);
+  int64_t slot(int64_t i) const {  // the i-th slot read, physical
+    const int64_t v = selected ? selected[i] : i;
+    return v < prefix_end ? v : gap_end + (v - prefix_end);
   }
 };
 
-// One query row against its valid slots of one KV head: out = softmax(q·Kᵀ·scale)·V.
-void attend(const float* q, float* out, const PagedHead& head, const SlotRange& range,
-            int head_dim, float scale, std::vector<float>& scores) {
+// One query row against its slots of one KV head: out = softmax(q·Kᵀ·scale + bias)·V.
+void attend(const float* q, float* out, const PagedHead& head, const RowSlots& slots, int head_dim,
+            float scale, std::vector<float>& scores) {
   std::memset(out, 0, head_dim * sizeof(float));
-  const int64_t n = range.count();
+  const int64_t n = slots.count;
   if (n <= 0) return;
   scores.resize(n);
   float max = -INFINITY;
   for (int64_t i = 0; i < n; ++i) {
-    const float* k = head.slot(range.slot(i), 0);
+    const int64_t j = slots.slot(i);
+    const float* k = head.slot(j, 0);
     float dot = 0;
     // simd: lets the compiler reassociate the sum into vector lanes (no -ffast-math needed).
 #pragma omp simd reduction(+ : dot)
     for (int d = 0; d < head_dim; ++d) dot += q[d] * k[d];
     scores[i] = dot * scale;
+    if (head.bias) scores[i] += head.slot_bias(j);
     max = std::max(max, scores[i]);
   }
+  if (max == -INFINITY) return;  // every slot dropped by a -inf bias
   float sum = 0;
   for (int64_t i = 0; i < n; ++i) {
     scores[i] = std::exp(scores[i] - max);
@@ -77,9 +96,42 @@ void attend(const float* q, float* out, const PagedHead& head, const SlotRange& 
   const float inv = 1.0f / sum;
   for (int64_t i = 0; i < n; ++i) {
     const float p = scores[i] * inv;
-    const float* v = head.slot(range.slot(i), 1);
+    const float* v = head.slot(slots.slot(i), 1);
 #pragma omp simd
     for (int d = 0; d < head_dim; ++d) out[d] += p * v[d];
+  }
+}
+
+// Loud failure for a malformed selection (a programming error of the policy that built it):
+// each (sequence, KV head) list must ascend strictly within the head's valid virtual slots.
+void check_selection(const AttentionArgs& a, const int32_t* head_lens, const int32_t* gap_ends) {
+  const int64_t num_seqs = a.kv_lens.numel();
+  const int kv_heads = a.layout.num_kv_heads;
+  SIEVE_CHECK_EQ(a.selected_indptr.numel(), num_seqs * kv_heads + 1)
+      << "selected_indptr has one entry per (sequence, KV head) plus one";
+  const int32_t* indptr = a.selected_indptr.data<int32_t>();
+  const int32_t* slots = a.selected_slots.data<int32_t>();
+  SIEVE_CHECK(indptr[0] == 0 && indptr[num_seqs * kv_heads] <= a.selected_slots.numel())
+      << "selected_indptr spans [" << indptr[0] << ", " << indptr[num_seqs * kv_heads] << ") of "
+      << a.selected_slots.numel() << " selected slots";
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    const int32_t len = a.kv_lens.data<int32_t>()[s];
+    for (int h = 0; h < kv_heads; ++h) {
+      const int64_t valid =
+          head_lens
+              ? virtual_limit(len, head_lens[(s * a.layout.num_layers + a.layer) * kv_heads + h],
+                              gap_ends[s])
+              : len;
+      const int64_t list = s * kv_heads + h;
+      SIEVE_CHECK_LE(indptr[list], indptr[list + 1]) << "selected_indptr must not decrease";
+      for (int32_t i = indptr[list]; i < indptr[list + 1]; ++i) {
+        SIEVE_CHECK(slots[i] >= 0 && slots[i] < valid &&
+                    (i == indptr[list] || slots[i] > slots[i - 1]))
+            << "selected slots of sequence " << s << ", KV head " << h
+            << " must ascend strictly within [0, " << valid << "): slot " << slots[i]
+            << " at position " << i - indptr[list];
+      }
+    }
   }
 }
 
@@ -101,6 +153,27 @@ void run_attention(const AttentionArgs& a, bool parallel) {
   const int32_t* gap_ends = a.kv_gap_ends.empty() ? nullptr : a.kv_gap_ends.data<int32_t>();
   SIEVE_CHECK_EQ(head_lens == nullptr, gap_ends == nullptr)
       << "kv_head_lens and kv_gap_ends come together";
+  const float* bias = nullptr;
+  const int32_t* bias_seqs = nullptr;
+  if (!a.slot_bias.empty()) {
+    SIEVE_CHECK_EQ(a.slot_bias.dtype(), DType::kF32);
+    SIEVE_CHECK_GE(a.slot_bias.numel(), static_cast<int64_t>(a.layout.num_layers) *
+                                            a.layout.num_pages * a.layout.num_kv_heads *
+                                            a.layout.tokens_per_page);
+    bias = a.slot_bias.data<float>();
+    if (!a.slot_bias_seqs.empty()) {
+      SIEVE_CHECK_EQ(a.slot_bias_seqs.numel(), num_seqs);
+      bias_seqs = a.slot_bias_seqs.data<int32_t>();
+    }
+  }
+  SIEVE_CHECK(a.slot_bias_seqs.empty() || bias) << "slot_bias_seqs without slot_bias";
+  const int32_t* selected_indptr = nullptr;
+  const int32_t* selected_slots = a.selected_slots.data<int32_t>();
+  if (!a.selected_indptr.empty()) {
+    check_selection(a, head_lens, gap_ends);
+    selected_indptr = a.selected_indptr.data<int32_t>();
+  }
+  SIEVE_CHECK(a.selected_slots.empty() || selected_indptr) << "selected_slots without an indptr";
   const int64_t num_tokens = a.q.size(0);
 
   // Map each query row to its sequence once.
@@ -127,17 +200,30 @@ void run_attention(const AttentionArgs& a, bool parallel) {
       const int64_t limit = kv_lens[s] - q_len + (t - qo_indptr[s]) + 1;
       SIEVE_CHECK_LE(limit, static_cast<int64_t>(kv_indptr[s + 1] - kv_indptr[s]) *
                                 a.layout.tokens_per_page);
-      SlotRange range{limit, limit, limit};
+      RowSlots slots{limit, limit, limit, nullptr};
       if (head_lens) {
-        range.prefix_end =
+        slots.prefix_end =
             head_lens[(s * a.layout.num_layers + a.layer) * a.layout.num_kv_heads + kv_head];
-        range.gap_end = gap_ends[s];
-        SIEVE_CHECK_LE(range.prefix_end, range.gap_end);
+        slots.gap_end = gap_ends[s];
+        SIEVE_CHECK_LE(slots.prefix_end, slots.gap_end);
+        slots.count = virtual_limit(limit, slots.prefix_end, slots.gap_end);
       }
+      if (selected_indptr) {
+        const int64_t list = int64_t{s} * a.layout.num_kv_heads + kv_head;
+        if (selected_indptr[list] < selected_indptr[list + 1]) {
+          // The causal limit still applies: the row reads the entries below it.
+          const int32_t* begin = selected_slots + selected_indptr[list];
+          slots.selected = begin;
+          slots.count =
+              std::lower_bound(begin, selected_slots + selected_indptr[list + 1], slots.count) -
+              begin;
+        }
+      }
+      const float* head_bias = bias && (!bias_seqs || bias_seqs[s] != 0) ? bias : nullptr;
       const PagedHead head{static_cast<const std::byte*>(a.arena.raw()), &a.layout,
-                           kv_indices + kv_indptr[s], a.layer, kv_head};
+                           kv_indices + kv_indptr[s], a.layer, kv_head, head_bias};
       attend(a.q.data<float>() + t * a.q.stride(0) + h * a.q.stride(1),
-             a.out.data<float>() + t * a.out.stride(0) + h * a.out.stride(1), head, range,
+             a.out.data<float>() + t * a.out.stride(0) + h * a.out.stride(1), head, slots,
              a.layout.head_dim, a.scale, scores);
     }
   }
