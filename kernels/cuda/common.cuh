@@ -89,6 +89,26 @@ __device__ __forceinline__ float block_max(float x, float* scratch) {
   return x;
 }
 
+// Programmatic dependent launch (Hopper). A kernel started with launch_pdl (launch.cuh) may begin
+// while the kernel before it in the stream is still running, so before its first read of anything
+// an earlier kernel wrote, and before its first write, it calls wait_for_prior_kernels(), which
+// returns once the kernel before it has completed and its writes are visible (and that kernel
+// waited for its own predecessor, so every earlier kernel is done too). Only reads of memory no
+// kernel of the step writes (weights) may come before it. allow_next_kernel() lets the next
+// kernel launch now rather than when this one's blocks exit. Both are no-ops without the launch
+// attribute, and on GPUs before sm_90.
+__device__ __forceinline__ void wait_for_prior_kernels() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  cudaGridDependencySynchronize();
+#endif
+}
+
+__device__ __forceinline__ void allow_next_kernel() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  cudaTriggerProgrammaticLaunchCompletion();
+#endif
+}
+
 // True when `p` and every stride (in bytes) keep 16-byte alignment: the vector paths need it.
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 

@@ -1,5 +1,7 @@
 // Device discovery, safe without a driver: the factory asks this before anything else.
 
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "kernels/cuda/cuda_backend.h"
@@ -28,6 +30,21 @@ std::string kernel_image_error() {
   if (error == cudaSuccess) return "";
   cudaGetLastError();
   return cudaGetErrorString(error);
+}
+
+bool pdl_enabled() {
+  static const bool enabled = [] {
+    const char* env = std::getenv("SIEVE_PDL");
+    if (env != nullptr && std::strcmp(env, "0") == 0) return false;
+    int device = 0, major = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    return major >= 9;
+  }();
+  return enabled;
 }
 
 }  // namespace sieve::kernels::cuda

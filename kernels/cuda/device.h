@@ -9,4 +9,9 @@ namespace sieve::kernels::cuda {
 // of an architecture the build did not target).
 std::string kernel_image_error();
 
+// Whether kernels are launched with programmatic dependent launch (launch.cuh): on GPUs of
+// compute capability 9.0 and later, unless SIEVE_PDL=0 in the environment (for side-by-side
+// measurements and for ruling it out when chasing a race). Decided once per process.
+bool pdl_enabled();
+
 }  // namespace sieve::kernels::cuda

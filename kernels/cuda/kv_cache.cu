@@ -7,6 +7,7 @@
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/kv_cache.h"
+#include "kernels/cuda/launch.cuh"
 
 namespace sieve::kernels::cuda {
 namespace {
@@ -27,6 +28,8 @@ template <typename KvT, int kVec>
 __global__ void __launch_bounds__(kThreads)
     write_kv_kernel(StridedRows k, StridedRows v, const int32_t* slot_mapping, KvArena a,
                     int layer) {
+  wait_for_prior_kernels();
+  allow_next_kernel();
   const int64_t t = blockIdx.x;
   const int32_t slot = slot_mapping[t];
   if (slot < 0) return;
@@ -133,15 +136,13 @@ void launch_write_kv(const StridedRows& k, const StridedRows& v, const int32_t* 
                    reinterpret_cast<uintptr_t>(arena.data) % 16 == 0;
   const dim3 grid(static_cast<unsigned>(tokens));
   if (arena.dtype == DType::kBF16) {
-    vec ? write_kv_kernel<bf16, 8><<<grid, kThreads, 0, stream>>>(k, v, slot_mapping, arena, layer)
-        : write_kv_kernel<bf16, 1><<<grid, kThreads, 0, stream>>>(k, v, slot_mapping, arena, layer);
+    launch_pdl(vec ? write_kv_kernel<bf16, 8> : write_kv_kernel<bf16, 1>, grid, kThreads, 0, stream,
+               k, v, slot_mapping, arena, layer);
   } else {
     SIEVE_CHECK(arena.dtype == DType::kF32) << "KV dtype " << arena.dtype;
-    vec ? write_kv_kernel<float, 8><<<grid, kThreads, 0, stream>>>(k, v, slot_mapping, arena, layer)
-        : write_kv_kernel<float, 1><<<grid, kThreads, 0, stream>>>(k, v, slot_mapping, arena,
-                                                                   layer);
+    launch_pdl(vec ? write_kv_kernel<float, 8> : write_kv_kernel<float, 1>, grid, kThreads, 0,
+               stream, k, v, slot_mapping, arena, layer);
   }
-  SIEVE_CUDA_CHECK_LAUNCH();
 }
 
 void launch_copy_pages(const KvArena& arena, const int32_t* src_pages, const int32_t* dst_pages,

@@ -4,6 +4,7 @@
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/rms_norm.h"
 
 namespace sieve::kernels::cuda {
@@ -37,6 +38,8 @@ __global__ void __launch_bounds__(kThreads)
     rms_norm_kernel(StridedRows out, StridedRows residual, StridedRows x, const bf16* weight,
                     float eps) {
   __shared__ float scratch[32];
+  wait_for_prior_kernels();
+  allow_next_kernel();
   constexpr int kRowsPerBlock = kThreads / kRowThreads;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kRowThreads;
   const int t = threadIdx.x % kRowThreads;
@@ -98,15 +101,16 @@ void launch(const StridedRows& out, const StridedRows& residual, const StridedRo
   const dim3 grid(static_cast<unsigned>((rows + rows_per_block - 1) / rows_per_block));
   const auto* w = static_cast<const bf16*>(weight);
   if (vec && short_rows) {
-    rms_norm_kernel<8, 32, kAdd><<<grid, kThreads, 0, stream>>>(out, residual, x, w, eps);
+    launch_pdl(rms_norm_kernel<8, 32, kAdd>, grid, kThreads, 0, stream, out, residual, x, w, eps);
   } else if (vec) {
-    rms_norm_kernel<8, kThreads, kAdd><<<grid, kThreads, 0, stream>>>(out, residual, x, w, eps);
+    launch_pdl(rms_norm_kernel<8, kThreads, kAdd>, grid, kThreads, 0, stream, out, residual, x, w,
+               eps);
   } else if (short_rows) {
-    rms_norm_kernel<1, 32, kAdd><<<grid, kThreads, 0, stream>>>(out, residual, x, w, eps);
+    launch_pdl(rms_norm_kernel<1, 32, kAdd>, grid, kThreads, 0, stream, out, residual, x, w, eps);
   } else {
-    rms_norm_kernel<1, kThreads, kAdd><<<grid, kThreads, 0, stream>>>(out, residual, x, w, eps);
+    launch_pdl(rms_norm_kernel<1, kThreads, kAdd>, grid, kThreads, 0, stream, out, residual, x, w,
+               eps);
   }
-  SIEVE_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include "core/check.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/rope.h"
 
 namespace sieve::kernels::cuda {
@@ -26,6 +27,8 @@ __global__ void __launch_bounds__(kThreads)
     rope_kernel(StridedRows q, StridedRows k, const int32_t* positions, const float* inv_freq,
                 int64_t inv_freq_row_stride, int half, float scaling, int heads_per_block) {
   __shared__ float cos_s[kMaxHalf], sin_s[kMaxHalf];
+  wait_for_prior_kernels();
+  allow_next_kernel();
   const int64_t t = blockIdx.x;
   const float position = static_cast<float>(positions[t]);
   const float* freq = inv_freq + t * inv_freq_row_stride;
@@ -61,9 +64,8 @@ void launch_rope(const StridedRows& q, const StridedRows& k, const int32_t* posi
   const int heads_per_block = tokens < kFewTokens ? 4 : heads;
   const dim3 grid(static_cast<unsigned>(tokens),
                   static_cast<unsigned>((heads + heads_per_block - 1) / heads_per_block));
-  rope_kernel<<<grid, kThreads, 0, stream>>>(q, k, positions, inv_freq, inv_freq_row_stride, half,
-                                             attention_scaling, heads_per_block);
-  SIEVE_CUDA_CHECK_LAUNCH();
+  launch_pdl(rope_kernel, grid, kThreads, 0, stream, q, k, positions, inv_freq, inv_freq_row_stride,
+             half, attention_scaling, heads_per_block);
 }
 
 }  // namespace sieve::kernels::cuda

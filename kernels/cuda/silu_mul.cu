@@ -5,6 +5,7 @@
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/silu_mul.h"
 
 namespace sieve::kernels::cuda {
@@ -16,6 +17,8 @@ __device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f
 
 template <int kVec>
 __global__ void __launch_bounds__(kThreads) silu_mul_kernel(StridedRows out, StridedRows gate_up) {
+  wait_for_prior_kernels();
+  allow_next_kernel();
   const int64_t row = blockIdx.x;
   const int64_t f = out.row_size;
   const bf16* g = static_cast<const bf16*>(gate_up.data) + gate_up.row_offset(row);
@@ -50,11 +53,10 @@ void launch_silu_mul(const StridedRows& out, const StridedRows& gate_up, cudaStr
   const int64_t split = std::clamp<int64_t>(256 / rows, 1, per_row);
   const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(split));
   if (vec) {
-    silu_mul_kernel<8><<<grid, kThreads, 0, stream>>>(out, gate_up);
+    launch_pdl(silu_mul_kernel<8>, grid, kThreads, 0, stream, out, gate_up);
   } else {
-    silu_mul_kernel<1><<<grid, kThreads, 0, stream>>>(out, gate_up);
+    launch_pdl(silu_mul_kernel<1>, grid, kThreads, 0, stream, out, gate_up);
   }
-  SIEVE_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace sieve::kernels::cuda
