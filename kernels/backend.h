@@ -207,6 +207,12 @@ class Backend {
   // In place, per row of the last dimension.
   virtual void softmax(const TensorView& x) = 0;
   virtual void write_kv(const KvWriteArgs& args) = 0;
+  // rope(r), then write_kv(w), where r.k is the rotary part of w.k (the first dimensions of each
+  // head). A backend may do both in one pass (CUDA does: one launch less per layer).
+  virtual void rope_write_kv(const RopeArgs& r, const KvWriteArgs& w) {
+    rope(r);
+    write_kv(w);
+  }
   virtual void copy_pages(const PageCopyArgs& args) = 0;
   virtual void compact_kv(const CompactArgs& args) = 0;
   virtual void attention(const AttentionArgs& args) = 0;

@@ -142,9 +142,9 @@ void Transformer::attention_block(int layer, const TensorView& kv_arena,
   const bool dynamic = c.rope_scaling.type == RopeType::kDynamic;
   const TensorView inv_freq = dynamic ? token_inv_freq_view_ : inv_freq_.view();
   // Rotary dimensions are the first rotary_dim of each head (partial rotary factor).
-  backend_.rope(RopeArgs{q.slice(2, 0, c.rotary_dim()), k.slice(2, 0, c.rotary_dim()),
-                         positions_view_, inv_freq, rope_.attention_scaling});
-  backend_.write_kv(KvWriteArgs{k, v, slots_view_, kv_arena, layout, layer});
+  backend_.rope_write_kv(RopeArgs{q.slice(2, 0, c.rotary_dim()), k.slice(2, 0, c.rotary_dim()),
+                                  positions_view_, inv_freq, rope_.attention_scaling},
+                         KvWriteArgs{k, v, slots_view_, kv_arena, layout, layer});
   const TensorView attn = attn_.view().slice(0, 0, n).unflatten(1, c.num_heads, c.head_dim);
   AttentionArgs args;
   args.q = q;

@@ -228,25 +228,26 @@ class CudaBackend final : public Backend {
   }
 
   void rope(const RopeArgs& a) override {
-    check_bf16(a.q, "rope q");
-    check_bf16(a.k, "rope k");
-    SIEVE_CHECK(a.q.ndim() == 3 && a.k.ndim() == 3);
-    SIEVE_CHECK_EQ(a.q.size(0), a.k.size(0));
-    SIEVE_CHECK_EQ(a.positions.numel(), a.q.size(0));
-    check_device(a.inv_freq, "rope inv_freq");
-    SIEVE_CHECK_EQ(a.inv_freq.dtype(), DType::kF32);
-    SIEVE_CHECK_EQ(a.inv_freq.stride(a.inv_freq.ndim() - 1), 1);
-    const int64_t half = a.inv_freq.size(a.inv_freq.ndim() - 1);
-    SIEVE_CHECK_LE(2 * half, a.q.size(2));
-    SIEVE_CHECK_LE(2 * half, a.k.size(2));
-    int64_t row_stride = 0;
-    if (a.inv_freq.ndim() == 2) {
-      SIEVE_CHECK_EQ(a.inv_freq.size(0), a.q.size(0));
-      row_stride = a.inv_freq.stride(0);
-    }
-    launch_rope(rows_of(a.q), rows_of(a.k), staged_i32(a.positions, 0),
-                a.inv_freq.data<float>(), row_stride, static_cast<int>(half),
+    const RopeLaunch r = rope_launch(a);
+    launch_rope(r.q, r.k, r.positions, r.inv_freq, r.inv_freq_row_stride, r.half,
                 a.attention_scaling, stream_);
+  }
+
+  void rope_write_kv(const RopeArgs& r, const KvWriteArgs& w) override {
+    // The fused kernel rotates K where RopeArgs has it and copies it from where KvWriteArgs has
+    // it: the two must be the same rows.
+    const bool same_k = r.k.raw() == w.k.raw() && r.k.ndim() == 3 && w.k.ndim() == 3 &&
+                        r.k.size(0) == w.k.size(0) && r.k.size(1) == w.k.size(1) &&
+                        r.k.stride(0) == w.k.stride(0) && r.k.stride(1) == w.k.stride(1);
+    if (!same_k) {
+      Backend::rope_write_kv(r, w);
+      return;
+    }
+    const RopeLaunch rl = rope_launch(r);
+    const KvArena arena = kv_write_arena(w);
+    launch_rope_write_kv(rl.q, rl.k, rl.positions, rl.inv_freq, rl.inv_freq_row_stride, rl.half,
+                         r.attention_scaling, rows_of(w.k), rows_of(w.v),
+                         staged_i32(w.slot_mapping, 1), arena, w.layer, stream_);
   }
 
   void silu_mul(const TensorView& out, const TensorView& gate_up) override {
@@ -265,15 +266,7 @@ class CudaBackend final : public Backend {
   }
 
   void write_kv(const KvWriteArgs& a) override {
-    const KvArena arena = arena_of(a.arena, a.layout);
-    check_bf16(a.k, "write_kv k");
-    check_bf16(a.v, "write_kv v");
-    SIEVE_CHECK(a.k.ndim() == 3 && a.v.ndim() == 3);
-    check_same_shape(a.k, a.v);
-    SIEVE_CHECK_EQ(a.k.size(1), a.layout.num_kv_heads);
-    SIEVE_CHECK_EQ(a.k.size(2), a.layout.head_dim);
-    SIEVE_CHECK_EQ(a.slot_mapping.numel(), a.k.size(0));
-    SIEVE_CHECK(a.layer >= 0 && a.layer < a.layout.num_layers) << "layer " << a.layer;
+    const KvArena arena = kv_write_arena(a);
     launch_write_kv(rows_of(a.k), rows_of(a.v), staged_i32(a.slot_mapping, 0), arena, a.layer,
                     stream_);
   }
@@ -317,6 +310,16 @@ class CudaBackend final : public Backend {
                      num_seqs * a.layout.num_layers * a.layout.num_kv_heads);
       SIEVE_CHECK_GE(a.kv_gap_ends.numel(), num_seqs);
     }
+    if (!a.slot_bias.empty()) {
+      check_device(a.slot_bias, "attention slot_bias");
+      SIEVE_CHECK_EQ(a.slot_bias.dtype(), DType::kF32);
+      SIEVE_CHECK_GE(a.slot_bias.numel(), int64_t{a.layout.num_layers} * a.layout.num_pages *
+                                              a.layout.num_kv_heads * a.layout.tokens_per_page);
+      if (!a.slot_bias_seqs.empty()) SIEVE_CHECK_EQ(a.slot_bias_seqs.numel(), num_seqs);
+    }
+    if (!a.selected_indptr.empty()) {
+      SIEVE_CHECK_EQ(a.selected_indptr.numel(), num_seqs * a.layout.num_kv_heads + 1);
+    }
     PagedAttentionParams p;
     p.q = a.q.raw();
     p.q_stride_token = a.q.stride(0);
@@ -341,6 +344,10 @@ class CudaBackend final : public Backend {
     p.kv_lens = staged_i32(a.kv_lens, 3);
     p.kv_head_lens = a.kv_head_lens.empty() ? nullptr : staged_i32(a.kv_head_lens, 4);
     p.kv_gap_ends = a.kv_gap_ends.empty() ? nullptr : staged_i32(a.kv_gap_ends, 5);
+    p.slot_bias = a.slot_bias.empty() ? nullptr : a.slot_bias.data<float>();
+    p.slot_bias_seqs = a.slot_bias_seqs.empty() ? nullptr : staged_i32(a.slot_bias_seqs, 6);
+    p.selected_indptr = a.selected_indptr.empty() ? nullptr : staged_i32(a.selected_indptr, 7);
+    p.selected_slots = a.selected_slots.empty() ? nullptr : staged_i32(a.selected_slots, 8);
     p.scale = a.scale;
     p.min_q_len = a.min_q_len;
     p.max_q_len = a.max_q_len;
@@ -457,7 +464,7 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  static constexpr int kStagingSlots = 8;
+  static constexpr int kStagingSlots = 9;
 
   // `v` on the device: itself, or its copy in staging slot `slot` when it lives on the host.
   const void* staged(const TensorView& v, DType dtype, int slot) {
@@ -470,6 +477,54 @@ class CudaBackend final : public Backend {
         cudaMemcpyAsync(device, v.raw(), v.nbytes(), cudaMemcpyHostToDevice, stream_));
     return device;
   }
+  // The checked launch arguments of rope (the fused rope_write_kv shares them).
+  struct RopeLaunch {
+    StridedRows q, k;
+    const int32_t* positions;
+    const float* inv_freq;
+    int64_t inv_freq_row_stride;
+    int half;
+  };
+
+  RopeLaunch rope_launch(const RopeArgs& a) {
+    check_bf16(a.q, "rope q");
+    check_bf16(a.k, "rope k");
+    SIEVE_CHECK(a.q.ndim() == 3 && a.k.ndim() == 3);
+    SIEVE_CHECK_EQ(a.q.size(0), a.k.size(0));
+    SIEVE_CHECK_EQ(a.positions.numel(), a.q.size(0));
+    check_device(a.inv_freq, "rope inv_freq");
+    SIEVE_CHECK_EQ(a.inv_freq.dtype(), DType::kF32);
+    SIEVE_CHECK_EQ(a.inv_freq.stride(a.inv_freq.ndim() - 1), 1);
+    const int64_t half = a.inv_freq.size(a.inv_freq.ndim() - 1);
+    SIEVE_CHECK_LE(2 * half, a.q.size(2));
+    SIEVE_CHECK_LE(2 * half, a.k.size(2));
+    int64_t row_stride = 0;
+    if (a.inv_freq.ndim() == 2) {
+      SIEVE_CHECK_EQ(a.inv_freq.size(0), a.q.size(0));
+      row_stride = a.inv_freq.stride(0);
+    }
+    return RopeLaunch{rows_of(a.q),
+                      rows_of(a.k),
+                      staged_i32(a.positions, 0),
+                      a.inv_freq.data<float>(),
+                      row_stride,
+                      static_cast<int>(half)};
+  }
+
+  // The checked arena of write_kv (the fused rope_write_kv shares it).
+  KvArena kv_write_arena(const KvWriteArgs& a) {
+    const KvArena arena = arena_of(a.arena, a.layout);
+    check_bf16(a.k, "write_kv k");
+    check_bf16(a.v, "write_kv v");
+    SIEVE_CHECK(a.k.ndim() == 3 && a.v.ndim() == 3);
+    check_same_shape(a.k, a.v);
+    SIEVE_CHECK_EQ(a.k.size(1), a.layout.num_kv_heads);
+    SIEVE_CHECK_EQ(a.k.size(2), a.layout.head_dim);
+    SIEVE_CHECK_EQ(a.slot_mapping.numel(), a.k.size(0));
+    SIEVE_CHECK(a.layer >= 0 && a.layer < a.layout.num_layers) << "layer " << a.layer;
+    return arena;
+  }
+
   const int32_t* staged_i32(const TensorView& v, int slot) {
     return static_cast<const int32_t*>(staged(v, DType::kI32, slot));
   }

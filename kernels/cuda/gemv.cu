@@ -46,7 +46,8 @@ __global__ void __launch_bounds__(kThreads)
   const uint4* w_rows[kRows];
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
-    w_rows[r] = reinterpret_cast<const uint4*>(w + static_cast<int64_t>(min(row0 + r, n - 1)) * ldw);
+    w_rows[r] =
+        reinterpret_cast<const uint4*>(w + static_cast<int64_t>(min(row0 + r, n - 1)) * ldw);
   }
   float acc[kRows][kM] = {};
   const int vecs = k / 8;

@@ -7,6 +7,7 @@
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/kv_cache.h"
+#include "kernels/cuda/kv_write.cuh"
 #include "kernels/cuda/launch.cuh"
 
 namespace sieve::kernels::cuda {
@@ -15,15 +16,7 @@ namespace {
 constexpr int kThreads = 128;
 constexpr int kCompactRows = 32;  // rows moved per round of compaction
 
-// Element offset of (layer, page, K or V, kv_head, slot in page) in the arena.
-__device__ __forceinline__ int64_t arena_offset(const KvArena& a, int layer, int64_t page, int kv,
-                                                int kv_head, int offset) {
-  return (static_cast<int64_t>(layer) * a.num_pages + page) * a.layer_page_elems() +
-         ((static_cast<int64_t>(kv) * a.num_kv_heads + kv_head) * a.tokens_per_page + offset) *
-             a.head_dim;
-}
-
-// One block per token; threads walk (K or V, kv_head, vector of the row).
+// One block per token.
 template <typename KvT, int kVec>
 __global__ void __launch_bounds__(kThreads)
     write_kv_kernel(StridedRows k, StridedRows v, const int32_t* slot_mapping, KvArena a,
@@ -31,39 +24,7 @@ __global__ void __launch_bounds__(kThreads)
   wait_for_prior_kernels();
   allow_next_kernel();
   const int64_t t = blockIdx.x;
-  const int32_t slot = slot_mapping[t];
-  if (slot < 0) return;
-  const int64_t page = slot / a.tokens_per_page;
-  if (page >= a.num_pages) {
-    if (threadIdx.x == 0) printf("write_kv: slot %d is past page %d\n", slot, a.num_pages);
-    __trap();
-  }
-  KvT* arena = static_cast<KvT*>(a.data);
-  const int vecs = a.head_dim / kVec;
-  for (int w = threadIdx.x; w < 2 * a.num_kv_heads * vecs; w += kThreads) {
-    const int kv = w / (a.num_kv_heads * vecs);
-    const int head = (w / vecs) % a.num_kv_heads;
-    const int vec = w % vecs;
-    // Branches, not a reference to k or v: a dynamic pick of a parameter struct spills it.
-    const int64_t row = t * a.num_kv_heads + head;
-    const bf16* src = (kv == 0 ? static_cast<const bf16*>(k.data) + k.row_offset(row)
-                               : static_cast<const bf16*>(v.data) + v.row_offset(row)) +
-                      vec * kVec;
-    KvT* dst = arena + arena_offset(a, layer, page, kv, head, slot % a.tokens_per_page) +
-               vec * kVec;
-    if constexpr (kVec == 8) {
-      float x[8];
-      load16(src, x);
-      if constexpr (sizeof(KvT) == 2) {
-        store16(dst, x);
-      } else {
-        store16(dst, x);
-        store16(dst + 4, x + 4);
-      }
-    } else {
-      *dst = from_float<KvT>(to_float(*src));
-    }
-  }
+  write_kv_heads<KvT, kVec>(k, v, t, 0, a.num_kv_heads, slot_mapping[t], a, layer);
 }
 
 template <typename Unit>

@@ -1,6 +1,7 @@
 // RMSNorm and the fused residual add + RMSNorm: one warp per row for short rows (per-head q/k
-// norms), one 256-thread block per row for hidden-size rows. Two passes over the row: the first
-// sums squares (and writes the residual), the second rereads the row from cache and scales it.
+// norms), one 256-thread block per row for hidden-size rows. Hidden-size rows of up to 8192
+// elements stay in registers (rms_norm_row_kernel); other rows take two passes, the first summing
+// squares (and writing the residual), the second rereading the row from cache and scaling it.
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/common.cuh"
@@ -89,6 +90,58 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Hidden-size rows of up to kThreads · 8 · kChunks elements (the models served): one block per
+// row holds the row in registers, so x (and the residual) are read once, and loads the weights
+// before waiting for the kernel that wrote x (they are constant), so at batch 1 the norm costs
+// little more than one round trip to memory.
+constexpr int kChunks = 4;
+
+template <bool kAdd>
+__global__ void __launch_bounds__(kThreads)
+    rms_norm_row_kernel(StridedRows out, StridedRows residual, StridedRows x, const bf16* weight,
+                        float eps) {
+  __shared__ float scratch[32];
+  const int64_t n = x.row_size;
+  float w[kChunks][8] = {}, v[kChunks][8] = {};
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) {
+    const int64_t i = (c * kThreads + static_cast<int64_t>(threadIdx.x)) * 8;
+    if (i < n) load16(weight + i, w[c]);
+  }
+  wait_for_prior_kernels();
+  allow_next_kernel();
+  const int64_t row = blockIdx.x;
+  const bf16* in = static_cast<const bf16*>(x.data) + x.row_offset(row);
+  bf16* dst = static_cast<bf16*>(out.data) + out.row_offset(row);
+  bf16* res = kAdd ? static_cast<bf16*>(residual.data) + residual.row_offset(row) : nullptr;
+  float sum = 0.0f;
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) {
+    const int64_t i = (c * kThreads + static_cast<int64_t>(threadIdx.x)) * 8;
+    if (i >= n) continue;
+    load16(in + i, v[c]);
+    if constexpr (kAdd) {
+      float r[8];
+      load16(res + i, r);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) v[c][j] = __bfloat162float(__float2bfloat16_rn(r[j] + v[c][j]));
+      store16(res + i, v[c]);
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j) sum += v[c][j] * v[c][j];
+  }
+  sum = block_sum(sum, scratch);
+  const float inv = rsqrtf(sum / static_cast<float>(n) + eps);
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) {
+    const int64_t i = (c * kThreads + static_cast<int64_t>(threadIdx.x)) * 8;
+    if (i >= n) continue;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v[c][j] = w[c][j] * (v[c][j] * inv);
+    store16(dst + i, v[c]);
+  }
+}
+
 template <bool kAdd>
 void launch(const StridedRows& out, const StridedRows& residual, const StridedRows& x,
             const void* weight, float eps, cudaStream_t stream) {
@@ -100,7 +153,9 @@ void launch(const StridedRows& out, const StridedRows& residual, const StridedRo
   const int64_t rows_per_block = short_rows ? kThreads / 32 : 1;
   const dim3 grid(static_cast<unsigned>((rows + rows_per_block - 1) / rows_per_block));
   const auto* w = static_cast<const bf16*>(weight);
-  if (vec && short_rows) {
+  if (vec && !short_rows && x.row_size <= kThreads * 8 * kChunks) {
+    launch_pdl(rms_norm_row_kernel<kAdd>, grid, kThreads, 0, stream, out, residual, x, w, eps);
+  } else if (vec && short_rows) {
     launch_pdl(rms_norm_kernel<8, 32, kAdd>, grid, kThreads, 0, stream, out, residual, x, w, eps);
   } else if (vec) {
     launch_pdl(rms_norm_kernel<8, kThreads, kAdd>, grid, kThreads, 0, stream, out, residual, x, w,
@@ -120,9 +175,8 @@ void launch_rms_norm(const StridedRows& out, const StridedRows& x, const void* w
   launch<false>(out, StridedRows{}, x, weight, eps, stream);
 }
 
-void launch_add_rms_norm(const StridedRows& out, const StridedRows& residual,
-                         const StridedRows& x, const void* weight, float eps,
-                         cudaStream_t stream) {
+void launch_add_rms_norm(const StridedRows& out, const StridedRows& residual, const StridedRows& x,
+                         const void* weight, float eps, cudaStream_t stream) {
   launch<true>(out, residual, x, weight, eps, stream);
 }
 

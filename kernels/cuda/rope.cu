@@ -6,6 +6,7 @@
 #include "core/check.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/kv_write.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/rope.h"
 
@@ -23,9 +24,15 @@ __device__ __forceinline__ void rotate(bf16* x, int i, int half, float c, float 
   x[i + half] = __float2bfloat16_rn(b * c + a * s);
 }
 
+// With kWrite, the block then stores its KV heads of the token (the rotated K rows and the V rows,
+// whole heads: `k_rows`/`v_rows`, of which `k` is the rotary part) into the token's cache slot,
+// which saves a decode step one launch per layer.
+template <bool kWrite, typename KvT, int kVec>
 __global__ void __launch_bounds__(kThreads)
     rope_kernel(StridedRows q, StridedRows k, const int32_t* positions, const float* inv_freq,
-                int64_t inv_freq_row_stride, int half, float scaling, int heads_per_block) {
+                int64_t inv_freq_row_stride, int half, float scaling, int heads_per_block,
+                StridedRows k_rows, StridedRows v_rows, const int32_t* slot_mapping, KvArena arena,
+                int layer) {
   __shared__ float cos_s[kMaxHalf], sin_s[kMaxHalf];
   wait_for_prior_kernels();
   allow_next_kernel();
@@ -50,6 +57,21 @@ __global__ void __launch_bounds__(kThreads)
                   : static_cast<bf16*>(k.data) + k.row_offset(t * k_heads + head - q_heads);
     rotate(x, i, half, cos_s[i], sin_s[i]);
   }
+  if constexpr (kWrite) {
+    __syncthreads();  // the block's rotated K rows, written above, are visible to all its threads
+    const int first_kv = max(first, q_heads) - q_heads;
+    write_kv_heads<KvT, kVec>(k_rows, v_rows, t, first_kv, first + heads - q_heads - first_kv,
+                              slot_mapping[t], arena, layer);
+  }
+}
+
+// Blocks: one per token, split over its heads when there are few tokens.
+dim3 rope_grid(const StridedRows& q, const StridedRows& k, int* heads_per_block) {
+  const int64_t tokens = q.sizes[0];
+  const int heads = static_cast<int>(q.sizes[1] + k.sizes[1]);
+  *heads_per_block = tokens < kFewTokens ? 4 : heads;
+  return dim3(static_cast<unsigned>(tokens),
+              static_cast<unsigned>((heads + *heads_per_block - 1) / *heads_per_block));
 }
 
 }  // namespace
@@ -57,15 +79,37 @@ __global__ void __launch_bounds__(kThreads)
 void launch_rope(const StridedRows& q, const StridedRows& k, const int32_t* positions,
                  const float* inv_freq, int64_t inv_freq_row_stride, int half,
                  float attention_scaling, cudaStream_t stream) {
-  const int64_t tokens = q.sizes[0];
-  if (tokens == 0 || half == 0) return;
+  if (q.sizes[0] == 0 || half == 0) return;
   SIEVE_CHECK_LE(half, kMaxHalf) << "rotary half-dimension";
-  const int heads = static_cast<int>(q.sizes[1] + k.sizes[1]);
-  const int heads_per_block = tokens < kFewTokens ? 4 : heads;
-  const dim3 grid(static_cast<unsigned>(tokens),
-                  static_cast<unsigned>((heads + heads_per_block - 1) / heads_per_block));
-  launch_pdl(rope_kernel, grid, kThreads, 0, stream, q, k, positions, inv_freq, inv_freq_row_stride,
-             half, attention_scaling, heads_per_block);
+  int heads_per_block = 0;
+  const dim3 grid = rope_grid(q, k, &heads_per_block);
+  launch_pdl(rope_kernel<false, bf16, 1>, grid, kThreads, 0, stream, q, k, positions, inv_freq,
+             inv_freq_row_stride, half, attention_scaling, heads_per_block, StridedRows{},
+             StridedRows{}, nullptr, KvArena{}, 0);
+}
+
+void launch_rope_write_kv(const StridedRows& q, const StridedRows& k, const int32_t* positions,
+                          const float* inv_freq, int64_t inv_freq_row_stride, int half,
+                          float attention_scaling, const StridedRows& k_rows,
+                          const StridedRows& v_rows, const int32_t* slot_mapping,
+                          const KvArena& arena, int layer, cudaStream_t stream) {
+  if (q.sizes[0] == 0) return;
+  SIEVE_CHECK_LE(half, kMaxHalf) << "rotary half-dimension";
+  int heads_per_block = 0;
+  const dim3 grid = rope_grid(q, k, &heads_per_block);
+  const bool vec = k_rows.vectorizable(2) && v_rows.vectorizable(2) && arena.head_dim % 8 == 0 &&
+                   reinterpret_cast<uintptr_t>(arena.data) % 16 == 0;
+  auto launch = [&](auto kernel) {
+    launch_pdl(kernel, grid, kThreads, 0, stream, q, k, positions, inv_freq, inv_freq_row_stride,
+               half, attention_scaling, heads_per_block, k_rows, v_rows, slot_mapping, arena,
+               layer);
+  };
+  if (arena.dtype == DType::kBF16) {
+    vec ? launch(rope_kernel<true, bf16, 8>) : launch(rope_kernel<true, bf16, 1>);
+  } else {
+    SIEVE_CHECK(arena.dtype == DType::kF32) << "KV dtype " << arena.dtype;
+    vec ? launch(rope_kernel<true, float, 8>) : launch(rope_kernel<true, float, 1>);
+  }
 }
 
 }  // namespace sieve::kernels::cuda

@@ -1,12 +1,17 @@
 // The CUDA backend's dense ops against the CPU reference (kernels/cpu ref::) on fresh seeded
 // random inputs rounded to bf16, with NaN-poisoned outputs: embed, rms_norm, add_rms_norm, gemm
 // (fused bias, f32 logits, strided operands, the unaligned fallback), rope (strided q/k views,
-// per-token frequencies, partial rotary), silu_mul, softmax and fill_random.
+// per-token frequencies, partial rotary), the fused rope + write_kv, silu_mul, softmax and
+// fill_random.
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "kernels/cpu/ops.h"
@@ -16,6 +21,8 @@ namespace sieve::cuda_test {
 namespace {
 
 using kernels::GemmArgs;
+using kernels::KvCacheLayout;
+using kernels::KvWriteArgs;
 using kernels::RopeArgs;
 
 TEST(CudaOps, EmbedGathersRowsExactly) {
@@ -37,14 +44,16 @@ TEST(CudaOps, EmbedGathersRowsExactly) {
   }
 }
 
-// rows x width norms: hidden-size rows (block path), head rows of a strided [T, H, D] view in place
-// (warp path), and a width that is not whole 16-byte vectors (scalar path).
+// rows x width norms: hidden-size rows (held in registers up to 8192 wide, partly filled at 3584,
+// the two-pass block path past that), head rows of a strided [T, H, D] view in place (warp path),
+// and a width that is not whole 16-byte vectors (scalar path).
 TEST(CudaOps, RmsNormMatchesReference) {
   SIEVE_GPU_OR_SKIP();
   struct Case {
     int64_t rows, width;
   };
-  for (const Case c : {Case{7, 4096}, Case{33, 100}, Case{5, 2048}}) {
+  for (const Case c : {Case{7, 4096}, Case{33, 100}, Case{5, 2048}, Case{3, 3584}, Case{2, 8192},
+                       Case{2, 16384}}) {
     SCOPED_TRACE(::testing::Message() << c.rows << "x" << c.width);
     std::mt19937 rng(static_cast<uint32_t>(c.width));
     const Tensor x = random_bf16_values({c.rows, c.width}, rng, 2.0f);
@@ -71,7 +80,8 @@ TEST(CudaOps, RmsNormMatchesReference) {
 
 TEST(CudaOps, AddRmsNormUpdatesResidualAndNormalizes) {
   SIEVE_GPU_OR_SKIP();
-  for (const int64_t width : {int64_t{4096}, int64_t{144}, int64_t{90}}) {
+  for (const int64_t width :
+       {int64_t{4096}, int64_t{3584}, int64_t{10240}, int64_t{144}, int64_t{90}}) {
     SCOPED_TRACE(::testing::Message() << "width " << width);
     std::mt19937 rng(static_cast<uint32_t>(width) + 11);
     const int64_t rows = 6;
@@ -169,6 +179,101 @@ TEST(CudaOps, RopeMatchesReferenceOnStridedViews) {
     kernels::cpu::ref::rope(RopeArgs{hq, hk, TensorView(positions.data(), DType::kI32, {tokens}),
                                      freq_view, c.scaling});
     EXPECT_LT(relative_error(download(*gpu_backend, d_fused), fused), kBf16Tolerance);
+  }
+}
+
+// The fused rope_write_kv: exactly the GPU's rope followed by its write_kv (same arena bits, same
+// q and k), and within bf16 tolerance of the CPU's, for few tokens (a token's heads split over
+// blocks, some blocks holding both q and k heads) and many (one block a token), partial rotary,
+// skipped slots (-1), bf16 and f32 arenas; slots nobody writes stay NaN.
+TEST(CudaOps, RopeWriteKvEqualsRopeThenWriteKv) {
+  SIEVE_GPU_OR_SKIP();
+  const int64_t heads = 6, kv_heads = 2, dim = 128, rotary = 64, half = rotary / 2;
+  const int64_t q_dim = heads * dim, kv_dim = kv_heads * dim;
+  const int num_layers = 2, tpp = 16, pages = 10, layer = 1;
+  for (const DType kv_dtype : {DType::kBF16, DType::kF32}) {
+    for (const int64_t tokens : {int64_t{3}, int64_t{70}}) {
+      SCOPED_TRACE(::testing::Message() << "KV " << kv_dtype << ", " << tokens << " tokens");
+      std::mt19937 rng(static_cast<uint32_t>(tokens) + (kv_dtype == DType::kBF16 ? 0 : 100));
+      Tensor fused = random_bf16_values({tokens, q_dim + 2 * kv_dim}, rng);
+      std::vector<int32_t> positions(tokens), slots(tokens);
+      std::vector<int32_t> all(pages * tpp);
+      std::iota(all.begin(), all.end(), 0);
+      std::shuffle(all.begin(), all.end(), rng);
+      for (int64_t t = 0; t < tokens; ++t) {
+        positions[t] = static_cast<int32_t>(rng() % 4096);
+        slots[t] = t % 5 == 2 ? -1 : all[t];
+      }
+      Tensor inv_freq = Tensor::empty(DType::kF32, {half});
+      for (int64_t i = 0; i < half; ++i) {
+        inv_freq.data<float>()[i] = std::pow(10000.0f, -2.0f * i / rotary);
+      }
+      auto qkv = [&](const TensorView& buffer) {
+        return std::tuple{
+            buffer.slice(1, 0, q_dim).unflatten(1, heads, dim),
+            buffer.slice(1, q_dim, q_dim + kv_dim).unflatten(1, kv_heads, dim),
+            buffer.slice(1, q_dim + kv_dim, q_dim + 2 * kv_dim).unflatten(1, kv_heads, dim)};
+      };
+      KvCacheLayout layout{num_layers, static_cast<int>(kv_heads), static_cast<int>(dim), tpp,
+                           pages, DType::kF32};
+      const int64_t elems = static_cast<int64_t>(layout.arena_bytes() / 4);
+      Tensor arena = Tensor::empty(DType::kF32, {elems});
+      std::fill_n(arena.data<float>(), elems, NAN);
+      KvCacheLayout gpu_layout = layout;
+      gpu_layout.dtype = kv_dtype;
+      const Tensor d_freq = upload(*gpu_backend, inv_freq, DType::kF32);
+      const Tensor d_positions = upload_i32(*gpu_backend, positions);
+      const Tensor d_slots = upload_i32(*gpu_backend, slots);
+      // Runs the step on the GPU, fused or as two ops; returns (q k v buffer, arena) on the host.
+      auto run = [&](bool fused_op) {
+        const Tensor d_fused = upload(*gpu_backend, fused, DType::kBF16);
+        const Tensor d_typed = upload(*gpu_backend, arena, kv_dtype);
+        const TensorView d_arena(d_typed.view().raw(), DType::kU8,
+                                 {static_cast<int64_t>(gpu_layout.arena_bytes())}, Device::kCuda);
+        const auto [q, k, v] = qkv(d_fused.view());
+        const RopeArgs r{q.slice(2, 0, rotary), k.slice(2, 0, rotary), d_positions, d_freq, 1.0f};
+        const KvWriteArgs w{k, v, d_slots, d_arena, gpu_layout, layer};
+        if (fused_op) {
+          gpu_backend->rope_write_kv(r, w);
+        } else {
+          gpu_backend->rope(r);
+          gpu_backend->write_kv(w);
+        }
+        return std::pair{download(*gpu_backend, d_fused), download(*gpu_backend, d_typed)};
+      };
+      const auto [fused_rows, fused_arena] = run(true);
+      const auto [split_rows, split_arena] = run(false);
+      auto bits_equal = [](const Tensor& a, const Tensor& b) {
+        return a.numel() == b.numel() &&
+               std::memcmp(a.data<float>(), b.data<float>(), a.numel() * sizeof(float)) == 0;
+      };
+      EXPECT_TRUE(bits_equal(fused_rows, split_rows));
+      EXPECT_TRUE(bits_equal(fused_arena, split_arena));
+
+      const auto [hq, hk, hv] = qkv(fused.view());
+      kernels::cpu::ref::rope(RopeArgs{hq.slice(2, 0, rotary), hk.slice(2, 0, rotary),
+                                       TensorView(positions.data(), DType::kI32, {tokens}),
+                                       inv_freq, 1.0f});
+      kernels::cpu::write_kv(
+          {hk, hv, TensorView(slots.data(), DType::kI32, {tokens}), arena, layout, layer});
+      EXPECT_LT(relative_error(fused_rows, fused), kBf16Tolerance);
+      // Written slots within tolerance, the others still NaN on both sides.
+      Tensor got = fused_arena, want = arena;
+      int64_t nan_mismatches = 0, written = 0;
+      for (int64_t i = 0; i < elems; ++i) {
+        float& a = got.data<float>()[i];
+        float& b = want.data<float>()[i];
+        if (std::isnan(a) != std::isnan(b)) ++nan_mismatches;
+        if (std::isnan(b)) {
+          a = b = 0.0f;
+        } else {
+          ++written;
+        }
+      }
+      EXPECT_EQ(nan_mismatches, 0);
+      EXPECT_EQ(written, (tokens - (tokens + 2) / 5) * 2 * kv_dim);
+      EXPECT_LT(relative_error(got, want), kBf16Tolerance);
+    }
   }
 }
 

@@ -1,0 +1,64 @@
+#pragma once
+// Writing one token's new K and V rows into its slot of the paged arena: shared by write_kv and
+// the fused RoPE + write (rope.cu), which rotates K and stores it in the same kernel. Included
+// only by .cu files.
+
+#include <cstdint>
+#include <cstdio>
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/kv_cache.h"
+#include "kernels/cuda/rows.h"
+
+namespace sieve::kernels::cuda {
+
+// Element offset of (layer, page, K or V, kv_head, slot in page) in the arena.
+__device__ __forceinline__ int64_t arena_offset(const KvArena& a, int layer, int64_t page, int kv,
+                                                int kv_head, int offset) {
+  return (static_cast<int64_t>(layer) * a.num_pages + page) * a.layer_page_elems() +
+         ((static_cast<int64_t>(kv) * a.num_kv_heads + kv_head) * a.tokens_per_page + offset) *
+             a.head_dim;
+}
+
+// The block's threads copy KV heads [first_head, first_head + num_heads) of token t, K and V,
+// into `slot` (nothing for a negative slot; a slot past the arena traps). kVec: 8 (16-byte
+// vectors of the bf16 rows) or 1.
+template <typename KvT, int kVec>
+__device__ __forceinline__ void write_kv_heads(const StridedRows& k, const StridedRows& v,
+                                               int64_t t, int first_head, int num_heads,
+                                               int32_t slot, const KvArena& a, int layer) {
+  if (slot < 0 || num_heads <= 0) return;
+  const int64_t page = slot / a.tokens_per_page;
+  if (page >= a.num_pages) {
+    if (threadIdx.x == 0) printf("write_kv: slot %d is past page %d\n", slot, a.num_pages);
+    __trap();
+  }
+  KvT* arena = static_cast<KvT*>(a.data);
+  const int vecs = a.head_dim / kVec;
+  for (int w = threadIdx.x; w < 2 * num_heads * vecs; w += blockDim.x) {
+    const int kv = w / (num_heads * vecs);
+    const int head = first_head + (w / vecs) % num_heads;
+    const int vec = w % vecs;
+    // Branches, not a reference to k or v: a dynamic pick of a parameter struct spills it.
+    const int64_t row = t * a.num_kv_heads + head;
+    const bf16* src = (kv == 0 ? static_cast<const bf16*>(k.data) + k.row_offset(row)
+                               : static_cast<const bf16*>(v.data) + v.row_offset(row)) +
+                      vec * kVec;
+    KvT* dst = arena + arena_offset(a, layer, page, kv, head, slot % a.tokens_per_page) +
+               vec * kVec;
+    if constexpr (kVec == 8) {
+      float x[8];
+      load16(src, x);
+      if constexpr (sizeof(KvT) == 2) {
+        store16(dst, x);
+      } else {
+        store16(dst, x);
+        store16(dst + 4, x + 4);
+      }
+    } else {
+      *dst = from_float<KvT>(to_float(*src));
+    }
+  }
+}
+
+}  // namespace sieve::kernels::cuda
