@@ -85,7 +85,7 @@ void attend(const float* q, float* out, const PagedHead& head, const RowSlots& s
     for (int d = 0; d < head_dim; ++d) dot += q[d] * k[d];
     scores[i] = dot * scale;
     if (head.bias) scores[i] += head.slot_bias(j);
-    max = std::max(max, scores[i]);
+    if (scores[i] > max || std::isnan(scores[i])) max = scores[i];  // a NaN score propagates
   }
   if (max == -INFINITY) return;  // every slot dropped by a -inf bias
   float sum = 0;

@@ -6,7 +6,8 @@
 // base · num_kv_heads >= 2 · num_sms blocks is not split. Otherwise the context is cut into
 // pieces of split_len = max(64, ⌈W / target⌉) slots (rounded up to the tile), where
 // W = Σ_s chunks_s · len_s and target = ⌈2 · num_sms / num_kv_heads⌉, so the items number at
-// most base + target < 2 · target: the partial buffer's size is known before the launch.
+// most base + target < 2 · target: the partial buffer's size is known before the launch. A
+// selection counts as its length: len_s is the most slots any KV head of the sequence reads.
 
 #include <cub/block/block_scan.cuh>
 
@@ -22,24 +23,29 @@ namespace sieve::kernels::cuda {
 
 namespace attention_impl {
 // The instances (kernels/cuda/instances/*.cu).
-#define SIEVE_ATTENTION_EXTERN(KvT, kHeadDim, kRowsPerWarp)                                  \
-  extern template void run_attention_kernel<KvT, kHeadDim, kRowsPerWarp>(const Launch&, int, \
-                                                                         cudaStream_t)
-SIEVE_ATTENTION_EXTERN(bf16, 64, 1);
-SIEVE_ATTENTION_EXTERN(bf16, 64, 4);
-SIEVE_ATTENTION_EXTERN(bf16, 128, 1);
-SIEVE_ATTENTION_EXTERN(bf16, 128, 4);
-SIEVE_ATTENTION_EXTERN(bf16, 0, 1);
-SIEVE_ATTENTION_EXTERN(bf16, 0, 4);
-SIEVE_ATTENTION_EXTERN(float, 64, 1);
-SIEVE_ATTENTION_EXTERN(float, 64, 4);
-SIEVE_ATTENTION_EXTERN(float, 128, 1);
-SIEVE_ATTENTION_EXTERN(float, 128, 4);
-SIEVE_ATTENTION_EXTERN(float, 0, 1);
-SIEVE_ATTENTION_EXTERN(float, 0, 4);
+#define SIEVE_ATTENTION_EXTERN(KvT, kHeadDim, kRowsPerWarp, kHooks)                   \
+  extern template void run_attention_kernel<KvT, kHeadDim, kRowsPerWarp, kHooks>( \
+      const Launch&, int, cudaStream_t)
+SIEVE_ATTENTION_EXTERN(bf16, 64, 1, false);
+SIEVE_ATTENTION_EXTERN(bf16, 64, 4, false);
+SIEVE_ATTENTION_EXTERN(bf16, 128, 1, false);
+SIEVE_ATTENTION_EXTERN(bf16, 128, 4, false);
+SIEVE_ATTENTION_EXTERN(bf16, 0, 1, false);
+SIEVE_ATTENTION_EXTERN(bf16, 0, 4, false);
+SIEVE_ATTENTION_EXTERN(float, 64, 1, false);
+SIEVE_ATTENTION_EXTERN(float, 64, 4, false);
+SIEVE_ATTENTION_EXTERN(float, 128, 1, false);
+SIEVE_ATTENTION_EXTERN(float, 128, 4, false);
+SIEVE_ATTENTION_EXTERN(float, 0, 1, false);
+SIEVE_ATTENTION_EXTERN(float, 0, 4, false);
+SIEVE_ATTENTION_EXTERN(bf16, 64, 1, true);
+SIEVE_ATTENTION_EXTERN(bf16, 128, 1, true);
+SIEVE_ATTENTION_EXTERN(bf16, 0, 1, true);
 #undef SIEVE_ATTENTION_EXTERN
-extern template void run_tc_attention_kernel<64>(const Launch&, int, cudaStream_t);
-extern template void run_tc_attention_kernel<128>(const Launch&, int, cudaStream_t);
+extern template void run_tc_attention_kernel<64, false>(const Launch&, int, cudaStream_t);
+extern template void run_tc_attention_kernel<128, false>(const Launch&, int, cudaStream_t);
+extern template void run_tc_attention_kernel<64, true>(const Launch&, int, cudaStream_t);
+extern template void run_tc_attention_kernel<128, true>(const Launch&, int, cudaStream_t);
 }  // namespace attention_impl
 
 namespace {
@@ -109,20 +115,29 @@ __global__ void __launch_bounds__(kPlanThreads)
   }
   __syncthreads();
   // Pass 1: chunks_s (kept in item_offset[s]) and the planned length (kept in splits[s]): the
-  // most valid (virtual) slots of the sequence's KV heads in this layer.
+  // most valid (virtual) slots, or selected slots, of the sequence's KV heads in this layer.
   for (int s = threadIdx.x; s < p.num_seqs; s += kPlanThreads) {
     const int packed_rows = (p.qo_indptr[s + 1] - p.qo_indptr[s]) * p.group;
     const bool mine = packed_rows >= p.min_packed_rows && packed_rows < p.max_packed_rows;
     const int chunks = mine ? (packed_rows + rows - 1) / rows : 0;
     int len = p.kv_lens[s];
-    if (p.kv_head_lens) {
+    if (p.kv_head_lens || p.selected_indptr) {
       const int physical = len;
       len = 0;
       for (int h = 0; h < p.num_kv_heads; ++h) {
-        const int prefix = p.kv_head_lens[(static_cast<int64_t>(s) * p.num_layers + p.layer) *
-                                              p.num_kv_heads +
-                                          h];
-        len = max(len, attention_impl::virtual_limit(physical, prefix, p.kv_gap_ends[s]));
+        int head_len = physical;
+        if (p.kv_head_lens) {
+          const int prefix = p.kv_head_lens[(static_cast<int64_t>(s) * p.num_layers + p.layer) *
+                                                p.num_kv_heads +
+                                            h];
+          head_len = attention_impl::virtual_limit(physical, prefix, p.kv_gap_ends[s]);
+        }
+        if (p.selected_indptr) {
+          const int64_t list = static_cast<int64_t>(s) * p.num_kv_heads + h;
+          const int selected = p.selected_indptr[list + 1] - p.selected_indptr[list];
+          if (selected > 0) head_len = min(head_len, selected);
+        }
+        len = max(len, head_len);
       }
     }
     len = max(len, 0);
@@ -249,19 +264,37 @@ void run_instance(const Launch& launch, int rows_per_warp, int grid_items, cudaS
   const bool four = rows_per_warp == 4;
   switch (launch.head_dim) {
     case 64:
-      four ? run_attention_kernel<KvT, 64, 4>(launch, grid_items, stream)
-           : run_attention_kernel<KvT, 64, 1>(launch, grid_items, stream);
+      four ? run_attention_kernel<KvT, 64, 4, false>(launch, grid_items, stream)
+           : run_attention_kernel<KvT, 64, 1, false>(launch, grid_items, stream);
       break;
     case 128:
-      four ? run_attention_kernel<KvT, 128, 4>(launch, grid_items, stream)
-           : run_attention_kernel<KvT, 128, 1>(launch, grid_items, stream);
+      four ? run_attention_kernel<KvT, 128, 4, false>(launch, grid_items, stream)
+           : run_attention_kernel<KvT, 128, 1, false>(launch, grid_items, stream);
       break;
     default:
-      four ? run_attention_kernel<KvT, 0, 4>(launch, grid_items, stream)
-           : run_attention_kernel<KvT, 0, 1>(launch, grid_items, stream);
+      four ? run_attention_kernel<KvT, 0, 4, false>(launch, grid_items, stream)
+           : run_attention_kernel<KvT, 0, 1, false>(launch, grid_items, stream);
       break;
   }
 }
+
+// The FMA kernel with the hooks: bf16 K/V, one row per warp (instances/generate.py says why).
+void run_hooks_instance(const Launch& launch, int grid_items, cudaStream_t stream) {
+  using attention_impl::run_attention_kernel;
+  switch (launch.head_dim) {
+    case 64:
+      run_attention_kernel<bf16, 64, 1, true>(launch, grid_items, stream);
+      break;
+    case 128:
+      run_attention_kernel<bf16, 128, 1, true>(launch, grid_items, stream);
+      break;
+    default:
+      run_attention_kernel<bf16, 0, 1, true>(launch, grid_items, stream);
+      break;
+  }
+}
+
+bool has_hooks(const Launch& launch) { return launch.slot_bias || launch.selected_indptr; }
 
 }  // namespace
 
@@ -308,11 +341,19 @@ void run_class(Launch launch, const PagedAttentionParams& params, int lo, int hi
   const int64_t packed_rows = static_cast<int64_t>(params.num_tokens) * launch.group;
   const int64_t grid_items = (packed_rows + rows - 1) / rows + params.num_seqs + target;
   SIEVE_CHECK_LE(grid_items, INT_MAX);
+  const bool hooks = has_hooks(launch);
   if (tensor_cores) {
-    params.head_dim == 64
-        ? attention_impl::run_tc_attention_kernel<64>(launch, static_cast<int>(grid_items), stream)
-        : attention_impl::run_tc_attention_kernel<128>(launch, static_cast<int>(grid_items),
-                                                       stream);
+    using attention_impl::run_tc_attention_kernel;
+    const int items = static_cast<int>(grid_items);
+    if (params.head_dim == 64) {
+      hooks ? run_tc_attention_kernel<64, true>(launch, items, stream)
+            : run_tc_attention_kernel<64, false>(launch, items, stream);
+    } else {
+      hooks ? run_tc_attention_kernel<128, true>(launch, items, stream)
+            : run_tc_attention_kernel<128, false>(launch, items, stream);
+    }
+  } else if (hooks) {
+    run_hooks_instance(launch, static_cast<int>(grid_items), stream);
   } else if (params.kv_dtype == DType::kBF16) {
     run_instance<bf16>(launch, rows / attention_impl::kWarps, static_cast<int>(grid_items), stream);
   } else {
@@ -337,6 +378,13 @@ void launch_attention(const PagedAttentionParams& params, void* workspace, int n
       << params.num_heads << " query heads over " << params.num_kv_heads << " KV heads";
   SIEVE_CHECK_EQ(params.kv_head_lens == nullptr, params.kv_gap_ends == nullptr)
       << "kv_head_lens and kv_gap_ends come together";
+  SIEVE_CHECK(params.slot_bias || !params.slot_bias_seqs) << "slot_bias_seqs without slot_bias";
+  SIEVE_CHECK(params.selected_indptr || !params.selected_slots)
+      << "selected_slots without selected_indptr";
+  const bool hooks = params.slot_bias || params.selected_indptr;
+  SIEVE_CHECK(!hooks || params.kv_dtype == DType::kBF16)
+      << "the attention hooks (slot bias, selected slots) need a bf16 KV cache on CUDA, got "
+      << params.kv_dtype;
   if (params.num_tokens == 0 || params.num_seqs == 0) return;
   Launch launch{};
   launch.q = static_cast<const bf16*>(params.q);
@@ -361,7 +409,11 @@ void launch_attention(const PagedAttentionParams& params, void* workspace, int n
   launch.kv_lens = params.kv_lens;
   launch.kv_head_lens = params.kv_head_lens;
   launch.kv_gap_ends = params.kv_gap_ends;
-  launch.scale_log2 = params.scale * 1.4426950408889634f;
+  launch.slot_bias = params.slot_bias;
+  launch.slot_bias_seqs = params.slot_bias_seqs;
+  launch.selected_indptr = params.selected_indptr;
+  launch.selected_slots = params.selected_slots;
+  launch.scale_log2 = params.scale * attention_impl::kLog2e;
 
   // Sequences with a tile's worth of packed rows go to the tensor-core kernel, the rest to the
   // FMA kernel; the host's bounds on q_len (0: unknown) skip a class no sequence is in.
@@ -374,7 +426,7 @@ void launch_attention(const PagedAttentionParams& params, void* workspace, int n
   char* base = static_cast<char*>(workspace);
   const WorkspaceLayout fma = fma_layout(params, num_sms);
   if (fma_class) {
-    const int rows = attention_impl::kWarps * rows_per_warp(params, tensor_cores);
+    const int rows = attention_impl::kWarps * (hooks ? 1 : rows_per_warp(params, tensor_cores));
     run_class(launch, params, 0, split, rows, false, base, fma, num_sms, stream);
   }
   if (tc_class) {

@@ -1,6 +1,6 @@
 #pragma once
 // The paged attention kernel template, instantiated per (KV element type, head_dim, rows per
-// warp) in kernels/cuda/instances/. Included by attention.cu and the instance files only.
+// warp, hooks) in kernels/cuda/instances/. Included by attention.cu and the instance files only.
 //
 // Slots are indexed "virtually": a compacted head's valid slots [0, prefix) and [gap, kv_len)
 // are numbered 0, 1, ... without the dead gap (physical = v < prefix ? v : gap + v - prefix), and a
@@ -19,6 +19,16 @@
 // from shared memory, K as 16-byte vectors from padded rows, conflict-free), the row's running
 // max and sum are updated (online softmax in base 2, q pre-scaled by scale·log2 e), and every
 // lane accumulates its own dimensions of P·V from shuffled probabilities.
+//
+// Hooks (AttentionArgs: per-slot logit bias, selected slots) are one compile-time flag, kHooks,
+// for both: the two come from the same policies, each costs little once the other is paid for,
+// and one flag keeps the instance count (and CI's build) modest; instances without it compile
+// to the same code as before the hooks existed. With kHooks a (sequence, KV head) with a
+// selection iterates over positions in its list instead of virtual slots (position i reads
+// virtual slot selected[i]; a row's causal limit becomes the number of entries below it), so
+// tiles, splits and masks are unchanged; the bias of each tile's slots is copied beside K and V
+// and added to the scores (in base 2). Hooks instances exist for bf16 K/V only, with one row per
+// warp in the FMA kernel.
 
 #include <cstdint>
 
@@ -33,6 +43,7 @@ constexpr int kMaxHeadDim = 256;  // the generic (kHeadDim = 0) instance's bound
 // Packed query rows per block of the tensor-core kernel (attention_tc_kernel.cuh): sequences with
 // at least this many packed rows in a step (prefill chunks) go to it, the others to the FMA kernel.
 constexpr int kTcRows = 64;
+constexpr float kLog2e = 1.4426950408889634f;
 
 // The device plan written by the plan kernel into the workspace.
 struct Plan {
@@ -67,6 +78,11 @@ struct Launch {
   const int32_t* splits;       // [num_seqs]
   float* partial_o;            // [items * num_kv_heads * rows, head_dim]
   float2* partial_ml;          // (running max in base 2, sum) per partial row
+  // The hooks, read by kHooks instances only (and the plan kernel); null when absent.
+  const float* slot_bias;          // [num_layers, num_pages, num_kv_heads, tokens_per_page]
+  const int32_t* slot_bias_seqs;   // [num_seqs]; null: every sequence reads slot_bias
+  const int32_t* selected_indptr;  // [num_seqs * num_kv_heads + 1]
+  const int32_t* selected_slots;
 };
 
 // Valid slots of a head below the physical limit `limit` (exclusive): [0, prefix) and [gap, limit).
@@ -74,22 +90,24 @@ __host__ __device__ __forceinline__ int virtual_limit(int limit, int prefix, int
   return (limit < prefix ? limit : prefix) + (limit > gap ? limit - gap : 0);
 }
 
-// Shared memory of one block: q rows (f32) plus two stages of K and V tiles.
+// Shared memory of one block: q rows (f32) plus two stages of K and V tiles (and, with the
+// hooks, two stages of the tile's slot biases).
 template <typename KvT>
 constexpr int padded_row(int head_dim) {
   return head_dim + 16 / static_cast<int>(sizeof(KvT));
 }
 template <typename KvT>
-size_t smem_bytes(int rows, int head_dim) {
+size_t smem_bytes(int rows, int head_dim, bool hooks) {
   return static_cast<size_t>(rows) * head_dim * sizeof(float) +
-         4ull * kTile * padded_row<KvT>(head_dim) * sizeof(KvT);
+         4ull * kTile * padded_row<KvT>(head_dim) * sizeof(KvT) +
+         (hooks ? 2ull * kTile * sizeof(float) : 0);
 }
 
 // Launches the main kernel for one instance; defined in attention_kernel.cuh's instances.
-template <typename KvT, int kHeadDim, int kRowsPerWarp>
+template <typename KvT, int kHeadDim, int kRowsPerWarp, bool kHooks>
 void run_attention_kernel(const Launch& launch, int grid_items, cudaStream_t stream);
 // The tensor-core kernel (bf16 K/V only); defined in attention_tc_kernel.cuh's instances.
-template <int kHeadDim>
+template <int kHeadDim, bool kHooks>
 void run_tc_attention_kernel(const Launch& launch, int grid_items, cudaStream_t stream);
 
 }  // namespace sieve::kernels::cuda::attention_impl

@@ -3,8 +3,8 @@
 // prefill chunks together) over the paged KV arena of kernels/backend.h, GQA-aware, split along
 // the context for long sequences (flash-decoding) with a combine step. Decode rows run on CUDA
 // cores, prefill chunks on tensor cores (mma.sync, FlashAttention-2's scheme). Compacted
-// sequences read [0, kv_head_lens) and [kv_gap_ends, causal limit) of each head, as
-// AttentionArgs says.
+// sequences read [0, kv_head_lens) and [kv_gap_ends, causal limit) of each head, and the
+// compression hooks (per-slot logit bias, selected slots) apply, as AttentionArgs says.
 
 #include <cuda_runtime.h>
 
@@ -36,6 +36,11 @@ struct PagedAttentionParams {
   const int32_t* kv_lens = nullptr;       // [num_seqs]
   const int32_t* kv_head_lens = nullptr;  // optional [num_seqs, num_layers, num_kv_heads]
   const int32_t* kv_gap_ends = nullptr;   // [num_seqs]; given with kv_head_lens
+  // The hooks (bf16 KV only); any of them set takes the hooks instances.
+  const float* slot_bias = nullptr;          // [num_layers, num_pages, num_kv_heads, tpp]
+  const int32_t* slot_bias_seqs = nullptr;   // optional [num_seqs], with slot_bias
+  const int32_t* selected_indptr = nullptr;  // [num_seqs * num_kv_heads + 1]
+  const int32_t* selected_slots = nullptr;   // may be null when every list is empty
   float scale = 1.0f;
   // Host-known bounds of the sequences' query lengths (0: unknown): a launch class no sequence
   // falls in is skipped.

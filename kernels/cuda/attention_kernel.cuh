@@ -15,6 +15,12 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* global, bool 
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(global),
                "r"(src_bytes));
 }
+// 4 bytes (a slot's bias); .ca: the .cg form takes 16-byte copies only.
+__device__ __forceinline__ void cp_async4(void* smem, const void* global, bool valid) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(global),
+               "r"(valid ? 4 : 0));
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
 template <int kPending>
 __device__ __forceinline__ void cp_async_wait() {
@@ -35,25 +41,57 @@ __device__ __forceinline__ int find_sequence(const int32_t* item_offset, int num
   return lo;
 }
 
+// The number of entries of an ascending list below `limit`.
+__device__ __forceinline__ int count_below(const int32_t* list, int n, int limit) {
+  int lo = 0, hi = n;
+  while (lo < hi) {
+    const int mid = (lo + hi) / 2;
+    if (list[mid] < limit) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
 // A block's work item (shared by the FMA and tensor-core kernels): its sequence, the head's valid
 // slots ([0, prefix) and [gap, ...), physical limits clamped to the pages), its chunk of `rows`
 // packed query rows and the virtual slots [kv_start, kv_end) of its split up to the chunk's last
-// causal limit.
+// causal limit. With kHooks and a selection, [kv_start, kv_end) and the row limits count
+// positions in the selection instead (attention.cuh).
+template <bool kHooks>
 struct WorkItem {
   int q_begin, q_len, len, capacity, prefix, gap;
   const int32_t* pages;
   int packed_rows, first_row;
   int kv_start, kv_end;
+  const int32_t* selected;  // kHooks: the head's selected virtual slots; null: all
+  int num_selected;
+  bool bias;  // kHooks: whether the sequence reads Launch::slot_bias
 
-  // Virtual causal limit (exclusive) of a packed row.
+  // Causal limit (exclusive) of a packed row: virtual, or a position in the selection.
   __device__ __forceinline__ int row_limit(const Launch& p, int packed) const {
-    return virtual_limit(min(len - q_len + packed / p.group + 1, capacity), prefix, gap);
+    const int limit =
+        virtual_limit(min(len - q_len + packed / p.group + 1, capacity), prefix, gap);
+    if constexpr (kHooks) {
+      if (selected) return count_below(selected, num_selected, limit);
+    }
+    return limit;
+  }
+  // The virtual slot at iteration index `i` (< kv_end).
+  __device__ __forceinline__ int virtual_slot(int i) const {
+    if constexpr (kHooks) {
+      if (selected) return selected[i];
+    }
+    return i;
   }
 };
 
-__device__ __forceinline__ WorkItem work_item(const Launch& p, const Plan& plan, int item,
-                                              int kv_head, int rows) {
-  WorkItem w;
+template <bool kHooks>
+__device__ __forceinline__ WorkItem<kHooks> work_item(const Launch& p, const Plan& plan, int item,
+                                                      int kv_head, int rows) {
+  WorkItem<kHooks> w;
   const int s = find_sequence(p.item_offset, p.num_seqs, item);
   const int splits = p.splits[s];
   const int local = item - p.item_offset[s];
@@ -70,6 +108,18 @@ __device__ __forceinline__ WorkItem work_item(const Launch& p, const Plan& plan,
                               kv_head];
     w.gap = p.kv_gap_ends[s];
   }
+  w.selected = nullptr;
+  w.num_selected = 0;
+  w.bias = false;
+  if constexpr (kHooks) {
+    if (p.selected_indptr) {
+      const int64_t list = static_cast<int64_t>(s) * p.num_kv_heads + kv_head;
+      const int begin = p.selected_indptr[list];
+      w.num_selected = p.selected_indptr[list + 1] - begin;
+      if (w.num_selected > 0) w.selected = p.selected_slots + begin;
+    }
+    w.bias = p.slot_bias && (!p.slot_bias_seqs || p.slot_bias_seqs[s] != 0);
+  }
   w.packed_rows = w.q_len * p.group;
   w.first_row = chunk * rows;
   const int last_row = min(w.first_row + rows, w.packed_rows) - 1;
@@ -81,12 +131,14 @@ __device__ __forceinline__ WorkItem work_item(const Launch& p, const Plan& plan,
   return w;
 }
 
-// Issues the copies of K and V virtual slots [tile_start, tile_start + kSlots) into one stage
-// (rows padded to padded_row<KvT>); slots at or past `kv_end` are zero-filled.
-template <typename KvT, int kSlots = kTile>
-__device__ __forceinline__ void load_tile(const Launch& p, const int32_t* pages, int kv_head,
-                                          int head_dim, int prefix, int gap, int tile_start,
-                                          int kv_end, KvT* k_stage, KvT* v_stage) {
+// Issues the copies of K and V at iteration indices [tile_start, tile_start + kSlots) (virtual
+// slots, or positions in a selection) into one stage (rows padded to padded_row<KvT>), and with
+// kHooks their biases (zeros where the sequence reads none); indices at or past `kv_end` are
+// zero-filled.
+template <typename KvT, int kSlots, bool kHooks>
+__device__ __forceinline__ void load_tile(const Launch& p, const WorkItem<kHooks>& w, int kv_head,
+                                          int head_dim, int tile_start, int kv_end, KvT* k_stage,
+                                          KvT* v_stage, float* bias_stage) {
   constexpr int kVec = kVec16<KvT>;
   const int vecs_per_row = head_dim / kVec;
   const int row = padded_row<KvT>(head_dim);
@@ -97,12 +149,13 @@ __device__ __forceinline__ void load_tile(const Launch& p, const int32_t* pages,
 #pragma unroll
   for (int c = threadIdx.x; c < kSlots * vecs_per_row; c += kThreads) {
     const int slot_local = c / vecs_per_row, vec = c % vecs_per_row;
-    const int virtual_slot = tile_start + slot_local;
-    const bool valid = virtual_slot < kv_end;
-    const int slot = virtual_slot < prefix ? virtual_slot : gap + (virtual_slot - prefix);
+    const int index = tile_start + slot_local;
+    const bool valid = index < kv_end;
+    const int virtual_slot = valid ? w.virtual_slot(index) : index;
+    const int slot = virtual_slot < w.prefix ? virtual_slot : w.gap + (virtual_slot - w.prefix);
     const KvT* k_src = arena;
     if (valid) {
-      const int64_t page = pages[slot / p.tokens_per_page];
+      const int64_t page = w.pages[slot / p.tokens_per_page];
       k_src = arena + (static_cast<int64_t>(p.layer) * p.num_pages + page) * p.layer_page_elems +
               (static_cast<int64_t>(kv_head) * p.tokens_per_page + slot % p.tokens_per_page) *
                   head_dim +
@@ -110,10 +163,25 @@ __device__ __forceinline__ void load_tile(const Launch& p, const int32_t* pages,
     }
     cp_async16(k_stage + slot_local * row + vec * kVec, k_src, valid);
     cp_async16(v_stage + slot_local * row + vec * kVec, valid ? k_src + v_offset : arena, valid);
+    if constexpr (kHooks) {
+      if (vec == 0) {
+        const bool biased = valid && w.bias;
+        const void* bias_src = p.arena;  // any mapped address: nothing is read
+        if (biased) {
+          const int64_t page = w.pages[slot / p.tokens_per_page];
+          bias_src = p.slot_bias +
+                     ((static_cast<int64_t>(p.layer) * p.num_pages + page) * p.num_kv_heads +
+                      kv_head) *
+                         p.tokens_per_page +
+                     slot % p.tokens_per_page;
+        }
+        cp_async4(bias_stage + slot_local, bias_src, biased);
+      }
+    }
   }
 }
 
-template <typename KvT, int kHeadDim, int kRowsPerWarp>
+template <typename KvT, int kHeadDim, int kRowsPerWarp, bool kHooks>
 __global__ void __launch_bounds__(kThreads) attention_kernel(Launch p) {
   constexpr int kRows = kWarps * kRowsPerWarp;
   // Dimensions one lane accumulates: contiguous for the tuned head dims, strided (lane + 32 i)
@@ -128,7 +196,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Launch p) {
   const int item = blockIdx.x;
   if (item >= plan.num_items) return;
   const int kv_head = blockIdx.y;
-  const WorkItem w = work_item(p, plan, item, kv_head, kRows);
+  const WorkItem<kHooks> w = work_item<kHooks>(p, plan, item, kv_head, kRows);
   const int q_begin = w.q_begin, packed_rows = w.packed_rows, first_row = w.first_row;
   const int kv_start = w.kv_start, kv_end = w.kv_end;
 
@@ -136,6 +204,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Launch p) {
   float* q_s = reinterpret_cast<float*>(smem);
   KvT* kv_s = reinterpret_cast<KvT*>(q_s + kRows * head_dim);
   const int stage_elems = kTile * row_elems;  // one K or V stage
+  float* bias_s = reinterpret_cast<float*>(kv_s + 4 * stage_elems);  // kHooks: 2 stages
 
   for (int e = threadIdx.x; e < kRows * head_dim; e += kThreads) {
     const int r = e / head_dim, d = e % head_dim;
@@ -164,16 +233,16 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Launch p) {
 
   const int num_tiles = (kv_end - kv_start + kTile - 1) / kTile;
   if (num_tiles > 0) {
-    load_tile<KvT>(p, w.pages, kv_head, head_dim, w.prefix, w.gap, kv_start, kv_end, kv_s,
-                   kv_s + stage_elems);
+    load_tile<KvT, kTile>(p, w, kv_head, head_dim, kv_start, kv_end, kv_s, kv_s + stage_elems,
+                          bias_s);
   }
   cp_async_commit();
   for (int tile = 0; tile < num_tiles; ++tile) {
     const int tile_start = kv_start + tile * kTile;
     if (tile + 1 < num_tiles) {
       KvT* next = kv_s + ((tile + 1) % 2) * 2 * stage_elems;
-      load_tile<KvT>(p, w.pages, kv_head, head_dim, w.prefix, w.gap, tile_start + kTile, kv_end,
-                     next, next + stage_elems);
+      load_tile<KvT, kTile>(p, w, kv_head, head_dim, tile_start + kTile, kv_end, next,
+                            next + stage_elems, bias_s + ((tile + 1) % 2) * kTile);
       cp_async_commit();
       cp_async_wait<1>();
     } else {
@@ -204,6 +273,11 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Launch p) {
               q4.x * kf[4 * j] + q4.y * kf[4 * j + 1] + q4.z * kf[4 * j + 2] + q4.w * kf[4 * j + 3];
         }
       }
+    }
+    if constexpr (kHooks) {  // the slot's bias, in base 2 like the scores
+      const float bias = bias_s[(tile % 2) * kTile + lane] * kLog2e;
+#pragma unroll
+      for (int r = 0; r < kRowsPerWarp; ++r) score[r] += bias;
     }
     float prob[kRowsPerWarp];
 #pragma unroll
@@ -270,26 +344,28 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Launch p) {
   }
 }
 
-template <typename KvT, int kHeadDim, int kRowsPerWarp>
+template <typename KvT, int kHeadDim, int kRowsPerWarp, bool kHooks>
 void run_attention_kernel(const Launch& launch, int grid_items, cudaStream_t stream) {
   constexpr int kRows = kWarps * kRowsPerWarp;
-  auto* kernel = attention_kernel<KvT, kHeadDim, kRowsPerWarp>;
+  auto* kernel = attention_kernel<KvT, kHeadDim, kRowsPerWarp, kHooks>;
   static const bool configured = [&] {
     const int max_dim = kHeadDim == 0 ? kMaxHeadDim : kHeadDim;
-    SIEVE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(smem_bytes<KvT>(kRows, max_dim))));
+    SIEVE_CUDA_CHECK(cudaFuncSetAttribute(
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        static_cast<int>(smem_bytes<KvT>(kRows, max_dim, kHooks))));
     return true;
   }();
   (void)configured;
   const dim3 grid(static_cast<unsigned>(grid_items), static_cast<unsigned>(launch.num_kv_heads));
-  kernel<<<grid, kThreads, smem_bytes<KvT>(kRows, launch.head_dim), stream>>>(launch);
+  kernel<<<grid, kThreads, smem_bytes<KvT>(kRows, launch.head_dim, kHooks), stream>>>(launch);
   SIEVE_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace sieve::kernels::cuda::attention_impl
 
 // One explicit instance, for the files under kernels/cuda/instances/.
-#define SIEVE_ATTENTION_INSTANCE(KvT, kHeadDim, kRowsPerWarp)                               \
+#define SIEVE_ATTENTION_INSTANCE(KvT, kHeadDim, kRowsPerWarp, kHooks)                       \
   template void ::sieve::kernels::cuda::attention_impl::run_attention_kernel<KvT, kHeadDim, \
-                                                                             kRowsPerWarp>( \
+                                                                             kRowsPerWarp,  \
+                                                                             kHooks>(       \
       const ::sieve::kernels::cuda::attention_impl::Launch&, int, cudaStream_t)

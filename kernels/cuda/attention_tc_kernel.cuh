@@ -13,7 +13,8 @@
 // Per tile a warp computes S = Q·Kᵀ with mma.m16n8k16 (bf16 in, f32 accumulate; Q's fragments
 // stay in registers for the whole block), masks and rescales S (online softmax in base 2), packs
 // P into bf16 A-fragments straight from the accumulator registers, and adds P·V with V's
-// fragments read by ldmatrix.trans.
+// fragments read by ldmatrix.trans. With kHooks (attention.cuh) a third pair of stages holds the
+// tiles' slot biases, added to S before the mask.
 
 #include <cstdint>
 
@@ -25,11 +26,13 @@ namespace sieve::kernels::cuda::attention_impl {
 constexpr int kTcSlots = 64;  // KV slots per shared-memory tile
 
 // Two stages of K and V tiles; the Q tile passes through stage 1's K tile before the first
-// prefetch of stage 1. Three blocks fit on an SM (69.6 KB each at head_dim 128).
-template <int kHeadDim>
+// prefetch of stage 1. With kHooks, two stages of biases follow. Three blocks fit on an SM
+// (69.6 KB each at head_dim 128, 70.1 KB with the hooks).
+template <int kHeadDim, bool kHooks>
 constexpr size_t tc_smem_bytes() {
   static_assert(kTcRows <= kTcSlots, "the Q tile borrows a K stage");
-  return 4ull * kTcSlots * padded_row<bf16>(kHeadDim) * sizeof(bf16);
+  return 4ull * kTcSlots * padded_row<bf16>(kHeadDim) * sizeof(bf16) +
+         (kHooks ? 2ull * kTcSlots * sizeof(float) : 0);
 }
 constexpr int kTcBlocksPerSm = 3;
 
@@ -82,7 +85,7 @@ __device__ __forceinline__ float quad_sum(float x) {
 
 }  // namespace tc
 
-template <int kHeadDim>
+template <int kHeadDim, bool kHooks>
 __global__ void __launch_bounds__(kThreads, kTcBlocksPerSm) tc_attention_kernel(Launch p) {
   static_assert(kHeadDim % 32 == 0 && kTcRows == kWarps * 16);
   constexpr int kRow = padded_row<bf16>(kHeadDim);
@@ -95,7 +98,7 @@ __global__ void __launch_bounds__(kThreads, kTcBlocksPerSm) tc_attention_kernel(
   // Later chunks of a causal prompt see more slots: launch them first.
   const int item = plan.num_items - 1 - static_cast<int>(blockIdx.x);
   const int kv_head = blockIdx.y;
-  const WorkItem w = work_item(p, plan, item, kv_head, kTcRows);
+  const WorkItem<kHooks> w = work_item<kHooks>(p, plan, item, kv_head, kTcRows);
   const int q_begin = w.q_begin, packed_rows = w.packed_rows, first_row = w.first_row;
   const int kv_start = w.kv_start, kv_end = w.kv_end;
 
@@ -103,12 +106,13 @@ __global__ void __launch_bounds__(kThreads, kTcBlocksPerSm) tc_attention_kernel(
   bf16* kv_s = reinterpret_cast<bf16*>(smem);
   constexpr int kStage = kTcSlots * kRow;  // one K or V stage
   bf16* q_s = kv_s + 2 * kStage;           // stage 1's K tile, free until the first prefetch
+  float* bias_s = reinterpret_cast<float*>(kv_s + 4 * kStage);  // kHooks: 2 stages
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int num_tiles = (kv_end - kv_start + kTcSlots - 1) / kTcSlots;
   if (num_tiles > 0) {
-    load_tile<bf16, kTcSlots>(p, w.pages, kv_head, kHeadDim, w.prefix, w.gap, kv_start, kv_end,
-                              kv_s, kv_s + kStage);
+    load_tile<bf16, kTcSlots>(p, w, kv_head, kHeadDim, kv_start, kv_end, kv_s, kv_s + kStage,
+                              bias_s);
   }
   cp_async_commit();
 
@@ -153,8 +157,8 @@ __global__ void __launch_bounds__(kThreads, kTcBlocksPerSm) tc_attention_kernel(
     const int tile_start = kv_start + tile * kTcSlots;
     if (tile + 1 < num_tiles) {
       bf16* next = kv_s + ((tile + 1) % 2) * 2 * kStage;
-      load_tile<bf16, kTcSlots>(p, w.pages, kv_head, kHeadDim, w.prefix, w.gap,
-                                tile_start + kTcSlots, kv_end, next, next + kStage);
+      load_tile<bf16, kTcSlots>(p, w, kv_head, kHeadDim, tile_start + kTcSlots, kv_end, next,
+                                next + kStage, bias_s + ((tile + 1) % 2) * kTcSlots);
       cp_async_commit();
       cp_async_wait<1>();
     } else {
@@ -181,15 +185,19 @@ __global__ void __launch_bounds__(kThreads, kTcBlocksPerSm) tc_attention_kernel(
       }
     }
 
-    // Online softmax in base 2 over this tile; masked slots are -inf.
+    // Online softmax in base 2 over this tile (with kHooks, plus each slot's bias); masked slots
+    // are -inf.
     float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int nt = 0; nt < kSTiles; ++nt) {
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
         const int h = j / 2;
-        const int slot = tile_start + nt * 8 + 2 * quad + (j & 1);
-        const float x = slot < limit[h] ? sc[nt][j] * p.scale_log2 : -INFINITY;
+        const int column = nt * 8 + 2 * quad + (j & 1);
+        const int slot = tile_start + column;
+        float score = sc[nt][j] * p.scale_log2;
+        if constexpr (kHooks) score += bias_s[(tile % 2) * kTcSlots + column] * kLog2e;
+        const float x = slot < limit[h] ? score : -INFINITY;
         sc[nt][j] = x;
         tile_max[h] = fmaxf(tile_max[h], x);
       }
@@ -271,23 +279,23 @@ __global__ void __launch_bounds__(kThreads, kTcBlocksPerSm) tc_attention_kernel(
   }
 }
 
-template <int kHeadDim>
+template <int kHeadDim, bool kHooks>
 void run_tc_attention_kernel(const Launch& launch, int grid_items, cudaStream_t stream) {
-  auto* kernel = tc_attention_kernel<kHeadDim>;
+  auto* kernel = tc_attention_kernel<kHeadDim, kHooks>;
   static const bool configured = [&] {
     SIEVE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(tc_smem_bytes<kHeadDim>())));
+                                          static_cast<int>(tc_smem_bytes<kHeadDim, kHooks>())));
     return true;
   }();
   (void)configured;
   const dim3 grid(static_cast<unsigned>(grid_items), static_cast<unsigned>(launch.num_kv_heads));
-  kernel<<<grid, kThreads, tc_smem_bytes<kHeadDim>(), stream>>>(launch);
+  kernel<<<grid, kThreads, tc_smem_bytes<kHeadDim, kHooks>(), stream>>>(launch);
   SIEVE_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace sieve::kernels::cuda::attention_impl
 
 // One explicit instance, for the files under kernels/cuda/instances/.
-#define SIEVE_TC_ATTENTION_INSTANCE(kHeadDim)                                         \
+#define SIEVE_TC_ATTENTION_INSTANCE(kHeadDim, kHooks)                                 \
   template void ::sieve::kernels::cuda::attention_impl::run_tc_attention_kernel<      \
-      kHeadDim>(const ::sieve::kernels::cuda::attention_impl::Launch&, int, cudaStream_t)
+      kHeadDim, kHooks>(const ::sieve::kernels::cuda::attention_impl::Launch&, int, cudaStream_t)

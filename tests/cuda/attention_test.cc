@@ -4,7 +4,10 @@
 // length or a causal limit fails. Cases: several sequences, GQA 4:1 / 3:1 and 1:1, head_dim 64,
 // 128 and the generic 16/48, decode rows and prefill chunks over history in one batch, long
 // contexts (split-K and its combine), long prompts on the tensor-core kernel, compacted sequences
-// (per-(layer, KV head) survivors, a dead gap, then the tokens appended since), odd page sizes.
+// (per-(layer, KV head) survivors, a dead gap, then the tokens appended since), odd page sizes,
+// and the compression hooks: a per-slot logit bias (some sequences without one, their bias NaN;
+// some slots at -inf) and selected slots (unselected slots NaN like the dead ones), on the FMA
+// kernel (decode rows, generic head dims) and the tensor-core kernel (prefill chunks).
 
 #include <gtest/gtest.h>
 
@@ -34,6 +37,8 @@ struct Case {
   bool per_head_lens = false;
   DType kv_dtype = DType::kBF16;
   bool q_len_bounds = false;  // pass the host's min/max q_len (kernel classes are skipped)
+  bool bias = false;          // a per-slot logit bias
+  bool select = false;        // selected slots
 };
 
 // The slot offset (in elements) of (layer, page, K or V, head, slot in page).
@@ -44,9 +49,10 @@ size_t slot_elem(const KvCacheLayout& l, int layer, int page, int kv, int head, 
 }
 
 void run_case(const Case& c, uint32_t seed) {
-  SCOPED_TRACE(::testing::Message() << "seed " << seed << ", heads " << c.num_heads << "/"
-                                    << c.num_kv_heads << ", dim " << c.head_dim << ", tpp "
-                                    << c.tokens_per_page << ", KV " << c.kv_dtype);
+  SCOPED_TRACE(::testing::Message()
+               << "seed " << seed << ", heads " << c.num_heads << "/" << c.num_kv_heads << ", dim "
+               << c.head_dim << ", tpp " << c.tokens_per_page << ", KV " << c.kv_dtype << ", bias "
+               << c.bias << ", select " << c.select);
   kernels::Backend& gpu = *::sieve::cuda_test::gpu();
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal;
@@ -82,16 +88,46 @@ void run_case(const Case& c, uint32_t seed) {
       }
     }
   }
-  // Valid slots get values; the rest of every page (dead gaps too) stays NaN.
+  // The hooks, from their own generator (the cases without hooks keep their data): most
+  // sequences get a bias (a few history slots -inf), most (sequence, KV head) lists a selection
+  // of a random density (the others select nothing: all slots).
+  std::mt19937 hook_rng(seed + 7919);
+  std::uniform_real_distribution<float> uniform(-2.0f, 2.0f);
+  std::vector<float> bias(c.bias ? arena_elems / (2 * dim) : 0, NAN);  // one per (K, V) row pair
+  std::vector<int32_t> bias_seqs, selected_indptr{0}, selected_slots;
+  for (int s = 0; s < num_seqs; ++s) bias_seqs.push_back(c.bias && hook_rng() % 4 != 0);
+  // Valid slots get values; the rest of every page (dead gaps, unselected slots) stays NaN.
   for (int s = 0; s < num_seqs; ++s) {
     for (int h = 0; h < c.num_kv_heads; ++h) {
       const int head_len = head_lens[(s * num_layers + layer) * c.num_kv_heads + h];
-      for (int j = 0; j < c.seqs[s].kv_len; ++j) {
+      const int kv_len = c.seqs[s].kv_len, history = kv_len - c.seqs[s].q_len;
+      const int valid = std::min(head_len, kv_len) + std::max(0, kv_len - gap_ends[s]);
+      std::vector<bool> selected(valid, true);
+      if (c.select && hook_rng() % 4 != 0) {
+        const uint32_t density = 1 + hook_rng() % 7;  // in eighths
+        std::vector<int32_t> list;
+        for (int v = 0; v < valid; ++v) {
+          if (hook_rng() % 8 < density) list.push_back(v);
+        }
+        if (!list.empty()) {  // an empty draw stays "all slots"
+          selected.assign(valid, false);
+          for (const int32_t v : list) selected[v] = true;
+          selected_slots.insert(selected_slots.end(), list.begin(), list.end());
+        }
+      }
+      selected_indptr.push_back(static_cast<int32_t>(selected_slots.size()));
+      for (int j = 0, v = 0; j < kv_len; ++j) {
         if (j >= head_len && j < gap_ends[s]) continue;
+        if (!selected[v++]) continue;
         const int page = kv_indices[kv_indptr[s] + j / tpp];
         for (int kv = 0; kv < 2; ++kv) {
           float* row = arena.data() + slot_elem(cpu_layout, layer, page, kv, h, j % tpp);
           for (int d = 0; d < dim; ++d) row[d] = round_bf16(normal(rng));
+        }
+        if (bias_seqs[s]) {
+          bias[((static_cast<size_t>(layer) * cpu_layout.num_pages + page) * c.num_kv_heads + h) *
+                   tpp +
+               j % tpp] = j < history && hook_rng() % 16 == 0 ? -INFINITY : uniform(hook_rng);
         }
       }
     }
@@ -120,6 +156,14 @@ void run_case(const Case& c, uint32_t seed) {
   if (c.per_head_lens) {
     ref.kv_head_lens = host_i32(head_lens);
     ref.kv_gap_ends = host_i32(gap_ends);
+  }
+  if (c.bias) {
+    ref.slot_bias = TensorView(bias.data(), DType::kF32, {static_cast<int64_t>(bias.size())});
+    ref.slot_bias_seqs = host_i32(bias_seqs);
+  }
+  if (c.select) {
+    ref.selected_indptr = host_i32(selected_indptr);
+    ref.selected_slots = host_i32(selected_slots);
   }
   ref.scale = 1.0f / std::sqrt(static_cast<float>(dim));
   kernels::cpu::attention(ref);
@@ -151,6 +195,20 @@ void run_case(const Case& c, uint32_t seed) {
   args.kv_lens = d_kv_lens;
   args.kv_head_lens = c.per_head_lens ? d_head_lens.view() : TensorView();
   args.kv_gap_ends = c.per_head_lens ? d_gap_ends.view() : TensorView();
+  Tensor d_bias, d_bias_seqs, d_selected_slots;
+  if (c.bias) {
+    Tensor host_bias = Tensor::empty(DType::kF32, {static_cast<int64_t>(bias.size())});
+    std::copy(bias.begin(), bias.end(), host_bias.data<float>());
+    d_bias = upload(gpu, host_bias, DType::kF32);
+    d_bias_seqs = upload_i32(gpu, bias_seqs);
+    args.slot_bias = d_bias;
+    args.slot_bias_seqs = d_bias_seqs;
+  }
+  if (c.select) {  // the indptr from the host (staged by the backend), the slots on the device
+    d_selected_slots = upload_i32(gpu, selected_slots);
+    args.selected_indptr = host_i32(selected_indptr);
+    args.selected_slots = d_selected_slots;
+  }
   if (c.q_len_bounds) {
     args.min_q_len = INT32_MAX;
     for (const Seq& s : c.seqs) {
@@ -246,6 +304,57 @@ TEST_P(CudaAttention, GenericHeadDimsOddPagesAndF32Cache) {
   run_case({seqs, 4, 1, 16, 16, true}, GetParam());             // MQA, per-head lengths
   run_case({seqs, 32, 8, 128, 16, false, DType::kF32}, GetParam());  // f32 KV arena
   run_case({{{5000, 1}, {900, 17}}, 8, 2, 64, 16, false, DType::kF32}, GetParam());
+}
+
+// The hooks on decode rows (FMA kernel, with split-K over long contexts) and prefill chunks
+// (tensor-core kernel, head_dim 64 and 128), each alone and both together.
+TEST_P(CudaAttention, SlotBiasAndSelectionOnDecodeRowsAndPrefillChunks) {
+  SIEVE_GPU_OR_SKIP();
+  std::mt19937 rng(GetParam() + 600);
+  std::vector<Seq> mixed = random_seqs(rng, 5, 700, 1);                  // decode rows
+  for (const Seq& s : random_seqs(rng, 2, 300, 40)) mixed.push_back(s);  // small chunks
+  mixed.push_back({600 + 200, 200});                                     // tensor-core chunks
+  mixed.push_back({150, 150});
+  const std::vector<Seq> long_decode = {{6000, 1}, {2500, 1}};
+  const std::pair<bool, bool> hooks[] = {{true, false}, {false, true}, {true, true}};
+  for (const auto& [bias, select] : hooks) {
+    Case decode{random_seqs(rng, 8, 900, 1), 32, 8, 128, 16};
+    decode.bias = bias;
+    decode.select = select;
+    run_case(decode, GetParam());
+    Case split{long_decode, 8, 2, 64, 16};
+    split.bias = bias;
+    split.select = select;
+    run_case(split, GetParam());
+    for (const int dim : {128, 64}) {
+      Case prefill{mixed, dim == 128 ? 32 : 8, 8, dim, 16};
+      prefill.bias = bias;
+      prefill.select = select;
+      run_case(prefill, GetParam());
+    }
+  }
+}
+
+// Both hooks on compacted sequences (virtual slots around the dead gap), with the host's q_len
+// bounds, on prompts only (tensor cores), on a generic head_dim (the FMA kernel takes prefill
+// rows too) and with 7-slot pages.
+TEST_P(CudaAttention, BothHooksOnCompactedSequencesAndGenericHeadDims) {
+  SIEVE_GPU_OR_SKIP();
+  std::mt19937 rng(GetParam() + 700);
+  std::vector<Seq> seqs = random_seqs(rng, 4, 500, 1);
+  for (const Seq& s : random_seqs(rng, 2, 400, 120)) seqs.push_back(s);
+  seqs.push_back({5000, 1});
+  Case compacted{seqs, 16, 4, 128, 16, true, DType::kBF16, true, true, true};
+  run_case(compacted, GetParam());
+  compacted.num_heads = 8;
+  compacted.num_kv_heads = 8;
+  compacted.head_dim = 64;
+  run_case(compacted, GetParam());
+  run_case({{{257, 257}, {1500 + 3, 1500}}, 16, 4, 128, 32, false, DType::kBF16, true, true, true},
+           GetParam());
+  const std::vector<Seq> small = random_seqs(rng, 5, 200, 40);
+  run_case({small, 4, 2, 48, 16, true, DType::kBF16, false, true, true}, GetParam());
+  run_case({small, 9, 3, 64, 7, true, DType::kBF16, false, true, true}, GetParam());
 }
 
 INSTANTIATE_TEST_SUITE_P(Seeds, CudaAttention, ::testing::Values(1u, 2u, 3u));

@@ -501,11 +501,10 @@ TEST_P(AttentionHooks, SelectionEqualsTheSequenceOfItsSlots) {
     sparse.selected[h].assign(all.begin(), all.begin() + count);
     std::sort(sparse.selected[h].begin(), sparse.selected[h].end());
     for (int i = 0; i < count; ++i) {
-      for (const auto& [src, dst] : {std::pair{&sparse.k, &b.seqs[1].k},
-                                     std::pair{&sparse.v, &b.seqs[1].v}}) {
-        std::copy_n(src->begin() + (size_t(sparse.selected[h][i]) * b.num_kv_heads + h) * b.head_dim,
-                    b.head_dim, dst->begin() + (size_t(i) * b.num_kv_heads + h) * b.head_dim);
-      }
+      const size_t from = (size_t(sparse.selected[h][i]) * b.num_kv_heads + h) * b.head_dim;
+      const size_t to = (size_t(i) * b.num_kv_heads + h) * b.head_dim;
+      std::copy_n(sparse.k.begin() + from, b.head_dim, b.seqs[1].k.begin() + to);
+      std::copy_n(sparse.v.begin() + from, b.head_dim, b.seqs[1].v.begin() + to);
     }
   }
   share_queries(b, 0, 1);

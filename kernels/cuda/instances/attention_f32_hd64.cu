@@ -2,5 +2,5 @@
 
 #include "kernels/cuda/attention_kernel.cuh"
 
-SIEVE_ATTENTION_INSTANCE(float, 64, 1);
-SIEVE_ATTENTION_INSTANCE(float, 64, 4);
+SIEVE_ATTENTION_INSTANCE(float, 64, 1, false);
+SIEVE_ATTENTION_INSTANCE(float, 64, 4, false);
