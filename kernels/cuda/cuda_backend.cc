@@ -429,6 +429,8 @@ class CudaBackend final : public Backend {
     const bool host_out = a.out_tokens.device() == Device::kCpu;
     p.out_tokens = host_out ? static_cast<int32_t*>(staging_[6].ensure(a.out_tokens.nbytes()))
                             : a.out_tokens.data<int32_t>();
+    p.slice_max = static_cast<unsigned long long*>(sample_scratch_.ensure(
+        static_cast<size_t>(num_seqs) * kArgmaxSlices * sizeof(unsigned long long)));
     launch_sample(p, stream_);
     if (host_out) {
       SIEVE_CUDA_CHECK(cudaMemcpyAsync(a.out_tokens.raw(), p.out_tokens, a.out_tokens.nbytes(),
@@ -537,6 +539,7 @@ class CudaBackend final : public Backend {
   std::unique_ptr<CublasGemm> gemm_;
   GrowingBuffer workspace_;
   std::array<GrowingBuffer, kStagingSlots> staging_;
+  GrowingBuffer sample_scratch_;
   std::vector<cudaGraphExec_t> graphs_;
 };
 

@@ -4,7 +4,9 @@
 // over the keys, 8 bits a pass from the top: a pass builds a 256-bin histogram of weights (counts
 // for top-k, probabilities for top-p and the draw) of the candidates that share the bits chosen
 // so far, and picks the bin in which the running weight, in descending order, reaches the target.
-// Eight passes over the row give the exact element; no sort, no scratch memory.
+// Eight passes over the row give the exact element; no sort, no scratch memory. The row's top key
+// (the greedy token, and the reference of the probabilities) is found first by kArgmaxSlices
+// blocks a row, so a greedy step does not wait for one block to read a 128k-entry row.
 //
 //   top-k: the k-th key by count;     top-p: the key where Σ p reaches top_p · Z over the top-k;
 //   min-p: p_i >= min_p · p_max;      draw:  the key where Σ p over the survivors passes u · mass.
@@ -156,16 +158,28 @@ __device__ uint64_t select_key(const Candidates& c, double target, Shared& sh) {
   return sh.prefix;
 }
 
+// The top key of each slice of each row: grid (row, slice).
+__global__ void __launch_bounds__(kThreads) slice_max_kernel(SampleParams p) {
+  __shared__ Shared sh;
+  const int s = blockIdx.x;
+  const float* logits = p.logits + s * p.logits_stride;
+  const int per_slice = (p.vocab + kArgmaxSlices - 1) / kArgmaxSlices;
+  const int begin = blockIdx.y * per_slice, end = min(p.vocab, begin + per_slice);
+  uint64_t best = 0;
+  for (int i = begin + threadIdx.x; i < end; i += kThreads) {
+    const uint64_t key = make_key(logits[i], i);
+    best = key > best ? key : best;
+  }
+  best = block_max_key(best, sh);
+  if (threadIdx.x == 0) p.slice_max[s * kArgmaxSlices + blockIdx.y] = best;
+}
+
 __global__ void __launch_bounds__(kThreads) sample_kernel(SampleParams p) {
   __shared__ Shared sh;
   const int s = blockIdx.x;
   const float* logits = p.logits + s * p.logits_stride;
-  uint64_t best = 0;
-  for (int i = threadIdx.x; i < p.vocab; i += kThreads) {
-    const uint64_t key = make_key(logits[i], i);
-    best = key > best ? key : best;
-  }
-  const uint64_t top = block_max_key(best, sh);
+  const uint64_t top = block_max_key(
+      threadIdx.x < kArgmaxSlices ? p.slice_max[s * kArgmaxSlices + threadIdx.x] : 0, sh);
   const float temperature = p.temperature[s];
   if (temperature <= 0.0f) {
     if (threadIdx.x == 0) p.out_tokens[s] = key_id(top);
@@ -200,6 +214,10 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleParams p) {
 
 void launch_sample(const SampleParams& params, cudaStream_t stream) {
   if (params.num_seqs == 0) return;
+  static_assert(kArgmaxSlices <= kThreads);
+  slice_max_kernel<<<dim3(static_cast<unsigned>(params.num_seqs), kArgmaxSlices), kThreads, 0,
+                     stream>>>(params);
+  SIEVE_CUDA_CHECK_LAUNCH();
   sample_kernel<<<static_cast<unsigned>(params.num_seqs), kThreads, 0, stream>>>(params);
   SIEVE_CUDA_CHECK_LAUNCH();
 }

@@ -20,7 +20,11 @@ struct SampleParams {
   const int64_t* seeds = nullptr;
   const int64_t* steps = nullptr;
   int32_t* out_tokens = nullptr;
+  // Scratch of num_seqs · kArgmaxSlices keys: each row's maximum is first found by many blocks.
+  unsigned long long* slice_max = nullptr;
 };
+
+inline constexpr int kArgmaxSlices = 32;
 
 // Greedy (first argmax) or temperature / top-k / top-p / min-p sampling with the CPU backend's
 // draw u = sample_uniform(seed, step), so both backends pick the same token but for rounding at

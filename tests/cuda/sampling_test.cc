@@ -88,6 +88,21 @@ TEST(CudaSampling, GreedyTakesTheFirstArgmax) {
     EXPECT_EQ(gpu, cpu);
     EXPECT_EQ(gpu[3], 100);
   }
+  // The row maximum is found over slices of the row: vocabularies smaller than the slice count
+  // (empty slices) and not a multiple of it, the maximum in the last slice or the last element.
+  for (const int64_t vocab : {int64_t{13}, int64_t{128257}}) {
+    SCOPED_TRACE(::testing::Message() << "vocab " << vocab);
+    Tensor odd = random_logits(3, vocab, 5, 3.0f);
+    odd.data<float>()[vocab - 1] = 60.0f;
+    odd.data<float>()[vocab + vocab / 2] = 60.0f;
+    odd.data<float>()[2 * vocab + vocab - 2] = 60.0f;
+    odd.data<float>()[2 * vocab + vocab - 1] = 60.0f;
+    const auto [cpu, gpu] = sample_both(*gpu_backend, odd, {0.0f, 0, 1.0f, 0.0f}, 9, true);
+    EXPECT_EQ(gpu, cpu);
+    EXPECT_EQ(gpu, (std::vector<int32_t>{static_cast<int32_t>(vocab - 1),
+                                         static_cast<int32_t>(vocab / 2),
+                                         static_cast<int32_t>(vocab - 2)}));
+  }
 }
 
 TEST(CudaSampling, MatchesTheCpuTokenForTheSameDraw) {
