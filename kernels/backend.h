@@ -113,6 +113,11 @@ struct AttentionArgs {
   int min_q_len = 0, max_q_len = 0;
   // Optional u8 scratch of attention_workspace_bytes(); without it the backend uses its own.
   TensorView workspace;
+  // Set by a caller whose previous attention call had the same batch and lengths and the same
+  // `workspace` (a later layer of one step). Without kv_head_lens or a selection, the lengths do
+  // not depend on the layer, so a backend may reuse the work plan it made for that call (CUDA:
+  // one plan kernel a step instead of one a layer).
+  bool reuse_plan = false;
 };
 
 // Copies whole pages, every layer's K and V: copy-on-write of shared prefix pages.

@@ -162,6 +162,8 @@ void Transformer::attention_block(int layer, const TensorView& kv_arena,
   args.min_q_len = min_q_len;
   args.max_q_len = max_q_len;
   args.workspace = attention_workspace_;
+  // Layers after the first see the same batch and, without per-layer lengths, the same plan.
+  args.reuse_plan = layer > 0 && head_lens_view_.empty();
   const auto start = std::chrono::steady_clock::now();
   backend_.attention(args);
   attention_seconds_ +=

@@ -18,6 +18,7 @@
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/launch.cuh"
 
 namespace sieve::kernels::cuda {
 
@@ -108,6 +109,8 @@ __global__ void __launch_bounds__(kPlanThreads)
   __shared__ typename Scan::TempStorage scan_storage;
   __shared__ unsigned long long base_sum, work_sum;
   __shared__ int split_len, any_split, carry;
+  wait_for_prior_kernels();
+  allow_next_kernel();
   if (threadIdx.x == 0) {
     base_sum = work_sum = 0;
     any_split = 0;
@@ -187,6 +190,8 @@ __global__ void __launch_bounds__(kPlanThreads)
 //   O = Σ_i o_i 2^(m_i - M) / Σ_i l_i 2^(m_i - M),  M = max_i m_i.
 __global__ void __launch_bounds__(32 * kCombineRowsPerBlock)
     attention_combine_kernel(Launch p, int rows, int num_heads, int num_tokens) {
+  wait_for_prior_kernels();
+  allow_next_kernel();
   if (!p.plan->split_mode) return;
   const int lane = threadIdx.x % 32;
   const int64_t index =
@@ -332,10 +337,11 @@ void run_class(Launch launch, const PagedAttentionParams& params, int lo, int hi
   launch.partial_o = reinterpret_cast<float*>(base + w.partial_o);
   launch.partial_ml = reinterpret_cast<float2*>(base + w.partial_ml);
   const int target = target_per_head(num_sms, params.num_kv_heads);
-  attention_plan_kernel<<<1, kPlanThreads, 0, stream>>>(
-      launch, rows, target, reinterpret_cast<Plan*>(base),
-      reinterpret_cast<int32_t*>(base + w.item_offset), reinterpret_cast<int32_t*>(base + w.splits));
-  SIEVE_CUDA_CHECK_LAUNCH();
+  if (!params.reuse_plan) {
+    launch_pdl(attention_plan_kernel, 1, kPlanThreads, 0, stream, launch, rows, target,
+               reinterpret_cast<Plan*>(base), reinterpret_cast<int32_t*>(base + w.item_offset),
+               reinterpret_cast<int32_t*>(base + w.splits));
+  }
 
   // Items never exceed base + target (see the file comment); base <= ⌈rows_total / rows⌉ + seqs.
   const int64_t packed_rows = static_cast<int64_t>(params.num_tokens) * launch.group;
@@ -361,11 +367,10 @@ void run_class(Launch launch, const PagedAttentionParams& params, int lo, int hi
                         stream);
   }
   const int64_t out_rows = static_cast<int64_t>(params.num_tokens) * params.num_heads;
-  attention_combine_kernel<<<static_cast<unsigned>((out_rows + kCombineRowsPerBlock - 1) /
-                                                   kCombineRowsPerBlock),
-                             32 * kCombineRowsPerBlock, 0, stream>>>(launch, rows, params.num_heads,
-                                                                     params.num_tokens);
-  SIEVE_CUDA_CHECK_LAUNCH();
+  launch_pdl(attention_combine_kernel,
+             static_cast<unsigned>((out_rows + kCombineRowsPerBlock - 1) / kCombineRowsPerBlock),
+             32 * kCombineRowsPerBlock, 0, stream, launch, rows, params.num_heads,
+             params.num_tokens);
 }
 
 }  // namespace

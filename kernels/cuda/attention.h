@@ -46,6 +46,8 @@ struct PagedAttentionParams {
   // falls in is skipped.
   int min_q_len = 0, max_q_len = 0;
   bool tensor_cores = false;  // the device has bf16 mma (sm_80 and later)
+  // The workspace holds the plan of this batch already (AttentionArgs::reuse_plan).
+  bool reuse_plan = false;
 };
 
 // Whether the kernels support this head_dim and KV dtype (head_dim a multiple of 8, <= 256).

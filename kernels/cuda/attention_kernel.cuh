@@ -6,6 +6,7 @@
 
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/launch.cuh"
 
 namespace sieve::kernels::cuda::attention_impl {
 
@@ -192,6 +193,8 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Launch p) {
   const int head_dim = kGeneric ? p.head_dim : kHeadDim;
   const int row_elems = padded_row<KvT>(head_dim);
 
+  wait_for_prior_kernels();
+  allow_next_kernel();
   const Plan plan = *p.plan;
   const int item = blockIdx.x;
   if (item >= plan.num_items) return;
@@ -357,8 +360,8 @@ void run_attention_kernel(const Launch& launch, int grid_items, cudaStream_t str
   }();
   (void)configured;
   const dim3 grid(static_cast<unsigned>(grid_items), static_cast<unsigned>(launch.num_kv_heads));
-  kernel<<<grid, kThreads, smem_bytes<KvT>(kRows, launch.head_dim, kHooks), stream>>>(launch);
-  SIEVE_CUDA_CHECK_LAUNCH();
+  launch_pdl(kernel, grid, kThreads, smem_bytes<KvT>(kRows, launch.head_dim, kHooks), stream,
+             launch);
 }
 
 }  // namespace sieve::kernels::cuda::attention_impl

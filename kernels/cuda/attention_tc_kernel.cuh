@@ -93,6 +93,8 @@ __global__ void __launch_bounds__(kThreads, kTcBlocksPerSm) tc_attention_kernel(
   constexpr int kDTiles = kHeadDim / 8;   // n-tiles of P·V
   constexpr int kSTiles = kTcSlots / 8;   // n-tiles of Q·Kᵀ
 
+  wait_for_prior_kernels();
+  allow_next_kernel();
   const Plan plan = *p.plan;
   if (static_cast<int>(blockIdx.x) >= plan.num_items) return;
   // Later chunks of a causal prompt see more slots: launch them first.
@@ -289,8 +291,7 @@ void run_tc_attention_kernel(const Launch& launch, int grid_items, cudaStream_t 
   }();
   (void)configured;
   const dim3 grid(static_cast<unsigned>(grid_items), static_cast<unsigned>(launch.num_kv_heads));
-  kernel<<<grid, kThreads, tc_smem_bytes<kHeadDim, kHooks>(), stream>>>(launch);
-  SIEVE_CUDA_CHECK_LAUNCH();
+  launch_pdl(kernel, grid, kThreads, tc_smem_bytes<kHeadDim, kHooks>(), stream, launch);
 }
 
 }  // namespace sieve::kernels::cuda::attention_impl

@@ -352,6 +352,7 @@ class CudaBackend final : public Backend {
     p.min_q_len = a.min_q_len;
     p.max_q_len = a.max_q_len;
     p.tensor_cores = tensor_cores_;
+    p.reuse_plan = a.reuse_plan && !a.workspace.empty() && !p.kv_head_lens && !p.selected_indptr;
     const size_t bytes = cuda::attention_workspace_bytes(p, num_sms_);
     void* workspace = nullptr;
     if (a.workspace.empty()) {
