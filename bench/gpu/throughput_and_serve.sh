@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One device call (issue 7): the GPU tests, decode at batch 1, `sieve bench throughput` on 1000
-# random prompts of 1024 tokens with 512 new tokens each, `sieve bench serve`'s client
+# One device call (issue 7): decode at batch 1, `sieve bench throughput` on 1000 random prompts
+# of 1024 tokens with 512 new tokens each and on 1000 of 256 / 256 (the workload of the vLLM
+# figure cited in bench/results/cuda_h100.md), `sieve bench serve`'s client
 # (bench/serve/bench_serve.py) against `sieve serve` at several Poisson rates, and Hugging Face
 # transformers `generate` on the same shape as the peer. Llama-3.1-8B shape, dummy bf16 weights.
 # Run from an unpacked bundle (deploy/make_bundle.sh); logs and JSON lines go to $OUT.
@@ -16,11 +17,6 @@ cd "$bundle"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/device.txt"
 date -u +%FT%TZ >> "$out/device.txt"
 
-echo "== GPU tests"
-timeout 300 ./run.sh sieve_cuda_tests --gtest_color=no > "$out/cuda_tests.log" 2>&1
-echo "rc=$?" >> "$out/cuda_tests.log"
-grep -E "^\[  (PASSED|FAILED) |rc=" "$out/cuda_tests.log"
-
 echo "== decode, batch 1, 512-token context"
 timeout 120 ./run.sh sieve --log-level warn generate --device cuda --model "$cfg" --load-format dummy \
   --ignore-eos --json --max-num-batched-tokens 2048 --prompt-token-ids "$(ids 1 512)" \
@@ -33,9 +29,16 @@ timeout 300 ./run.sh sieve --log-level warn bench throughput --device cuda --mod
   --max-num-batched-tokens 8192 --json > "$out/throughput_1000.log" 2>&1
 tail -1 "$out/throughput_1000.log"
 
+echo "== bench throughput: 1000 prompts, 256 in / 256 out (vLLM's benchmark_throughput shape)"
+timeout 200 ./run.sh sieve --log-level warn bench throughput --device cuda --model "$cfg" \
+  --load-format dummy --num-prompts 1000 --input-len 256 --output-len 256 --max-num-seqs 256 \
+  --max-num-batched-tokens 8192 --json > "$out/throughput_256.log" 2>&1
+tail -1 "$out/throughput_256.log"
+
 echo "== bench serve: Poisson rates against sieve serve (HTTP, streaming)"
 ./run.sh sieve --log-level warn serve --device cuda --model "$cfg" --load-format dummy \
   --port 18300 --grpc-port -1 --max-num-seqs 256 --max-num-batched-tokens 8192 \
+  --no-enable-prefix-caching \
   > "$out/serve.log" 2>&1 &
 server=$!
 for _ in $(seq 1 120); do curl -sf http://127.0.0.1:18300/health >/dev/null && break; sleep 1; done

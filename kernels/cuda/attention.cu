@@ -8,6 +8,13 @@
 // W = Σ_s chunks_s · len_s and target = ⌈2 · num_sms / num_kv_heads⌉, so the items number at
 // most base + target < 2 · target: the partial buffer's size is known before the launch. A
 // selection counts as its length: len_s is the most slots any KV head of the sequence reads.
+//
+// Programmatic dependent launch (launch.cuh): the attention kernels let the next kernel launch
+// early (the O projection's GEMV then starts streaming its weights during the combine), but are
+// themselves launched plainly. Launched with PDL they made a 16-sequence decode step 9-13% slower
+// (8.8 -> 9.7 ms at 1k contexts, 15.2 -> 17.0 ms at 4k) for 0.4% at batch 1
+// (bench/results/gpu-2026-11-24-s3/pdl_modes.txt). Their wait_for_prior_kernels() calls are then
+// no-ops, kept so that the kernels stay correct under either launch.
 
 #include <cub/block/block_scan.cuh>
 
@@ -18,7 +25,6 @@
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/check.h"
-#include "kernels/cuda/launch.cuh"
 
 namespace sieve::kernels::cuda {
 
@@ -338,9 +344,11 @@ void run_class(Launch launch, const PagedAttentionParams& params, int lo, int hi
   launch.partial_ml = reinterpret_cast<float2*>(base + w.partial_ml);
   const int target = target_per_head(num_sms, params.num_kv_heads);
   if (!params.reuse_plan) {
-    launch_pdl(attention_plan_kernel, 1, kPlanThreads, 0, stream, launch, rows, target,
-               reinterpret_cast<Plan*>(base), reinterpret_cast<int32_t*>(base + w.item_offset),
-               reinterpret_cast<int32_t*>(base + w.splits));
+    attention_plan_kernel<<<1, kPlanThreads, 0, stream>>>(
+        launch, rows, target, reinterpret_cast<Plan*>(base),
+        reinterpret_cast<int32_t*>(base + w.item_offset),
+        reinterpret_cast<int32_t*>(base + w.splits));
+    SIEVE_CUDA_CHECK_LAUNCH();
   }
 
   // Items never exceed base + target (see the file comment); base <= ⌈rows_total / rows⌉ + seqs.
@@ -367,10 +375,11 @@ void run_class(Launch launch, const PagedAttentionParams& params, int lo, int hi
                         stream);
   }
   const int64_t out_rows = static_cast<int64_t>(params.num_tokens) * params.num_heads;
-  launch_pdl(attention_combine_kernel,
-             static_cast<unsigned>((out_rows + kCombineRowsPerBlock - 1) / kCombineRowsPerBlock),
-             32 * kCombineRowsPerBlock, 0, stream, launch, rows, params.num_heads,
-             params.num_tokens);
+  attention_combine_kernel<<<static_cast<unsigned>((out_rows + kCombineRowsPerBlock - 1) /
+                                                   kCombineRowsPerBlock),
+                             32 * kCombineRowsPerBlock, 0, stream>>>(launch, rows, params.num_heads,
+                                                                     params.num_tokens);
+  SIEVE_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace

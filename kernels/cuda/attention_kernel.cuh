@@ -6,7 +6,6 @@
 
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/check.h"
-#include "kernels/cuda/launch.cuh"
 
 namespace sieve::kernels::cuda::attention_impl {
 
@@ -360,8 +359,8 @@ void run_attention_kernel(const Launch& launch, int grid_items, cudaStream_t str
   }();
   (void)configured;
   const dim3 grid(static_cast<unsigned>(grid_items), static_cast<unsigned>(launch.num_kv_heads));
-  launch_pdl(kernel, grid, kThreads, smem_bytes<KvT>(kRows, launch.head_dim, kHooks), stream,
-             launch);
+  kernel<<<grid, kThreads, smem_bytes<KvT>(kRows, launch.head_dim, kHooks), stream>>>(launch);
+  SIEVE_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace sieve::kernels::cuda::attention_impl

@@ -291,7 +291,8 @@ void run_tc_attention_kernel(const Launch& launch, int grid_items, cudaStream_t 
   }();
   (void)configured;
   const dim3 grid(static_cast<unsigned>(grid_items), static_cast<unsigned>(launch.num_kv_heads));
-  launch_pdl(kernel, grid, kThreads, tc_smem_bytes<kHeadDim, kHooks>(), stream, launch);
+  kernel<<<grid, kThreads, tc_smem_bytes<kHeadDim, kHooks>(), stream>>>(launch);
+  SIEVE_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace sieve::kernels::cuda::attention_impl
