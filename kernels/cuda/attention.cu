@@ -3,10 +3,18 @@
 // attention_kernel.cuh, instantiated under instances/.
 //
 // Split choice. With base = Σ_s chunks_s work items per KV head, a batch that already gives
-// base · num_kv_heads >= 2 · num_sms blocks is not split. Otherwise the context is cut into
-// pieces of split_len = max(64, ⌈W / target⌉) slots (rounded up to the tile), where
-// W = Σ_s chunks_s · len_s and target = ⌈2 · num_sms / num_kv_heads⌉, so the items number at
-// most base + target < 2 · target: the partial buffer's size is known before the launch. A
+// base · num_kv_heads >= B · num_sms blocks is not split. Otherwise the context is cut into
+// pieces of split_len = max(64, ⌈W / target⌉, ⌈max_s len_s / 32⌉) slots (rounded up to the
+// tile), where W = Σ_s chunks_s · len_s and target = ⌈B · num_sms / num_kv_heads⌉, so the items
+// number at most base + target < 2 · target: the partial buffer's size is known before the
+// launch. B is
+// the blocks an SM holds at once: 6 for the FMA decode kernel (shared memory is its limit; its
+// blocks are memory-bound and each keeps only two tiles in flight, so it wants a full wave),
+// 2 for the tensor-core kernel. Measured on the H100 (bench/results/gpu-2026-11-24-s3/
+// split_mult.txt): B = 6 rather than 2 takes a 16-sequence step of 4k contexts from 14.6 to 11.1
+// ms and a 64-sequence one from 23.0 to 17.3. The cap of 32 splits a sequence keeps batch 1 at 4k
+// from paying for more partials than it needs (6.33 ms a step at 33 splits, 6.63 at 65), while
+// short contexts keep 64-slot splits (a 512-token context in 8, not 4: 5.8 against 6.1 ms). A
 // selection counts as its length: len_s is the most slots any KV head of the sequence reads.
 //
 // Programmatic dependent launch (launch.cuh): the attention kernels let the next kernel launch
@@ -64,6 +72,9 @@ using attention_impl::Plan;
 
 constexpr int kPlanThreads = 256;
 constexpr int kMinSplitLen = 64;
+constexpr int kMaxSplits = 32;  // per sequence
+constexpr int kFmaWaveBlocks = 6;  // B of the file comment, per launch class
+constexpr int kTcWaveBlocks = 2;
 constexpr int kCombineRowsPerBlock = 4;
 
 // Rows per warp of the FMA kernel: 1 keeps decode blocks small (a GQA group of 4 fills the 4
@@ -74,8 +85,8 @@ int rows_per_warp(const PagedAttentionParams& p, bool tensor_cores) {
   return static_cast<int64_t>(p.num_tokens) * group >= 16ll * std::max(p.num_seqs, 1) ? 4 : 1;
 }
 
-int target_per_head(int num_sms, int num_kv_heads) {
-  return (2 * num_sms + num_kv_heads - 1) / num_kv_heads;
+int target_per_head(int num_sms, int num_kv_heads, int wave_blocks) {
+  return (wave_blocks * num_sms + num_kv_heads - 1) / num_kv_heads;
 }
 
 // Workspace of one launch class: Plan, item_offset[num_seqs + 1], splits[num_seqs], then
@@ -85,12 +96,12 @@ struct WorkspaceLayout {
 };
 
 WorkspaceLayout workspace_layout(int num_seqs, int num_kv_heads, int head_dim, int rows,
-                                 int num_sms) {
+                                 int target) {
   auto align = [](size_t x) { return (x + 255) / 256 * 256; };
   WorkspaceLayout w{};
   w.item_offset = sizeof(Plan);
   w.splits = w.item_offset + sizeof(int32_t) * (num_seqs + 1);
-  const size_t partial_rows = 2ull * target_per_head(num_sms, num_kv_heads) * num_kv_heads * rows;
+  const size_t partial_rows = 2ull * target * num_kv_heads * rows;
   w.partial_o = align(w.splits + sizeof(int32_t) * num_seqs);
   w.partial_ml = align(w.partial_o + partial_rows * head_dim * sizeof(float));
   w.total = align(w.partial_ml + partial_rows * sizeof(float2));
@@ -100,11 +111,11 @@ WorkspaceLayout workspace_layout(int num_seqs, int num_kv_heads, int head_dim, i
 // The FMA class's layout (its largest rows) followed by the tensor-core class's.
 WorkspaceLayout fma_layout(const PagedAttentionParams& p, int num_sms) {
   return workspace_layout(p.num_seqs, p.num_kv_heads, p.head_dim, attention_impl::kWarps * 4,
-                          num_sms);
+                          target_per_head(num_sms, p.num_kv_heads, kFmaWaveBlocks));
 }
 WorkspaceLayout tc_layout(const PagedAttentionParams& p, int num_sms) {
   return workspace_layout(p.num_seqs, p.num_kv_heads, p.head_dim, attention_impl::kTcRows,
-                          num_sms);
+                          target_per_head(num_sms, p.num_kv_heads, kTcWaveBlocks));
 }
 
 // One block: per-sequence chunks and lengths, the split decision, and the item prefix sums.
@@ -114,12 +125,13 @@ __global__ void __launch_bounds__(kPlanThreads)
   using Scan = cub::BlockScan<int32_t, kPlanThreads>;
   __shared__ typename Scan::TempStorage scan_storage;
   __shared__ unsigned long long base_sum, work_sum;
-  __shared__ int split_len, any_split, carry;
+  __shared__ int split_len, any_split, carry, max_len;
   wait_for_prior_kernels();
   allow_next_kernel();
   if (threadIdx.x == 0) {
     base_sum = work_sum = 0;
     any_split = 0;
+    max_len = 0;
     carry = 0;
   }
   __syncthreads();
@@ -154,14 +166,16 @@ __global__ void __launch_bounds__(kPlanThreads)
     splits[s] = len;
     atomicAdd(&base_sum, static_cast<unsigned long long>(chunks));
     atomicAdd(&work_sum, static_cast<unsigned long long>(chunks) * len);
+    if (chunks > 0) atomicMax(&max_len, len);
   }
   __syncthreads();
   if (threadIdx.x == 0) {
     if (base_sum >= static_cast<unsigned long long>(target)) {
       split_len = INT_MAX;
     } else {
-      const unsigned long long len = max(static_cast<unsigned long long>(kMinSplitLen),
-                                         (work_sum + target - 1) / target);
+      const unsigned long long len =
+          max(max(static_cast<unsigned long long>(kMinSplitLen), (work_sum + target - 1) / target),
+              static_cast<unsigned long long>((max_len + kMaxSplits - 1) / kMaxSplits));
       split_len = static_cast<int>(min((len + kTile - 1) / kTile * kTile,
                                        static_cast<unsigned long long>(INT_MAX / 2)));
     }
@@ -342,7 +356,8 @@ void run_class(Launch launch, const PagedAttentionParams& params, int lo, int hi
   launch.splits = reinterpret_cast<const int32_t*>(base + w.splits);
   launch.partial_o = reinterpret_cast<float*>(base + w.partial_o);
   launch.partial_ml = reinterpret_cast<float2*>(base + w.partial_ml);
-  const int target = target_per_head(num_sms, params.num_kv_heads);
+  const int target = target_per_head(num_sms, params.num_kv_heads,
+                                     tensor_cores ? kTcWaveBlocks : kFmaWaveBlocks);
   if (!params.reuse_plan) {
     attention_plan_kernel<<<1, kPlanThreads, 0, stream>>>(
         launch, rows, target, reinterpret_cast<Plan*>(base),
