@@ -480,6 +480,7 @@ class CudaBackend final : public Backend {
         cudaMemcpyAsync(device, v.raw(), v.nbytes(), cudaMemcpyHostToDevice, stream_));
     return device;
   }
+
   // The checked launch arguments of rope (the fused rope_write_kv shares them).
   struct RopeLaunch {
     StridedRows q, k;
