@@ -438,8 +438,19 @@ void Engine::prompt_logprobs_step(const scheduler::SchedulerOutput& out) {
 
 const std::vector<scheduler::SeqOutput>& Engine::sample_step(
     const scheduler::SchedulerOutput& out) {
-  // Who samples, and from which logits row: scheduled sequences (their rows in order), then
-  // forks, which draw from their parent's row.
+  const int64_t num_rows = collect_draws(out);
+  sampled_.resize(draws_.size());
+  if (draws_.empty()) return sampled_;
+  draw_tokens(num_rows);
+  timer_.mark(StepPhase::kSample);
+  const std::span<const int32_t> tokens = sampling_.tokens();
+  for (size_t d = 0; d < draws_.size(); ++d) record_token(draws_[d], tokens[d], sampled_[d]);
+  stats_.generation_tokens += static_cast<int64_t>(draws_.size());
+  timer_.mark(StepPhase::kDetokenize);
+  return sampled_;
+}
+
+int64_t Engine::collect_draws(const scheduler::SchedulerOutput& out) {
   draws_.clear();
   sampling_.clear();
   for (size_t i = 0; i < out.scheduled.size(); ++i) {
@@ -458,14 +469,16 @@ const std::vector<scheduler::SeqOutput>& Engine::sample_step(
     SIEVE_CHECK(child != nullptr);
     draws_.push_back({&seq_state(f.child, child->request_id, f.sample_index), f.child, row});
   }
-  sampled_.resize(draws_.size());
-  if (draws_.empty()) return sampled_;
   for (const Draw& draw : draws_) {
     const SeqState& st = *draw.state;
     sampling_.add(st.request->request.params,
                   splitmix64(st.request->seed + static_cast<uint64_t>(st.index)), st.num_output,
                   st.penalty_tokens ? &*st.penalty_tokens : nullptr, eos_token_ids_);
   }
+  return num_rows;
+}
+
+void Engine::draw_tokens(int64_t num_rows) {
   // Forks first: their copies of a parent's row are taken before the parent's own row is
   // penalized in place.
   num_host_rows_ = 0;
@@ -479,40 +492,32 @@ const std::vector<scheduler::SeqOutput>& Engine::sample_step(
     sample_rows(rows, begin, end);
   }
   sample_rows(step_logits_.slice(0, 0, num_rows), 0, num_rows);
-  timer_.mark(StepPhase::kSample);
+}
 
-  const int64_t vocab = model_.config().vocab_size;
-  const std::span<const int32_t> tokens = sampling_.tokens();
-  for (int64_t d = 0; d < n; ++d) {
-    const Draw& draw = draws_[d];
-    SeqState& st = *draw.state;
-    const SamplingParams& p = st.request->request.params;
-    const int32_t token = tokens[d];
-    std::optional<TokenLogprob> logprob;
-    // Logprobs come from the raw distribution (before penalties), as vLLM reports them.
-    if (p.logprobs >= 0) {
-      logprob = compute_logprob(
-          std::span<const float>(host_logits_.data<float>() + draw.host_row * vocab, vocab), token,
-          p.logprobs);
-    }
-    scheduler::SeqOutput& o = sampled_[d];
-    o.seq_id = draw.seq;
-    o.token_ids.assign(1, token);
-    o.finish = FinishReason::kNone;
-    const bool is_eos =
-        std::find(eos_token_ids_.begin(), eos_token_ids_.end(), token) != eos_token_ids_.end();
-    const bool is_stop_token = std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(),
-                                         token) != p.stop_token_ids.end();
-    if ((is_eos && !p.ignore_eos) || is_stop_token) o.finish = FinishReason::kStop;
-    if (st.penalty_tokens) st.penalty_tokens->add_output(token);
-    ++st.num_output;
-    ++st.request->usage.completion_tokens;
-    emit(st, o, logprob ? &*logprob : nullptr);
-    if (st.stops.matched()) o.finish = FinishReason::kStop;
+void Engine::record_token(const Draw& draw, int32_t token, scheduler::SeqOutput& o) {
+  SeqState& st = *draw.state;
+  const SamplingParams& p = st.request->request.params;
+  std::optional<TokenLogprob> logprob;
+  // Logprobs come from the raw distribution (before penalties), as vLLM reports them.
+  if (p.logprobs >= 0) {
+    const int64_t vocab = model_.config().vocab_size;
+    logprob = compute_logprob(
+        std::span<const float>(host_logits_.data<float>() + draw.host_row * vocab, vocab), token,
+        p.logprobs);
   }
-  stats_.generation_tokens += n;
-  timer_.mark(StepPhase::kDetokenize);
-  return sampled_;
+  o.seq_id = draw.seq;
+  o.token_ids.assign(1, token);
+  o.finish = FinishReason::kNone;
+  const bool is_eos =
+      std::find(eos_token_ids_.begin(), eos_token_ids_.end(), token) != eos_token_ids_.end();
+  const bool is_stop_token =
+      std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), token) != p.stop_token_ids.end();
+  if ((is_eos && !p.ignore_eos) || is_stop_token) o.finish = FinishReason::kStop;
+  if (st.penalty_tokens) st.penalty_tokens->add_output(token);
+  ++st.num_output;
+  ++st.request->usage.completion_tokens;
+  emit(st, o, logprob ? &*logprob : nullptr);
+  if (st.stops.matched()) o.finish = FinishReason::kStop;
 }
 
 void Engine::sample_rows(const TensorView& rows, int64_t begin, int64_t end) {

@@ -89,10 +89,19 @@ class Engine {
   void drain_inbox();
   void run_step(const scheduler::SchedulerOutput& out);
   void build_batch(const scheduler::SchedulerOutput& out);
+  struct Draw;
   // Samples every draw of the step; the outputs stay valid until the next step.
   const std::vector<scheduler::SeqOutput>& sample_step(const scheduler::SchedulerOutput& out);
+  // Who draws this step, and from which logits row: the scheduled sequences that sample (their
+  // rows, in order), then forks, which draw from their parent's row. Returns the number of the
+  // former; fills draws_ and sampling_.
+  int64_t collect_draws(const scheduler::SchedulerOutput& out);
+  // Penalties and sampling of every draw: forks first, then the scheduled rows.
+  void draw_tokens(int64_t num_rows);
   // Penalties and sampling of draws [begin, end), whose raw logits are `rows`.
   void sample_rows(const TensorView& rows, int64_t begin, int64_t end);
+  // One drawn token into its sequence: logprobs, stop conditions, counts, and the stream.
+  void record_token(const Draw& draw, int32_t token, scheduler::SeqOutput& out);
   void prompt_logprobs_step(const scheduler::SchedulerOutput& out);
   void emit(SeqState& st, const scheduler::SeqOutput& sampled, const TokenLogprob* logprob);
   void finish_seq(const scheduler::FinishedSeq& finished);
