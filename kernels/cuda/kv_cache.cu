@@ -93,17 +93,12 @@ void launch_write_kv(const StridedRows& k, const StridedRows& v, const int32_t* 
                      const KvArena& arena, int layer, cudaStream_t stream) {
   const int64_t tokens = k.sizes[0];
   if (tokens == 0) return;
-  const bool vec = k.vectorizable(2) && v.vectorizable(2) && arena.head_dim % 8 == 0 &&
-                   reinterpret_cast<uintptr_t>(arena.data) % 16 == 0;
   const dim3 grid(static_cast<unsigned>(tokens));
-  if (arena.dtype == DType::kBF16) {
-    launch_pdl(vec ? write_kv_kernel<bf16, 8> : write_kv_kernel<bf16, 1>, grid, kThreads, 0, stream,
-               k, v, slot_mapping, arena, layer);
-  } else {
-    SIEVE_CHECK(arena.dtype == DType::kF32) << "KV dtype " << arena.dtype;
-    launch_pdl(vec ? write_kv_kernel<float, 8> : write_kv_kernel<float, 1>, grid, kThreads, 0,
-               stream, k, v, slot_mapping, arena, layer);
-  }
+  dispatch_kv_write(k, v, arena, [&](auto instance) {
+    using I = decltype(instance);
+    launch_pdl(write_kv_kernel<typename I::KvT, I::kVec>, grid, kThreads, 0, stream, k, v,
+               slot_mapping, arena, layer);
+  });
 }
 
 void launch_copy_pages(const KvArena& arena, const int32_t* src_pages, const int32_t* dst_pages,

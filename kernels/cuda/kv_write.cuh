@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdio>
 
+#include "core/check.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/kv_cache.h"
 #include "kernels/cuda/rows.h"
@@ -58,6 +59,28 @@ __device__ __forceinline__ void write_kv_heads(const StridedRows& k, const Strid
     } else {
       *dst = from_float<KvT>(to_float(*src));
     }
+  }
+}
+
+// A write instance: the arena's element type and the vector width (write_kv_heads's kVec).
+template <typename T, int kV>
+struct KvWriteInstance {
+  using KvT = T;
+  static constexpr int kVec = kV;
+};
+
+// Calls `launch(KvWriteInstance<KvT, kVec>{})` with the instance the rows and the arena allow:
+// 16-byte vectors when every K and V row and the arena are 16-byte aligned, else scalars.
+template <typename Launch>
+void dispatch_kv_write(const StridedRows& k, const StridedRows& v, const KvArena& arena,
+                       Launch&& launch) {
+  const bool vec = k.vectorizable(2) && v.vectorizable(2) && arena.head_dim % 8 == 0 &&
+                   reinterpret_cast<uintptr_t>(arena.data) % 16 == 0;
+  if (arena.dtype == DType::kBF16) {
+    vec ? launch(KvWriteInstance<bf16, 8>{}) : launch(KvWriteInstance<bf16, 1>{});
+  } else {
+    SIEVE_CHECK(arena.dtype == DType::kF32) << "KV dtype " << arena.dtype;
+    vec ? launch(KvWriteInstance<float, 8>{}) : launch(KvWriteInstance<float, 1>{});
   }
 }
 

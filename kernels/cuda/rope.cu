@@ -97,19 +97,12 @@ void launch_rope_write_kv(const StridedRows& q, const StridedRows& k, const int3
   SIEVE_CHECK_LE(half, kMaxHalf) << "rotary half-dimension";
   int heads_per_block = 0;
   const dim3 grid = rope_grid(q, k, &heads_per_block);
-  const bool vec = k_rows.vectorizable(2) && v_rows.vectorizable(2) && arena.head_dim % 8 == 0 &&
-                   reinterpret_cast<uintptr_t>(arena.data) % 16 == 0;
-  auto launch = [&](auto kernel) {
-    launch_pdl(kernel, grid, kThreads, 0, stream, q, k, positions, inv_freq, inv_freq_row_stride,
-               half, attention_scaling, heads_per_block, k_rows, v_rows, slot_mapping, arena,
-               layer);
-  };
-  if (arena.dtype == DType::kBF16) {
-    vec ? launch(rope_kernel<true, bf16, 8>) : launch(rope_kernel<true, bf16, 1>);
-  } else {
-    SIEVE_CHECK(arena.dtype == DType::kF32) << "KV dtype " << arena.dtype;
-    vec ? launch(rope_kernel<true, float, 8>) : launch(rope_kernel<true, float, 1>);
-  }
+  dispatch_kv_write(k_rows, v_rows, arena, [&](auto instance) {
+    using I = decltype(instance);
+    launch_pdl(rope_kernel<true, typename I::KvT, I::kVec>, grid, kThreads, 0, stream, q, k,
+               positions, inv_freq, inv_freq_row_stride, half, attention_scaling,
+               heads_per_block, k_rows, v_rows, slot_mapping, arena, layer);
+  });
 }
 
 }  // namespace sieve::kernels::cuda
