@@ -3,13 +3,17 @@
 // run one sequence at a time (PagedSequence), vLLM's penalties and the min_tokens mask applied to
 // a dense row on the host, and the backend's own sample op with the engine's per-sample seed.
 
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <set>
 #include <vector>
 
 #include "core/hash.h"
 #include "core/tensor.h"
+#include "engine/request.h"
 #include "engine/sampling_params.h"
 #include "kernels/backend.h"
 #include "models/transformer.h"
@@ -80,6 +84,46 @@ inline Generated reference(models::Transformer& model, kernels::Backend& backend
     logits = seq.step({token});
   }
   return g;
+}
+
+// Three seeded samples of `prompt` with every penalty and logprobs on: two of them are forks, which
+// draw from copies of their parent's logits row and keep penalties of their own.
+inline engine::Request parallel_penalized_request(std::vector<int32_t> prompt) {
+  engine::Request r;
+  r.prompt_token_ids = std::move(prompt);
+  r.params.temperature = 0.9f;
+  r.params.top_k = 50;
+  r.params.seed = 1234;
+  r.params.n = 3;
+  r.params.max_tokens = 10;
+  r.params.ignore_eos = true;
+  r.params.repetition_penalty = 1.4f;
+  r.params.frequency_penalty = 0.3f;
+  r.params.presence_penalty = 0.2f;
+  r.params.logprobs = 0;
+  return r;
+}
+
+// Each of the engine's samples of `r` (no EOS ids) equals the reference's sample of the same
+// index: its tokens, and its logprobs of the raw distribution (before the penalties); and the
+// samples differ from one another.
+inline void expect_samples_match_reference(models::Transformer& model, kernels::Backend& backend,
+                                           const engine::Request& r,
+                                           const std::vector<Generated>& got) {
+  ASSERT_EQ(got.size(), static_cast<size_t>(r.params.n));
+  std::set<std::vector<int32_t>> distinct;
+  for (int i = 0; i < r.params.n; ++i) {
+    SCOPED_TRACE(i);
+    const Generated want =
+        reference(model, backend, r.prompt_token_ids, r.params, *r.params.seed, i, {});
+    EXPECT_EQ(got[i].tokens, want.tokens);
+    ASSERT_EQ(got[i].logprobs.size(), want.logprobs.size());
+    for (size_t t = 0; t < want.logprobs.size(); ++t) {
+      EXPECT_NEAR(got[i].logprobs[t], want.logprobs[t], 1e-4) << t;
+    }
+    distinct.insert(got[i].tokens);
+  }
+  EXPECT_EQ(distinct.size(), static_cast<size_t>(r.params.n));
 }
 
 }  // namespace sieve::test_support
