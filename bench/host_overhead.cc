@@ -85,6 +85,12 @@ class TimingBackend final : public kernels::Backend {
   void compact_kv(const kernels::CompactArgs& a) override {
     timed(model_seconds, [&] { inner_.compact_kv(a); });
   }
+  void copy_rows(const kernels::CopyRowsArgs& a) override {
+    timed(model_seconds, [&] { inner_.copy_rows(a); });
+  }
+  void kv_signals(const kernels::KvSignalArgs& a) override {
+    timed(model_seconds, [&] { inner_.kv_signals(a); });
+  }
   void attention(const kernels::AttentionArgs& a) override {
     timed(model_seconds, [&] { inner_.attention(a); });
   }

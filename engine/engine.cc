@@ -110,6 +110,9 @@ Status Engine::init() {
   layout_ = {c.num_layers, c.num_kv_heads, c.head_dim, tokens_per_page, num_pages, dtype};
   ASSIGN_OR_RETURN(arena_,
                    backend_.allocate(DType::kU8, {static_cast<int64_t>(layout_.arena_bytes())}));
+  ASSIGN_OR_RETURN(compressor_, Compressor::create(backend_, model_, *kv_, arena_, layout_,
+                                                   std::min(config_.max_compressing_seqs,
+                                                            config_.max_num_seqs)));
   ASSIGN_OR_RETURN(prompt_logits_, backend_.allocate(DType::kF32, {kPromptLogitRows, c.vocab_size}));
   ASSIGN_OR_RETURN(fork_logits_, backend_.allocate(DType::kF32, {kForkRows, c.vocab_size}));
   host_logits_ = Tensor::empty(DType::kF32, {config_.max_num_seqs, c.vocab_size});
@@ -244,8 +247,13 @@ void Engine::drain_inbox() {
     spec.prompt_token_ids = request.prompt_token_ids;
     spec.max_tokens = request.params.max_tokens;
     spec.n = request.params.n;
-    // Prompt logprobs need every prompt position computed, none served from the cache.
-    spec.use_prefix_cache = request.params.prompt_logprobs < 0;
+    // Prompt logprobs need every prompt position computed, none served from the cache; so do
+    // policies that score with the prompt's last queries.
+    const std::shared_ptr<const kvcache::CompressionSpec> compression =
+        request.compression && request.compression->compresses() ? request.compression : nullptr;
+    const bool needs_queries =
+        compression && compression->policy->needs(*compression->params).any_window();
+    spec.use_prefix_cache = request.params.prompt_logprobs < 0 && !needs_queries;
     spec.kv_format = layout_.dtype == DType::kF32 ? kvcache::KvFormatId::kF32
                                                   : kvcache::KvFormatId::kBF16;
     state->request = std::move(request);
@@ -259,6 +267,10 @@ void Engine::drain_inbox() {
       out.usage = state->usage;
       stream->push(std::move(out));
       continue;
+    }
+    if (compression) {
+      compressor_->add(*added, compression, static_cast<int>(state->request.prompt_token_ids.size()),
+                       state->request.system_prompt_tokens);
     }
     requests_.emplace(state->id, std::move(state));
   }
@@ -289,6 +301,8 @@ bool Engine::step() {
   timer_.mark(StepPhase::kSchedule);
   for (const scheduler::FinishedSeq& f : out.finished) finish_seq(f);
   stats_.preemptions += static_cast<int64_t>(out.preempted.size());
+  for (SeqId id : out.preempted) compressor_->reset(id);
+  for (const scheduler::Fork& f : out.forks) compressor_->fork(f.parent, f.child);
   if (out.empty()) {
     update_gauges();
     return !out.finished.empty();
@@ -312,6 +326,7 @@ void Engine::run_step(const scheduler::SchedulerOutput& out) {
                          TensorView(dst.data(), DType::kI32, {n})});
   }
   build_batch(out);
+  compressor_->plan_captures(out, *scheduler_, batch_);
   timer_.mark(StepPhase::kSchedule);
   if (batch_.num_tokens() > 0) {
     step_logits_ = model_.forward(batch_, arena_, layout_);
@@ -333,6 +348,8 @@ void Engine::run_step(const scheduler::SchedulerOutput& out) {
   const std::vector<scheduler::FinishedSeq> finished = scheduler_->update(sampled);
   timer_.mark(StepPhase::kSchedule);
   for (const scheduler::FinishedSeq& f : finished) finish_seq(f);
+  compressor_->act(out, *scheduler_);
+  timer_.mark(StepPhase::kCompress);
   timer_.mark(StepPhase::kDetokenize);
 }
 
@@ -345,6 +362,8 @@ void Engine::build_batch(const scheduler::SchedulerOutput& out) {
   b.rope_lens.clear();
   b.kv_head_lens.clear();
   b.kv_gap_ends.clear();
+  b.capture_rows.clear();
+  b.capture_slots.clear();
   logits_row_of_scheduled_.assign(out.scheduled.size(), -1);
   std::vector<kvcache::BatchSeq>& tables = batch_tables_;
   tables.clear();
@@ -562,6 +581,7 @@ void Engine::emit(SeqState& st, const scheduler::SeqOutput& sampled, const Token
 }
 
 void Engine::finish_seq(const scheduler::FinishedSeq& f) {
+  compressor_->remove(f.seq_id);
   auto request_it = requests_.find(f.request_id);
   if (request_it == requests_.end()) return;
   RequestState& r = *request_it->second;

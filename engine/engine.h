@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "engine/compressor.h"
 #include "engine/output_stream.h"
 #include "engine/request.h"
 #include "engine/sampler.h"
@@ -35,6 +36,9 @@ struct EngineConfig {
   double gpu_memory_utilization = 0.9;
   int page_tokens = 16;         // tokens of a bf16 page; a page's bytes are fixed by this
   bool enable_prefix_caching = true;
+  // Sequences that may gather queries for their compression policy at once (each holds
+  // kMaxQueryWindow rows of every layer's queries while it does; 0: no query-scored policy acts).
+  int max_compressing_seqs = 32;
 };
 
 // Counters and gauges for metrics and benchmarks (read from any thread).
@@ -77,6 +81,9 @@ class Engine {
   const StepTimer& timer() const { return timer_; }
   const models::ModelConfig& model_config() const { return model_.config(); }
   int max_model_len() const { return max_model_len_; }
+  const CompressionStats& compression_stats() const { return compressor_->stats(); }
+  // Durations of the compression actions since the last call (thread-safe).
+  std::vector<double> take_compression_seconds() { return compressor_->take_action_seconds(); }
 
  private:
   struct SeqState;
@@ -119,6 +126,7 @@ class Engine {
 
   std::unique_ptr<kvcache::KvManager> kv_;
   std::unique_ptr<scheduler::Scheduler> scheduler_;
+  std::unique_ptr<Compressor> compressor_;
   kernels::KvCacheLayout layout_;
   Tensor arena_;
   TensorView step_logits_;  // the last forward()'s logits rows (the model's memory)

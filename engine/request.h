@@ -3,11 +3,13 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "engine/sampling_params.h"
+#include "kvcache/policies/spec.h"
 
 namespace sieve::engine {
 
@@ -16,6 +18,11 @@ using RequestId = uint64_t;
 struct Request {
   std::vector<int32_t> prompt_token_ids;
   SamplingParams params;
+  // KV compression for this request (kvcache::parse_compression); null = the full cache.
+  std::shared_ptr<const kvcache::CompressionSpec> compression;
+  // The prompt's first tokens that are its system prompt (chat requests): protected from
+  // eviction when the compression asks (protect_system_prompt, the default).
+  int system_prompt_tokens = 0;
 };
 
 // One token's log-probability, with the most likely alternatives when asked.

@@ -7,7 +7,7 @@
 
 namespace sieve::engine {
 
-enum class StepPhase { kSchedule, kModel, kSample, kDetokenize, kCount };
+enum class StepPhase { kSchedule, kModel, kSample, kDetokenize, kCompress, kCount };
 
 class StepTimer {
  public:
@@ -20,8 +20,8 @@ class StepTimer {
   void restart() { last_ = std::chrono::steady_clock::now(); }
   double seconds(StepPhase phase) const { return seconds_[static_cast<int>(phase)]; }
   static std::string_view name(StepPhase phase) {
-    constexpr std::array<std::string_view, 4> kNames = {"schedule", "model", "sample",
-                                                        "detokenize"};
+    constexpr std::array<std::string_view, 5> kNames = {"schedule", "model", "sample",
+                                                        "detokenize", "compress"};
     return kNames[static_cast<int>(phase)];
   }
 

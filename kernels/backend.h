@@ -139,6 +139,49 @@ struct CompactArgs {
   TensorView keep_counts;  // i32 [num_layers, num_kv_heads]
 };
 
+// Copies rows: dst[dst_rows[i], :] = src[src_rows[i], :] for every i. Both views are 2-D with
+// contiguous rows of one width and dtype (leading strides may differ: src may be a slice of the
+// fused QKV buffer). The model captures the queries compression policies score with.
+struct CopyRowsArgs {
+  TensorView dst;       // [num_dst_rows, width]
+  TensorView dst_rows;  // i32 [n]
+  TensorView src;       // [num_src_rows, width]
+  TensorView src_rows;  // i32 [n]
+};
+
+// Per-slot signals of one sequence's KV cache over every layer, for compression policies
+// (DESIGN.md, "Compression policies"). Slots are virtual (AttentionArgs): head (l, h) has
+// valid_len(l, h) = head_lens[l][h] + num_tokens - gap_end valid slots when head_lens is given,
+// else num_tokens. Each output is f32 [num_layers, heads, slot_stride] with slot_stride >= every
+// valid_len; entries past a head's valid_len are left as they are. Empty outputs are skipped.
+//
+// Window attention uses the sequence's last num_queries tokens' post-RoPE queries (the newest
+// last), all among the slots appended since any compaction: query j sees the first
+// valid_len - (num_queries - 1 - j) slots of its head, as it did in its own step.
+struct KvSignalArgs {
+  TensorView arena;       // u8 [arena_bytes]
+  KvCacheLayout layout;
+  TensorView page_table;  // i32 [pages of the sequence]
+  int num_tokens = 0;     // physical slots in use
+  TensorView head_lens;   // optional i32 [num_layers, num_kv_heads]: a compacted sequence's
+  int gap_end = 0;        //   packed survivors, and where its appended slots begin
+  // [num_layers, >= num_queries, num_heads, head_dim], compute dtype; heads contiguous within a
+  // row, layers and rows at any stride.
+  TensorView queries;
+  int num_queries = 0;
+  float scale = 1.0f;     // softmax scale, usually 1/sqrt(head_dim)
+  int slot_stride = 0;
+  // sum over the window's queries of softmax(q·kᵀ·scale), per query head: [L, num_heads, S]
+  TensorView window_attention;
+  // sum over the window's queries of the max over the KV head's query heads: [L, num_kv_heads, S]
+  TensorView window_attention_group_max;
+  TensorView key_norms;    // ||k||: [L, num_kv_heads, S]
+  TensorView value_norms;  // ||v||: [L, num_kv_heads, S]
+  // k̂·ā, with k̂ = k/||k|| and ā the mean of the head's k̂ over its valid slots (KeyDiff's
+  // anchor; also G-KV's redundancy): [L, num_kv_heads, S]
+  TensorView key_anchor_dot;
+};
+
 // Per-sequence sampling, one row of logits each. A sequence's random draw depends only on its
 // seed and its step, never on the batch around it.
 struct SampleArgs {
@@ -221,6 +264,8 @@ class Backend {
   virtual void copy_pages(const PageCopyArgs& args) = 0;
   virtual void compact_kv(const CompactArgs& args) = 0;
   virtual void attention(const AttentionArgs& args) = 0;
+  virtual void copy_rows(const CopyRowsArgs& args) = 0;
+  virtual void kv_signals(const KvSignalArgs& args) = 0;
   virtual void sample(const SampleArgs& args) = 0;
   // Penalties and masks before sample(), on the rows' own logits (logprobs read them before).
   virtual void apply_penalties(const PenaltyArgs& args) = 0;

@@ -54,7 +54,9 @@ Status Transformer::allocate_workspace() {
     ASSIGN_OR_RETURN(out, backend_.allocate(DType::kI32, {n}));
     return OkStatus();
   };
-  for (Tensor* buffer : {&ids_, &positions_, &slots_, &rows_}) RETURN_IF_ERROR(alloc_i32(t, *buffer));
+  for (Tensor* buffer : {&ids_, &positions_, &slots_, &rows_, &capture_rows_, &capture_slots_}) {
+    RETURN_IF_ERROR(alloc_i32(t, *buffer));
+  }
   for (Tensor* buffer : {&qo_indptr_, &kv_indptr_}) RETURN_IF_ERROR(alloc_i32(seqs + 1, *buffer));
   RETURN_IF_ERROR(alloc_i32(seqs, kv_lens_));
   RETURN_IF_ERROR(alloc_i32(seqs, gap_ends_));
@@ -145,6 +147,10 @@ void Transformer::attention_block(int layer, const TensorView& kv_arena,
   backend_.rope_write_kv(RopeArgs{q.slice(2, 0, c.rotary_dim()), k.slice(2, 0, c.rotary_dim()),
                                   positions_view_, inv_freq, rope_.attention_scaling},
                          KvWriteArgs{k, v, slots_view_, kv_arena, layout, layer});
+  if (!capture_rows_view_.empty()) {
+    backend_.copy_rows({query_store_.select(0, layer), capture_slots_view_,
+                        qkv.slice(1, 0, c.q_dim()), capture_rows_view_});
+  }
   const TensorView attn = attn_.view().slice(0, 0, n).unflatten(1, c.num_heads, c.head_dim);
   AttentionArgs args;
   args.q = q;
@@ -197,6 +203,15 @@ void Transformer::upload_batch(const StepBatch& batch) {
                        ? TensorView()
                        : upload(batch.kv_gap_ends, gap_ends_, batch.num_seqs());
   rows_view_ = upload(batch.logits_indices, rows_, batch.logits_indices.size());
+  SIEVE_CHECK_EQ(batch.capture_rows.size(), batch.capture_slots.size());
+  SIEVE_CHECK(batch.capture_rows.empty() || !query_store_.empty()) << "captures without a store";
+  capture_rows_view_ = batch.capture_rows.empty()
+                           ? TensorView()
+                           : upload(batch.capture_rows, capture_rows_, batch.capture_rows.size());
+  capture_slots_view_ =
+      batch.capture_rows.empty()
+          ? TensorView()
+          : upload(batch.capture_slots, capture_slots_, batch.capture_slots.size());
   if (config_.rope_scaling.type == RopeType::kDynamic) rope_frequencies(batch);
 }
 
@@ -232,12 +247,20 @@ void Transformer::run(int64_t n, int64_t num_logits, bool logits_rows_are_tokens
   backend_.gemm(GemmArgs{rows, weights_.lm_head, {}, logits_.view().slice(0, 0, num_logits)});
 }
 
+void Transformer::set_query_store(const TensorView& store) {
+  SIEVE_CHECK(store.ndim() == 3 && store.size(0) == config_.num_layers &&
+              store.size(2) == config_.q_dim() && store.dtype() == backend_.compute_dtype())
+      << "query store " << store.shape_string();
+  query_store_ = store;
+}
+
 // A decode batch (one token per sequence, every one sampled, no compacted sequence) over the
 // captured arena takes the smallest bucket that holds it.
 int Transformer::graph_bucket(const StepBatch& batch, const TensorView& kv_arena) const {
   if (graph_buckets_.empty() || kv_arena.raw() != graph_arena_) return -1;
   const int n = batch.num_tokens();
   if (n != batch.num_seqs() || n > graph_buckets_.back() || !batch.kv_head_lens.empty() ||
+      !batch.capture_rows.empty() ||
       static_cast<int>(batch.logits_indices.size()) != n) {
     return -1;
   }

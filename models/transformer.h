@@ -34,6 +34,11 @@ struct StepBatch {
   // (default: its largest position in the step plus one). A chunked prompt passes the whole
   // prompt's length, as transformers sees the prompt in one forward.
   std::vector<int32_t> rope_lens;
+  // Optional, together: token rows whose post-RoPE queries are kept for compression policies;
+  // row capture_rows[i] of every layer goes to row capture_slots[i] of the query store
+  // (Transformer::set_query_store). Steps that capture run eagerly.
+  std::vector<int32_t> capture_rows;
+  std::vector<int32_t> capture_slots;
 
   int num_tokens() const { return static_cast<int>(token_ids.size()); }
   int num_seqs() const { return static_cast<int>(kv_lens.size()); }
@@ -70,6 +75,9 @@ class Transformer {
   // graphs, or max_graph_seqs 0, keeps every step eager). Steps over another arena run eagerly.
   Status warm_up(const TensorView& kv_arena, const kernels::KvCacheLayout& layout);
   int num_graphs() const { return static_cast<int>(graph_buckets_.size()); }
+  // Where StepBatch::capture_rows go: [num_layers, rows, num_heads * head_dim] in the compute
+  // dtype on the backend's device, owned by the caller and valid for every later forward().
+  void set_query_store(const TensorView& store);
 
   // Runs the batch: writes its K/V into `kv_arena` and returns the f32 logits of the rows named
   // by batch.logits_indices, [num_logits, vocab], valid until the next forward().
@@ -122,11 +130,13 @@ class Transformer {
   // Index arrays of the current step on the device.
   Tensor ids_, positions_, slots_, qo_indptr_, kv_indptr_, kv_indices_, kv_lens_, head_lens_,
       gap_ends_,
-      rows_, inv_freq_, token_inv_freq_, gathered_;
+      rows_, capture_rows_, capture_slots_, inv_freq_, token_inv_freq_, gathered_;
   Tensor host_inv_freq_;  // dynamic NTK only
   TensorView token_inv_freq_view_;
   TensorView ids_view_, positions_view_, slots_view_, qo_indptr_view_, kv_indptr_view_, kv_indices_view_,
-      kv_lens_view_, head_lens_view_, gap_ends_view_, rows_view_;
+      kv_lens_view_, head_lens_view_, gap_ends_view_, rows_view_, capture_rows_view_,
+      capture_slots_view_;
+  TensorView query_store_;
 };
 
 }  // namespace sieve::models

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "engine/engine.h"
+#include "kvcache/policies/spec.h"
 #include "models/tokenizer/chat_template.h"
 #include "nlohmann/json.hpp"
 #include "server/cli_common.h"
@@ -25,6 +26,7 @@ struct GenerateOptions {
   engine::SamplingParams sampling;
   std::optional<uint64_t> seed;
   std::vector<std::string> stop;
+  std::string compression;  // JSON, as the APIs' `compression` object
   bool json = false;
 };
 
@@ -89,7 +91,27 @@ Status run_generate(const GenerateOptions& o) {
   ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> engine,
                    make_engine(runner, tokenizer.get(), model_options,
                                static_cast<int64_t>(prompt.size()) + params.max_tokens));
-  engine::Request request{prompt, params};
+  engine::Request request{prompt, params, nullptr, 0};
+  if (!o.compression.empty()) {
+    const auto json = nlohmann::json::parse(o.compression, nullptr, /*allow_exceptions=*/false);
+    if (json.is_discarded()) return InvalidArgumentError("--compression: not valid JSON");
+    auto spec = kvcache::parse_compression(json);
+    if (!spec.ok()) return InvalidArgumentError("--compression: " + std::string(spec.status().message()));
+    if (spec->compresses()) request.compression = std::make_shared<const kvcache::CompressionSpec>(*spec);
+  }
+  if (o.chat && !o.system.empty() && tokenizer) {
+    // The system message's own tokens open the prompt: protected from eviction by default.
+    const models::ChatTemplate chat_template =
+        models::chat_template_for(*tokenizer, architecture_hint(runner.files.config));
+    const std::vector<models::ChatMessage> system = {{"system", o.system}};
+    auto text = models::apply_chat_template(chat_template, system, /*add_generation_prompt=*/false);
+    if (text.ok()) {
+      const std::vector<int32_t> ids = tokenizer->encode(*text, /*add_special_tokens=*/false);
+      if (ids.size() <= prompt.size() && std::equal(ids.begin(), ids.end(), prompt.begin())) {
+        request.system_prompt_tokens = static_cast<int>(ids.size());
+      }
+    }
+  }
   ASSIGN_OR_RETURN(std::shared_ptr<engine::OutputStream> stream, engine->add_request(request));
 
   const auto start = std::chrono::steady_clock::now();
@@ -130,6 +152,8 @@ Status run_generate(const GenerateOptions& o) {
                           {"finish_reason", finish_reason},
                           {"prompt_tokens", usage.prompt_tokens},
                           {"completion_tokens", usage.completion_tokens},
+                          {"kv_tokens_kept", usage.kv_tokens_kept},
+                          {"kv_bytes", usage.kv_bytes},
                           {"prefill_tokens_per_s", prefill_tps},
                           {"decode_tokens_per_s", decode_tps}};
     std::printf("%s\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
@@ -166,6 +190,8 @@ void register_generate(CLI::App& app, int& exit_code) {
   cmd->add_option("--system", o.system, "System message (with --chat)");
   cmd->add_option("--stop", o.stop, "Stop string (repeatable)");
   cmd->add_option("--repetition-penalty", o.sampling.repetition_penalty)->capture_default_str();
+  cmd->add_option("--compression", o.compression,
+                  "KV compression as JSON, e.g. '{\"method\": \"snapkv\", \"keep_ratio\": 0.25}'");
   cmd->add_flag("--json", o.json, "Print one JSON object as the last line of stdout");
   cmd->callback([options, &exit_code] {
     if (options->prompt.empty() && options->prompt_token_ids.empty()) {

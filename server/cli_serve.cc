@@ -90,13 +90,15 @@ Status run_serve(ServeOptions o) {
   if (o.api_key.empty()) {
     if (const char* key = std::getenv("SIEVE_API_KEY")) o.api_key = key;
   }
+  CompressionSpec default_compression;
   if (!o.kv_compression.empty()) {
     auto json = nlohmann::json::parse(o.kv_compression, nullptr, false);
     if (json.is_discarded()) return InvalidArgumentError("--kv-compression: not valid JSON");
     auto spec = parse_compression(json);
     if (!spec.ok())
       return InvalidArgumentError("--kv-compression: " + std::string(spec.status().message()));
-    spdlog::info("default KV compression: method {} (applied once policies land)", spec->method);
+    default_compression = *std::move(spec);
+    spdlog::info("default KV compression: {}", o.kv_compression);
   }
   // Block the shutdown signals before any thread starts: every thread inherits the mask and
   // only wait_for_signal() receives them.
@@ -130,6 +132,7 @@ Status run_serve(ServeOptions o) {
   model.backend_name = runner.backend->name();
   model.max_model_len = engine->max_model_len();
   model.kv_pages_total = engine->stats().kv_pages_total.load();
+  model.default_compression = default_compression;
 
   Frontend frontend(*engine, model, o.max_queue);
   HttpServerOptions http_options;

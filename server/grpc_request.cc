@@ -65,16 +65,23 @@ Status read_sampling(const v1::SamplingParams& s, engine::SamplingParams* p) {
   return engine::validate(*p);
 }
 
-Status check_compression(const v1::GenerateRequest& request) {
-  if (!request.has_compression()) return OkStatus();
+// The proto's compression message through the one parser both APIs share.
+Status read_compression(const v1::GenerateRequest& request, const ModelContext& model,
+                        engine::Request* r) {
+  if (!request.has_compression()) {
+    r->compression = engine_compression(model.default_compression);
+    return OkStatus();
+  }
   const v1::Compression& c = request.compression();
-  CompressionSpec spec;
-  if (!c.method().empty()) spec.method = c.method();
-  if (c.has_budget()) spec.budget = c.budget();
-  if (c.has_keep_ratio()) spec.keep_ratio = c.keep_ratio();
-  if (!c.kv_format().empty()) spec.kv_format = c.kv_format();
-  if (c.has_params()) spec.params = struct_to_json(c.params());
-  return validate_compression(spec);
+  json object = json::object();
+  if (!c.method().empty()) object["method"] = c.method();
+  if (c.has_budget()) object["budget"] = c.budget();
+  if (c.has_keep_ratio()) object["keep_ratio"] = c.keep_ratio();
+  if (!c.kv_format().empty()) object["kv_format"] = c.kv_format();
+  if (c.has_params()) object["params"] = struct_to_json(c.params());
+  ASSIGN_OR_RETURN(const CompressionSpec spec, parse_compression(object));
+  r->compression = engine_compression(spec);
+  return OkStatus();
 }
 
 StatusOr<std::vector<int32_t>> checked_ids(const google::protobuf::RepeatedField<int32_t>& ids,
@@ -108,7 +115,7 @@ StatusOr<engine::Request> request_from_proto(const v1::GenerateRequest& request,
   }
   engine::Request r;
   RETURN_IF_ERROR(read_sampling(request.sampling(), &r.params));
-  RETURN_IF_ERROR(check_compression(request));
+  RETURN_IF_ERROR(read_compression(request, model, &r));
   const bool add_special_tokens =
       request.has_add_special_tokens() ? request.add_special_tokens() : true;
   switch (request.prompt_case()) {
@@ -127,8 +134,9 @@ StatusOr<engine::Request> request_from_proto(const v1::GenerateRequest& request,
       const v1::ChatMessages& chat = request.chat();
       const bool add_generation_prompt =
           chat.has_add_generation_prompt() ? chat.add_generation_prompt() : true;
-      ASSIGN_OR_RETURN(r.prompt_token_ids,
-                       encode_chat(chat_to_json(chat), model, add_generation_prompt));
+      const json messages = chat_to_json(chat);
+      ASSIGN_OR_RETURN(r.prompt_token_ids, encode_chat(messages, model, add_generation_prompt));
+      r.system_prompt_tokens = system_prompt_length(messages, model, r.prompt_token_ids);
       break;
     }
     case v1::GenerateRequest::PROMPT_NOT_SET:

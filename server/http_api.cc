@@ -186,7 +186,9 @@ class HttpApi {
     }
     std::vector<engine::Request> engine_requests;
     for (const std::vector<int32_t>& prompt : request->prompts) {
-      engine_requests.push_back({prompt, request->params});
+      engine::Request e{prompt, request->params, engine_compression(request->compression),
+                        request->system_prompt_tokens};
+      engine_requests.push_back(std::move(e));
     }
     auto tracked = frontend_.submit(std::move(engine_requests), id, r.arrival);
     if (!tracked.ok()) return error_reply(api_error_from(tracked.status()));

@@ -244,9 +244,12 @@ Status read_stream_options(const json& body, GenerationRequest* r) {
   return OkStatus();
 }
 
-Status read_compression(const json& body, GenerationRequest* r) {
+Status read_compression(const json& body, const ModelContext& model, GenerationRequest* r) {
   const json* v = field(body, "compression");
-  if (!v) return OkStatus();
+  if (!v) {
+    r->compression = model.default_compression;
+    return OkStatus();
+  }
   ASSIGN_OR_RETURN(r->compression, parse_compression(*v));
   return OkStatus();
 }
@@ -308,7 +311,7 @@ StatusOr<GenerationRequest> parse_completion_request(const json& body, const Mod
   if (echo && r.params.logprobs >= 0) {
     return InvalidArgumentError("echo: echo with logprobs needs prompt logprobs, not supported");
   }
-  RETURN_IF_ERROR(read_compression(body, &r));
+  RETURN_IF_ERROR(read_compression(body, model, &r));
 
   const json* prompt = field(body, "prompt");
   if (!prompt) return InvalidArgumentError("prompt: required");
@@ -358,6 +361,24 @@ StatusOr<GenerationRequest> parse_completion_request(const json& body, const Mod
   RETURN_IF_ERROR(engine::validate(r.params));
   RETURN_IF_ERROR(check_context(r, model, "prompt", "max_tokens"));
   return r;
+}
+
+int system_prompt_length(const json& messages, const ModelContext& model,
+                         std::span<const int32_t> prompt) {
+  if (!messages.is_array() || messages.empty() || !messages[0].is_object()) return 0;
+  const json* role = field(messages[0], "role");
+  if (!role || !role->is_string() ||
+      (role->get<std::string>() != "system" && role->get<std::string>() != "developer")) {
+    return 0;
+  }
+  // The system message alone, rendered as the template renders it first: its tokens start the
+  // prompt (chat templates close a turn with a special token, so nothing merges across it).
+  auto system = encode_chat(json::array({messages[0]}), model, /*add_generation_prompt=*/false);
+  if (!system.ok() || system->size() > prompt.size() ||
+      !std::equal(system->begin(), system->end(), prompt.begin())) {
+    return 0;
+  }
+  return static_cast<int>(system->size());
 }
 
 StatusOr<std::vector<int32_t>> encode_chat(const json& messages, const ModelContext& model,
@@ -424,13 +445,14 @@ StatusOr<GenerationRequest> parse_chat_request(const json& body, const ModelCont
     return InvalidArgumentError("top_logprobs: needs logprobs set to true");
   }
   if (logprobs) r.params.logprobs = std::max(top_logprobs, 0);
-  RETURN_IF_ERROR(read_compression(body, &r));
+  RETURN_IF_ERROR(read_compression(body, model, &r));
   bool add_generation_prompt = true;
   RETURN_IF_ERROR(read_bool(body, "add_generation_prompt", &add_generation_prompt));
   const json* messages = field(body, "messages");
   if (!messages) return InvalidArgumentError("messages: required");
   ASSIGN_OR_RETURN(std::vector<int32_t> prompt,
                    encode_chat(*messages, model, add_generation_prompt));
+  r.system_prompt_tokens = system_prompt_length(*messages, model, prompt);
   const int prompt_len = static_cast<int>(prompt.size());
   r.prompts.push_back(std::move(prompt));
   // Chat's default: the rest of the context, as vLLM does.

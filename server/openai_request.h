@@ -6,6 +6,7 @@
 // the body and the model context: no engine, no sockets (so the fuzzer drives them directly).
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -26,7 +27,8 @@ struct GenerationRequest {
   std::vector<std::vector<int32_t>> prompts;  // token ids, each within the context
   std::vector<std::string> echo_texts;        // per prompt, when echo is on (completions)
   engine::SamplingParams params;
-  CompressionSpec compression;
+  CompressionSpec compression;  // the request's, else the server's default
+  int system_prompt_tokens = 0;  // chat: the prompt's first tokens that are its system message
   bool stream = false;
   bool include_usage = false;     // stream_options.include_usage
   bool continuous_usage = false;  // stream_options.continuous_usage_stats (vLLM)
@@ -51,6 +53,10 @@ StatusOr<std::vector<int32_t>> parse_detokenize_request(const nlohmann::json& bo
 // Renders chat messages (the "messages" field) through the chat template and encodes them.
 StatusOr<std::vector<int32_t>> encode_chat(const nlohmann::json& messages,
                                            const ModelContext& model, bool add_generation_prompt);
+
+// The tokens of `prompt` (encoded from `messages`) that are its leading system message, or 0.
+int system_prompt_length(const nlohmann::json& messages, const ModelContext& model,
+                         std::span<const int32_t> prompt);
 
 // True when `text` is well-formed UTF-8 (no overlongs, surrogates or values past U+10FFFF).
 bool is_valid_utf8(std::string_view text);

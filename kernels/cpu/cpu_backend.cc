@@ -55,6 +55,8 @@ class CpuBackend final : public Backend {
   void copy_pages(const PageCopyArgs& args) override { cpu::copy_pages(args); }
   void compact_kv(const CompactArgs& args) override { cpu::compact_kv(args); }
   void attention(const AttentionArgs& args) override { cpu::attention(args); }
+  void copy_rows(const CopyRowsArgs& args) override { cpu::copy_rows(args); }
+  void kv_signals(const KvSignalArgs& args) override { cpu::kv_signals(args); }
   void sample(const SampleArgs& args) override { cpu::sample(args); }
   void apply_penalties(const PenaltyArgs& args) override { cpu::apply_penalties(args); }
 };

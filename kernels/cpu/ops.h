@@ -19,6 +19,7 @@ void softmax(const TensorView& x);
 void write_kv(const KvWriteArgs& args);
 void attention(const AttentionArgs& args);
 void apply_penalties(const PenaltyArgs& args);
+void kv_signals(const KvSignalArgs& args);
 }  // namespace ref
 
 void embed(const TensorView& ids, const TensorView& table, const TensorView& out);
@@ -33,6 +34,8 @@ void write_kv(const KvWriteArgs& args);
 void copy_pages(const PageCopyArgs& args);
 void compact_kv(const CompactArgs& args);
 void attention(const AttentionArgs& args);
+void copy_rows(const CopyRowsArgs& args);
+void kv_signals(const KvSignalArgs& args);  // parallel over (layer, KV head)
 void sample(const SampleArgs& args);
 void apply_penalties(const PenaltyArgs& args);  // rows in parallel
 

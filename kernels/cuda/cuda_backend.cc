@@ -14,6 +14,7 @@
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/embed.h"
+#include "kernels/cuda/signals.h"
 #include "kernels/cuda/fill_random.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/kv_cache.h"
@@ -289,6 +290,62 @@ class CudaBackend final : public Backend {
                       a.page_table.numel() * a.layout.tokens_per_page,
                       staged_i32(a.keep_slots, 1), a.keep_slots.size(2),
                       staged_i32(a.keep_counts, 2), stream_);
+  }
+
+  void copy_rows(const CopyRowsArgs& a) override {
+    check_device(a.dst, "copy_rows destination");
+    check_device(a.src, "copy_rows source");
+    SIEVE_CHECK(a.dst.ndim() == 2 && a.src.ndim() == 2) << "copy_rows takes 2-D views";
+    SIEVE_CHECK(a.dst.stride(1) == 1 && a.src.stride(1) == 1) << "rows must be contiguous";
+    SIEVE_CHECK_EQ(a.dst.size(1), a.src.size(1));
+    SIEVE_CHECK(a.dst.dtype() == a.src.dtype());
+    SIEVE_CHECK_EQ(a.dst_rows.numel(), a.src_rows.numel());
+    const int64_t elem = static_cast<int64_t>(dtype_size(a.src.dtype()));
+    launch_copy_rows(a.dst.raw(), a.dst.stride(0) * elem, a.dst.size(0),
+                     staged_i32(a.dst_rows, 0), a.src.raw(), a.src.stride(0) * elem,
+                     a.src.size(0), staged_i32(a.src_rows, 1), a.dst_rows.numel(),
+                     static_cast<int>(a.src.size(1) * elem), stream_);
+  }
+
+  void kv_signals(const KvSignalArgs& a) override {
+    const KvArena arena = arena_of(a.arena, a.layout);
+    SignalPointers p;
+    p.page_table = staged_i32(a.page_table, 0);
+    p.num_tokens = a.num_tokens;
+    if (!a.head_lens.empty()) {
+      SIEVE_CHECK_EQ(a.head_lens.numel(), int64_t{a.layout.num_layers} * a.layout.num_kv_heads);
+      p.head_lens = staged_i32(a.head_lens, 1);
+      p.gap_end = a.gap_end;
+    }
+    if (a.num_queries > 0) {
+      check_device(a.queries, "kv_signals queries");
+      SIEVE_CHECK(a.queries.ndim() == 4 && a.queries.stride(3) == 1 &&
+                  a.queries.stride(2) == a.layout.head_dim)
+          << "queries are rows of whole heads";
+      SIEVE_CHECK_EQ(a.queries.size(0), a.layout.num_layers);
+      SIEVE_CHECK_GE(a.queries.size(1), a.num_queries);
+      SIEVE_CHECK_EQ(a.queries.size(3), a.layout.head_dim);
+      p.queries = a.queries.raw();
+      p.query_dtype = a.queries.dtype();
+      p.query_layer_stride = a.queries.stride(0);
+      p.query_row_stride = a.queries.stride(1);
+      p.num_queries = a.num_queries;
+      p.num_heads = static_cast<int>(a.queries.size(2));
+    }
+    p.scale = a.scale;
+    p.slot_stride = a.slot_stride;
+    auto out = [&](const TensorView& v, const char* what) -> float* {
+      if (v.empty()) return nullptr;
+      check_device(v, what);
+      SIEVE_CHECK(v.dtype() == DType::kF32 && v.is_contiguous()) << what;
+      return v.data<float>();
+    };
+    p.window_attention = out(a.window_attention, "window_attention");
+    p.window_attention_group_max = out(a.window_attention_group_max, "window_attention_group_max");
+    p.key_norms = out(a.key_norms, "key_norms");
+    p.value_norms = out(a.value_norms, "value_norms");
+    p.key_anchor_dot = out(a.key_anchor_dot, "key_anchor_dot");
+    launch_kv_signals(arena, p, stream_);
   }
 
   void attention(const AttentionArgs& a) override {

@@ -1,0 +1,390 @@
+#include "engine/compressor.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include "kvcache/policies/protection.h"
+#include "spdlog/spdlog.h"
+
+namespace sieve::engine {
+
+using kvcache::CompressionSpec;
+using kvcache::kMaxQueryWindow;
+using kvcache::SeqId;
+
+struct Compressor::SeqState {
+  std::shared_ptr<const CompressionSpec> spec;
+  kvcache::PolicyNeeds needs;
+  int budget = 0;
+  int system_prompt_tokens = 0;
+  bool prefilled = false;  // the prefill-end check ran
+  int last_check = 0;      // the cache's token count at the last check
+  int ring = -1;           // the query ring it holds, or -1
+  int ring_begin = 0;      // the token position of the ring's row 0
+  int num_captured = 0;    // rows of the current window captured so far
+  // A compacted sequence's packed survivors: their token positions per (layer, KV head) row;
+  // slots appended since hold positions first_appended_position on.
+  std::vector<std::vector<int32_t>> kept_positions;
+  int first_appended_position = 0;
+  std::vector<std::vector<float>> state;  // PolicyNeeds::slot_state, per row, per packed slot
+};
+
+Compressor::Compressor(kernels::Backend& backend, kvcache::KvManager& kv, const TensorView& arena,
+                       const kernels::KvCacheLayout& layout, int num_heads)
+    : backend_(backend), kv_(kv), arena_(arena), layout_(layout), num_heads_(num_heads) {}
+
+Compressor::~Compressor() = default;
+
+StatusOr<std::unique_ptr<Compressor>> Compressor::create(kernels::Backend& backend,
+                                                         models::Transformer& model,
+                                                         kvcache::KvManager& kv,
+                                                         const TensorView& arena,
+                                                         const kernels::KvCacheLayout& layout,
+                                                         int num_rings) {
+  const models::ModelConfig& c = model.config();
+  std::unique_ptr<Compressor> compressor(new Compressor(backend, kv, arena, layout, c.num_heads));
+  if (num_rings > 0) {
+    ASSIGN_OR_RETURN(compressor->query_store_,
+                     backend.allocate(backend.compute_dtype(),
+                                      {c.num_layers, int64_t{num_rings} * kMaxQueryWindow, c.q_dim()}));
+    model.set_query_store(compressor->query_store_);
+    for (int r = num_rings - 1; r >= 0; --r) compressor->free_rings_.push_back(r);
+  }
+  return compressor;
+}
+
+void Compressor::add(SeqId seq, std::shared_ptr<const CompressionSpec> spec, int prompt_tokens,
+                     int system_prompt_tokens) {
+  auto st = std::make_unique<SeqState>();
+  st->needs = spec->policy->needs(*spec->params);
+  st->budget = spec->budget_for(prompt_tokens);
+  st->spec = std::move(spec);
+  st->system_prompt_tokens = system_prompt_tokens;
+  seqs_[seq] = std::move(st);
+}
+
+void Compressor::fork(SeqId parent, SeqId child) {
+  const auto it = seqs_.find(parent);
+  if (it == seqs_.end()) return;
+  auto st = std::make_unique<SeqState>(*it->second);
+  st->ring = -1;  // the parent's window serves its children at the parent's action
+  st->num_captured = 0;
+  seqs_[child] = std::move(st);
+}
+
+void Compressor::reset(SeqId seq) {
+  const auto it = seqs_.find(seq);
+  if (it == seqs_.end()) return;
+  SeqState& st = *it->second;
+  release_ring(st);
+  st.prefilled = false;
+  st.last_check = 0;
+  st.kept_positions.clear();
+  st.state.clear();
+}
+
+void Compressor::remove(SeqId seq) {
+  const auto it = seqs_.find(seq);
+  if (it == seqs_.end()) return;
+  release_ring(*it->second);
+  seqs_.erase(it);
+}
+
+void Compressor::release_ring(SeqState& st) {
+  if (st.ring >= 0) free_rings_.push_back(st.ring);
+  st.ring = -1;
+  st.num_captured = 0;
+}
+
+void Compressor::plan_captures(const scheduler::SchedulerOutput& out,
+                               const scheduler::Scheduler& scheduler, models::StepBatch& batch) {
+  for (size_t i = 0; i < out.scheduled.size(); ++i) {
+    const scheduler::ScheduledSeq& s = out.scheduled[i];
+    const auto it = seqs_.find(s.seq_id);
+    if (it == seqs_.end() || !it->second->needs.any_window()) continue;
+    SeqState& st = *it->second;
+    const scheduler::Sequence* seq = scheduler.find(s.seq_id);
+    if (seq == nullptr) continue;
+    // The window ends where the next check happens: the prompt's end, then every interval.
+    if (st.prefilled && st.spec->interval == 0) continue;
+    const int end = st.prefilled ? st.last_check + st.spec->interval : seq->num_tokens();
+    const int begin = std::max(0, end - st.spec->protection.window);
+    const int first = std::max(begin, s.num_computed_tokens);
+    const int last = std::min(end, s.num_computed_tokens + s.num_new_tokens);
+    if (first >= last) continue;
+    if (st.ring < 0) {
+      if (free_rings_.empty()) continue;  // this window goes without; counted when it is due
+      st.ring = free_rings_.back();
+      free_rings_.pop_back();
+      st.num_captured = 0;
+    }
+    st.ring_begin = begin;
+    for (int position = first; position < last; ++position) {
+      batch.capture_rows.push_back(batch.qo_indptr[i] + position - s.num_computed_tokens);
+      batch.capture_slots.push_back(st.ring * kMaxQueryWindow + position - begin);
+      ++st.num_captured;
+    }
+  }
+}
+
+void Compressor::act(const scheduler::SchedulerOutput& out, const scheduler::Scheduler& scheduler) {
+  for (const scheduler::ScheduledSeq& s : out.scheduled) {
+    const auto it = seqs_.find(s.seq_id);
+    if (it == seqs_.end()) continue;
+    SeqState& st = *it->second;
+    const scheduler::Sequence* seq = scheduler.find(s.seq_id);
+    if (seq == nullptr || !kv_.has_sequence(s.seq_id)) continue;  // finished this step
+    const int cached = seq->num_computed_tokens;
+    if (!st.prefilled) {
+      if (!s.sample) continue;  // the prefill goes on
+      st.prefilled = true;
+      st.last_check = cached;
+      act_on(s.seq_id, st, /*at_prefill_end=*/true, cached);
+      // Children forked this step share the prompt and take the same window.
+      for (const scheduler::Fork& f : out.forks) {
+        if (f.parent != s.seq_id || !seqs_.contains(f.child) || !kv_.has_sequence(f.child)) {
+          continue;
+        }
+        SeqState& child = *seqs_.at(f.child);
+        child.prefilled = true;
+        child.last_check = cached;
+        child.ring = st.ring;
+        child.ring_begin = st.ring_begin;
+        child.num_captured = st.num_captured;
+        act_on(f.child, child, /*at_prefill_end=*/true, cached);
+        child.ring = -1;
+      }
+      release_ring(st);
+      continue;
+    }
+    if (st.spec->interval == 0 || cached < st.last_check + st.spec->interval) continue;
+    st.last_check = cached;
+    act_on(s.seq_id, st, /*at_prefill_end=*/false, cached);
+    release_ring(st);
+  }
+}
+
+bool Compressor::act_on(SeqId seq, SeqState& st, bool at_prefill_end, int cached_tokens) {
+  const auto start = std::chrono::steady_clock::now();
+  const int rows = layout_.num_layers * layout_.num_kv_heads;
+  std::vector<int32_t> valid_lens(rows);
+  int slot_stride = 0;
+  bool over_budget = false;
+  for (int l = 0; l < layout_.num_layers; ++l) {
+    for (int h = 0; h < layout_.num_kv_heads; ++h) {
+      const int n = kv_.head_valid_len(seq, l, h);
+      valid_lens[l * layout_.num_kv_heads + h] = n;
+      slot_stride = std::max(slot_stride, n);
+      over_budget = over_budget || n > st.budget;
+    }
+  }
+  if (!over_budget) return false;
+  const int window = st.spec->protection.window;
+  const int num_queries = std::min(window, kv_.num_tokens(seq));
+  if (st.needs.any_window() && (st.ring < 0 || st.num_captured < num_queries)) {
+    ++stats_.skipped_actions;
+    SPDLOG_DEBUG("sequence {}: {} skips an action without its window's queries", seq,
+                 st.spec->method);
+    return false;
+  }
+  // Each slot's token position.
+  const kvcache::HeadLengths head = kv_.head_lengths(seq);
+  std::vector<int32_t> positions(static_cast<size_t>(rows) * slot_stride, 0);
+  for (int r = 0; r < rows; ++r) {
+    int32_t* p = positions.data() + static_cast<size_t>(r) * slot_stride;
+    const int packed = head.prefix_lens.empty() ? 0 : head.prefix_lens[r];
+    for (int v = 0; v < valid_lens[r]; ++v) {
+      p[v] = v < packed ? st.kept_positions[r][v]
+                        : (head.prefix_lens.empty() ? v : st.first_appended_position + v - packed);
+    }
+  }
+  const std::vector<uint8_t> protect = kvcache::protected_slots(
+      st.spec->protection, st.system_prompt_tokens, positions, valid_lens, slot_stride);
+  std::vector<float> state;
+  if (st.needs.slot_state) {
+    state.assign(static_cast<size_t>(rows) * slot_stride, 0.0f);
+    for (int r = 0; r < rows && !st.state.empty(); ++r) {
+      std::copy(st.state[r].begin(), st.state[r].end(), state.begin() + r * slot_stride);
+    }
+  }
+  kvcache::Signals signals;
+  signals.num_queries = st.needs.any_window() ? num_queries : 0;
+  if (!ensure_signal_buffers(slot_stride).ok()) {
+    ++stats_.skipped_actions;
+    return false;
+  }
+  compute_signals(seq, st, st.needs, slot_stride, &signals);
+
+  kvcache::PolicyInput in;
+  in.num_layers = layout_.num_layers;
+  in.num_kv_heads = layout_.num_kv_heads;
+  in.num_heads = num_heads_;
+  in.valid_lens = valid_lens;
+  in.slot_stride = slot_stride;
+  in.protected_slots = protect;
+  in.positions = positions;
+  in.budget = st.budget;
+  in.window = window;
+  in.at_prefill_end = at_prefill_end;
+  in.signals = signals;
+  in.state = state;
+  in.params = st.spec->params.get();
+  const kvcache::KeepSlots keep = st.spec->policy->decide(in);
+  kvcache::check_decision(in, keep, st.spec->policy->name());
+  if (!apply(seq, st, keep, positions, slot_stride, cached_tokens)) return false;
+  if (st.needs.slot_state) {
+    st.state.assign(rows, {});
+    for (int r = 0; r < rows; ++r) {
+      for (int i = keep.indptr[r]; i < keep.indptr[r + 1]; ++i) {
+        st.state[r].push_back(state[static_cast<size_t>(r) * slot_stride + keep.slots[i]]);
+      }
+    }
+  }
+  int64_t dropped = 0;
+  for (int r = 0; r < rows; ++r) dropped += valid_lens[r] - (keep.indptr[r + 1] - keep.indptr[r]);
+  ++stats_.actions;
+  stats_.evicted_tokens += dropped / rows;
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  stats_.seconds = stats_.seconds + seconds;
+  {
+    std::lock_guard<std::mutex> lock(seconds_mutex_);
+    if (action_seconds_.size() < 4096) action_seconds_.push_back(seconds);
+  }
+  return true;
+}
+
+Status Compressor::ensure_signal_buffers(int slot_stride) {
+  if (slot_stride <= signal_stride_) return OkStatus();
+  // Grown to the longest sequence an action has seen (rounded up), never shrunk: few actions
+  // allocate, and none once the longest context has been compressed once.
+  const int stride = std::max(slot_stride, 2 * signal_stride_);
+  const int64_t l = layout_.num_layers;
+  auto grow = [&](Tensor& t, int64_t heads) -> Status {
+    ASSIGN_OR_RETURN(t, backend_.allocate(DType::kF32, {l * heads * stride}));
+    return OkStatus();
+  };
+  RETURN_IF_ERROR(grow(window_attention_, num_heads_));
+  RETURN_IF_ERROR(grow(group_max_, layout_.num_kv_heads));
+  RETURN_IF_ERROR(grow(key_norms_, layout_.num_kv_heads));
+  RETURN_IF_ERROR(grow(value_norms_, layout_.num_kv_heads));
+  RETURN_IF_ERROR(grow(anchor_dot_, layout_.num_kv_heads));
+  signal_stride_ = stride;
+  return OkStatus();
+}
+
+void Compressor::compute_signals(SeqId seq, const SeqState& st, const kvcache::PolicyNeeds& needs,
+                                 int slot_stride, kvcache::Signals* signals) {
+  const kvcache::PageTable& table = kv_.page_table(seq);
+  const kvcache::HeadLengths head = kv_.head_lengths(seq);
+  const int64_t l = layout_.num_layers, hkv = layout_.num_kv_heads;
+  kernels::KvSignalArgs a;
+  a.arena = arena_;
+  a.layout = layout_;
+  a.page_table = TensorView(const_cast<int32_t*>(table.pages.data()), DType::kI32,
+                            {static_cast<int64_t>(table.pages.size())});
+  a.num_tokens = table.num_tokens;
+  if (!head.prefix_lens.empty()) {
+    a.head_lens = TensorView(const_cast<int32_t*>(head.prefix_lens.data()), DType::kI32, {l * hkv});
+    a.gap_end = head.gap_end;
+  }
+  if (signals->num_queries > 0) {
+    const int64_t row0 = int64_t{st.ring} * kMaxQueryWindow;
+    a.queries = query_store_.view()
+                    .slice(1, row0, row0 + signals->num_queries)
+                    .unflatten(2, num_heads_, layout_.head_dim);
+    a.num_queries = signals->num_queries;
+  }
+  a.scale = 1.0f / std::sqrt(static_cast<float>(layout_.head_dim));
+  a.slot_stride = slot_stride;
+  const Device device = arena_.device();
+  auto view = [&](const Tensor& t, int64_t heads, bool wanted) {
+    return wanted ? TensorView(t.view().raw(), DType::kF32, {l, heads, slot_stride}, device)
+                  : TensorView();
+  };
+  a.window_attention = view(window_attention_, num_heads_, needs.window_attention);
+  a.window_attention_group_max = view(group_max_, hkv, needs.window_attention_group_max);
+  a.key_norms = view(key_norms_, hkv, needs.key_norms);
+  a.value_norms = view(value_norms_, hkv, needs.value_norms);
+  a.key_anchor_dot = view(anchor_dot_, hkv, needs.key_anchor_dot);
+  backend_.kv_signals(a);
+  auto to_host = [&](const TensorView& device_view, std::vector<float>& host) {
+    if (device_view.empty()) return std::span<const float>();
+    host.resize(device_view.numel());
+    backend_.copy(TensorView(host.data(), DType::kF32, {device_view.numel()}),
+                  device_view.reshape({device_view.numel()}));
+    return std::span<const float>(host);
+  };
+  signals->window_attention = to_host(a.window_attention, host_window_);
+  signals->window_attention_group_max = to_host(a.window_attention_group_max, host_group_max_);
+  signals->key_norms = to_host(a.key_norms, host_key_norms_);
+  signals->value_norms = to_host(a.value_norms, host_value_norms_);
+  signals->key_anchor_dot = to_host(a.key_anchor_dot, host_anchor_dot_);
+  backend_.synchronize();
+}
+
+bool Compressor::apply(SeqId seq, SeqState& st, const kvcache::KeepSlots& keep,
+                       const std::vector<int32_t>& positions, int slot_stride, int cached_tokens) {
+  const int rows = layout_.num_layers * layout_.num_kv_heads;
+  const kvcache::HeadLengths head = kv_.head_lengths(seq);
+  const std::vector<int32_t> packed(head.prefix_lens.begin(), head.prefix_lens.end());
+  const int gap_end = head.gap_end;
+  std::vector<int32_t> counts(rows);
+  int max_keep = 1;
+  for (int r = 0; r < rows; ++r) {
+    counts[r] = keep.indptr[r + 1] - keep.indptr[r];
+    max_keep = std::max(max_keep, counts[r]);
+  }
+  // Virtual slots to physical ones (before the compaction moves them).
+  std::vector<int32_t> physical(static_cast<size_t>(rows) * max_keep, 0);
+  for (int r = 0; r < rows; ++r) {
+    for (int i = keep.indptr[r]; i < keep.indptr[r + 1]; ++i) {
+      const int v = keep.slots[i];
+      const int p = packed.empty() || v < packed[r] ? v : gap_end + (v - packed[r]);
+      physical[static_cast<size_t>(r) * max_keep + (i - keep.indptr[r])] = p;
+    }
+  }
+  auto result = kv_.compact(seq, counts);
+  if (!result.ok()) {  // the pool is short of pages for copy-on-write: try at the next check
+    ++stats_.skipped_actions;
+    SPDLOG_DEBUG("sequence {}: compaction postponed: {}", seq, result.status().message());
+    return false;
+  }
+  if (!result->copies.empty()) {
+    std::vector<int32_t> src, dst;
+    for (const kvcache::PageCopy& copy : result->copies) {
+      src.push_back(copy.src);
+      dst.push_back(copy.dst);
+    }
+    const int64_t n = static_cast<int64_t>(src.size());
+    backend_.copy_pages({arena_, layout_, TensorView(src.data(), DType::kI32, {n}),
+                         TensorView(dst.data(), DType::kI32, {n})});
+  }
+  const int64_t l = layout_.num_layers, hkv = layout_.num_kv_heads;
+  backend_.compact_kv({arena_, layout_,
+                       TensorView(result->source_pages.data(), DType::kI32,
+                                  {static_cast<int64_t>(result->source_pages.size())}),
+                       TensorView(physical.data(), DType::kI32, {l, hkv, max_keep}),
+                       TensorView(counts.data(), DType::kI32, {l * hkv})});
+  // The host arrays above must outlive the copies an asynchronous backend stages from them.
+  backend_.synchronize();
+  st.kept_positions.assign(rows, {});
+  for (int r = 0; r < rows; ++r) {
+    for (int i = keep.indptr[r]; i < keep.indptr[r + 1]; ++i) {
+      st.kept_positions[r].push_back(positions[static_cast<size_t>(r) * slot_stride + keep.slots[i]]);
+    }
+  }
+  // Slots appended from now on hold the tokens after the cache's last one.
+  st.first_appended_position = cached_tokens;
+  return true;
+}
+
+std::vector<double> Compressor::take_action_seconds() {
+  std::lock_guard<std::mutex> lock(seconds_mutex_);
+  std::vector<double> out;
+  out.swap(action_seconds_);
+  return out;
+}
+
+}  // namespace sieve::engine

@@ -1,0 +1,103 @@
+#pragma once
+// The engine's compression stage: per-request KV compression policies (kvcache/policies) applied
+// inside the continuously batched step. For each sequence whose request asked for a policy it
+//   - plans which tokens' queries the model keeps (the window before each action) into a query
+//     store of `num_rings` rings of kMaxQueryWindow rows;
+//   - after the step, for sequences whose policy acts (prefill end; every `interval` decode
+//     tokens once over budget), computes the signals the policy needs with Backend::kv_signals,
+//     asks the policy, checks protection, and compacts: KvManager::compact, copy_pages,
+//     compact_kv. The freed pages return to the pool in the same step.
+// One thread (the engine's) owns it.
+
+#include <cstdint>
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+#include "core/status.h"
+#include "core/tensor.h"
+#include "kernels/backend.h"
+#include "kvcache/kv_manager.h"
+#include "kvcache/policies/spec.h"
+#include "models/transformer.h"
+#include "scheduler/scheduler.h"
+
+namespace sieve::engine {
+
+// Counters for metrics and benchmarks (read from any thread).
+struct CompressionStats {
+  std::atomic<int64_t> actions{0};          // compactions applied
+  std::atomic<int64_t> evicted_tokens{0};   // slots dropped, as tokens (mean over heads)
+  std::atomic<int64_t> skipped_actions{0};  // due but not applied (no query ring, pool short)
+  std::atomic<double> seconds{0};           // signals, decisions and compaction
+};
+
+class Compressor {
+ public:
+  // `arena` and `layout` are the engine's KV arena; `num_rings` sequences may gather queries at
+  // once (0: policies that score with queries never act).
+  static StatusOr<std::unique_ptr<Compressor>> create(kernels::Backend& backend,
+                                                      models::Transformer& model,
+                                                      kvcache::KvManager& kv,
+                                                      const TensorView& arena,
+                                                      const kernels::KvCacheLayout& layout,
+                                                      int num_rings);
+  ~Compressor();
+
+  // A sequence starts with a compression request (or starts again after a preemption).
+  void add(kvcache::SeqId seq, std::shared_ptr<const kvcache::CompressionSpec> spec,
+           int prompt_tokens, int system_prompt_tokens);
+  void fork(kvcache::SeqId parent, kvcache::SeqId child);
+  // The sequence lost its cache (preempted): it starts over at its next prefill.
+  void reset(kvcache::SeqId seq);
+  void remove(kvcache::SeqId seq);
+  bool tracks(kvcache::SeqId seq) const { return seqs_.contains(seq); }
+
+  // Adds the step's query captures to `batch` (built for `out`, in the order of out.scheduled).
+  void plan_captures(const scheduler::SchedulerOutput& out, const scheduler::Scheduler& scheduler,
+                     models::StepBatch& batch);
+  // After the step ran and the scheduler took its outputs: the policies that are due act.
+  void act(const scheduler::SchedulerOutput& out, const scheduler::Scheduler& scheduler);
+
+  const CompressionStats& stats() const { return stats_; }
+  // Durations of the actions since the last call (seconds each), for a histogram. Thread-safe.
+  std::vector<double> take_action_seconds();
+
+ private:
+  struct SeqState;
+
+  Compressor(kernels::Backend& backend, kvcache::KvManager& kv, const TensorView& arena,
+             const kernels::KvCacheLayout& layout, int num_heads);
+  // Runs the policy on one sequence holding `cached_tokens` tokens; true when it compacted.
+  bool act_on(kvcache::SeqId seq, SeqState& st, bool at_prefill_end, int cached_tokens);
+  // The signals `needs` asks for, of one sequence, into host arrays.
+  void compute_signals(kvcache::SeqId seq, const SeqState& st, const kvcache::PolicyNeeds& needs,
+                       int slot_stride, kvcache::Signals* signals);
+  // Compacts the sequence to `keep`; false (nothing changed) when the pool is short of pages.
+  bool apply(kvcache::SeqId seq, SeqState& st, const kvcache::KeepSlots& keep,
+             const std::vector<int32_t>& positions, int slot_stride, int cached_tokens);
+  void release_ring(SeqState& st);
+  Status ensure_signal_buffers(int slot_stride);
+
+  kernels::Backend& backend_;
+  kvcache::KvManager& kv_;
+  TensorView arena_;
+  kernels::KvCacheLayout layout_;
+  int num_heads_ = 0;
+  Tensor query_store_;  // [num_layers, num_rings * kMaxQueryWindow, num_heads * head_dim]
+  std::vector<int> free_rings_;
+  std::unordered_map<kvcache::SeqId, std::unique_ptr<SeqState>> seqs_;
+  // Device outputs of kv_signals and their host copies, grown to the longest sequence seen.
+  int signal_stride_ = 0;
+  Tensor window_attention_, group_max_, key_norms_, value_norms_, anchor_dot_;
+  std::vector<float> host_window_, host_group_max_, host_key_norms_, host_value_norms_,
+      host_anchor_dot_;
+  CompressionStats stats_;
+  std::mutex seconds_mutex_;
+  std::vector<double> action_seconds_;
+};
+
+}  // namespace sieve::engine

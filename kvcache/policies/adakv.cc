@@ -1,0 +1,89 @@
+// adakv — Ada-KV: Optimizing KV Cache Eviction by Adaptive Budget Allocation (Feng et al., 2024).
+// Head-adaptive budgets over a scorer (snapkv): a layer's Hkv·B slots go to the top-scoring
+// (head, slot) pairs of all its heads taken together, each head first keeping its own top
+// alpha·B (the safeguard, alpha 0.2). Heads with concentrated attention keep few slots, diffuse
+// heads many; attention reads each head's own length.
+
+#include <algorithm>
+#include <memory>
+#include <vector>
+
+#include "kvcache/policies/params.h"
+#include "kvcache/policies/policies.h"
+#include "kvcache/policies/select.h"
+
+namespace sieve::kvcache {
+namespace {
+
+struct AdaKvParams final : PolicyParams {
+  int kernel_size = 5;
+  bool max_pooling = false;
+  double alpha = 0.2;
+};
+
+class AdaKv final : public KvPolicy {
+ public:
+  std::string_view name() const override { return "adakv"; }
+  StatusOr<std::shared_ptr<const PolicyParams>> parse(ParamReader& reader) const override {
+    auto p = std::make_shared<AdaKvParams>();
+    std::string scorer = "snapkv";
+    RETURN_IF_ERROR(reader.read_choice("scorer", {"snapkv"}, &scorer));
+    RETURN_IF_ERROR(read_snapkv_params(reader, &p->kernel_size, &p->max_pooling));
+    RETURN_IF_ERROR(reader.read_double("alpha", 0.0, 1.0, &p->alpha));
+    return std::shared_ptr<const PolicyParams>(p);
+  }
+  PolicyNeeds needs(const PolicyParams&) const override {
+    PolicyNeeds n;
+    n.window_attention = true;
+    return n;
+  }
+
+  KeepSlots decide(const PolicyInput& in) const override {
+    const auto& p = static_cast<const AdaKvParams&>(*in.params);
+    std::vector<float> scores = snapkv_scores(in, p.kernel_size, p.max_pooling);
+    const size_t stride = in.slot_stride;
+    const int safe = static_cast<int>(in.budget * p.alpha);
+    std::vector<int> counts(static_cast<size_t>(in.num_layers) * in.num_kv_heads, 0);
+    struct Pair {
+      float score;
+      int head;
+      int slot;
+    };
+    std::vector<Pair> pairs;
+    for (int l = 0; l < in.num_layers; ++l) {
+      pairs.clear();
+      for (int h = 0; h < in.num_kv_heads; ++h) {
+        const int r = in.row(l, h);
+        float* row = scores.data() + r * stride;
+        const uint8_t* protect = in.protected_slots.data() + r * stride;
+        const int n = in.valid_lens[r];
+        // Protected slots and each head's safeguard come first.
+        std::vector<int> order(n);
+        for (int v = 0; v < n; ++v) order[v] = v;
+        std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return row[a] > row[b]; });
+        for (int v = 0; v < n; ++v) {
+          if (protect[v]) row[v] = INFINITY;
+        }
+        for (int i = 0; i < std::min(safe, n); ++i) row[order[i]] = INFINITY;
+        for (int v = 0; v < n; ++v) pairs.push_back({row[v], h, v});
+      }
+      const size_t total = std::min(pairs.size(), static_cast<size_t>(in.budget) * in.num_kv_heads);
+      std::partial_sort(pairs.begin(), pairs.begin() + total, pairs.end(),
+                        [](const Pair& a, const Pair& b) {
+                          return a.score > b.score || (a.score == b.score && a.head < b.head) ||
+                                 (a.score == b.score && a.head == b.head && a.slot < b.slot);
+                        });
+      for (size_t i = 0; i < total; ++i) ++counts[in.row(l, pairs[i].head)];
+    }
+    return keep_top(in, scores, counts);
+  }
+};
+
+}  // namespace
+
+const KvPolicy* adakv_policy() {
+  static const AdaKv policy;
+  return &policy;
+}
+
+}  // namespace sieve::kvcache

@@ -1,0 +1,161 @@
+#include "kvcache/policies/spec.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "kvcache/policies/params.h"
+#include "kvcache/policies/registry.h"
+#include "nlohmann/json.hpp"
+
+namespace sieve::kvcache {
+
+StatusOr<std::shared_ptr<const PolicyParams>> KvPolicy::parse(ParamReader& params) const {
+  (void)params;
+  return std::make_shared<const PolicyParams>();
+}
+
+const std::vector<std::string>& kv_formats() {
+  static const std::vector<std::string> formats = {"bf16", "f32"};
+  return formats;
+}
+
+int CompressionSpec::budget_for(int prompt_tokens) const {
+  if (budget) return *budget;
+  if (!keep_ratio) return prompt_tokens;
+  // KVPress keeps int(n * (1 - compression_ratio)) with compression_ratio = 1 - keep_ratio.
+  const double compression_ratio = 1.0 - *keep_ratio;
+  return std::max(1, static_cast<int>(prompt_tokens * (1.0 - compression_ratio)));
+}
+
+namespace {
+
+std::string join(const std::vector<std::string_view>& items) {
+  std::string out;
+  for (std::string_view item : items) out += (out.empty() ? "" : ", ") + std::string(item);
+  return out;
+}
+
+// `protected_spans`: [[begin, end], ...] token positions, begin < end.
+Status read_spans(ParamReader& reader, Protection* protection) {
+  const nlohmann::json* spans = reader.read_raw("protected_spans");
+  if (!spans) return OkStatus();
+  const std::string field = ParamReader::field("protected_spans");
+  if (!spans->is_array() || spans->size() > 1024) {
+    return InvalidArgumentError(field + ": must be a list of at most 1024 [begin, end] pairs");
+  }
+  for (const nlohmann::json& span : *spans) {
+    const bool pair = span.is_array() && span.size() == 2 && span[0].is_number_integer() &&
+                      span[1].is_number_integer();
+    if (!pair) return InvalidArgumentError(field + ": each span is [begin, end] token positions");
+    const int64_t begin = span[0].get<int64_t>(), end = span[1].get<int64_t>();
+    if (begin < 0 || end <= begin || end > (int64_t{1} << 30)) {
+      return InvalidArgumentError(field + ": span [" + std::to_string(begin) + ", " +
+                                  std::to_string(end) + "] must have 0 <= begin < end");
+    }
+    protection->spans.emplace_back(static_cast<int>(begin), static_cast<int>(end));
+  }
+  return OkStatus();
+}
+
+Status read_budget(const nlohmann::json& value, CompressionSpec* spec) {
+  const bool integral = value.is_number_integer() ||
+                        (value.is_number_float() && std::isfinite(value.get<double>()) &&
+                         std::floor(value.get<double>()) == value.get<double>());
+  if (!integral) return InvalidArgumentError("compression.budget: must be an integer");
+  const double budget = value.get<double>();
+  if (budget < 1 || budget > 1e9) {
+    return InvalidArgumentError("compression.budget: must be in [1, 1e9], got " + value.dump());
+  }
+  spec->budget = static_cast<int>(budget);
+  return OkStatus();
+}
+
+Status read_fields(const nlohmann::json& json, CompressionSpec* spec, const nlohmann::json** params) {
+  for (const auto& [key, value] : json.items()) {
+    if (key == "method") {
+      if (!value.is_string()) return InvalidArgumentError("compression.method: must be a string");
+      spec->method = value.get<std::string>();
+    } else if (key == "budget") {
+      if (!value.is_null()) RETURN_IF_ERROR(read_budget(value, spec));
+    } else if (key == "keep_ratio") {
+      if (value.is_null()) continue;
+      if (!value.is_number()) return InvalidArgumentError("compression.keep_ratio: must be a number");
+      const double ratio = value.get<double>();
+      if (!(ratio > 0.0 && ratio <= 1.0)) {
+        return InvalidArgumentError("compression.keep_ratio: must be in (0, 1], got " + value.dump());
+      }
+      spec->keep_ratio = ratio;
+    } else if (key == "kv_format") {
+      if (value.is_null()) continue;
+      if (!value.is_string()) return InvalidArgumentError("compression.kv_format: must be a string");
+      spec->kv_format = value.get<std::string>();
+    } else if (key == "params") {
+      if (value.is_null()) continue;
+      if (!value.is_object()) return InvalidArgumentError("compression.params: must be an object");
+      *params = &value;
+    } else {
+      return InvalidArgumentError("compression: unknown field (expected method, budget, "
+                                  "keep_ratio, kv_format or params)");
+    }
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+StatusOr<CompressionSpec> parse_compression(const nlohmann::json& json) {
+  if (!json.is_object()) return InvalidArgumentError("compression: must be an object");
+  CompressionSpec spec;
+  static const nlohmann::json kNoParams = nlohmann::json::object();
+  const nlohmann::json* params = &kNoParams;
+  RETURN_IF_ERROR(read_fields(json, &spec, &params));
+  if (spec.budget && spec.keep_ratio) {
+    return InvalidArgumentError("compression.budget: give budget or keep_ratio, not both");
+  }
+  const std::vector<std::string_view> names = compression_method_names();
+  if (std::find(names.begin(), names.end(), spec.method) == names.end()) {
+    return InvalidArgumentError("compression.method: unknown method (registered: " + join(names) +
+                                ")");
+  }
+  if (std::find(kv_formats().begin(), kv_formats().end(), spec.kv_format) == kv_formats().end()) {
+    return InvalidArgumentError("compression.kv_format: unknown format (supported: bf16, f32)");
+  }
+  spec.policy = find_policy(spec.method);
+  ParamReader reader(*params);
+  if (!spec.policy) {
+    if (spec.budget || spec.keep_ratio) {
+      return InvalidArgumentError(std::string("compression.") +
+                                  (spec.budget ? "budget" : "keep_ratio") +
+                                  ": method 'none' keeps the full cache and takes no budget");
+    }
+    RETURN_IF_ERROR(reader.finish(spec.method));
+    return spec;
+  }
+  if (!spec.budget && !spec.keep_ratio) {
+    return InvalidArgumentError("compression.budget: method '" + spec.method +
+                                "' needs a budget or a keep_ratio");
+  }
+  Protection& p = spec.protection;
+  p.sink = spec.policy->default_sink();
+  p.window = spec.policy->default_window();
+  spec.interval = spec.policy->default_interval();
+  RETURN_IF_ERROR(reader.read_int("sink", 0, 1 << 20, &p.sink));
+  RETURN_IF_ERROR(reader.read_int("window", 0, kMaxQueryWindow, &p.window));
+  RETURN_IF_ERROR(reader.read_bool("protect_system_prompt", &p.protect_system_prompt));
+  RETURN_IF_ERROR(read_spans(reader, &p));
+  RETURN_IF_ERROR(reader.read_int("interval", 0, 1 << 20, &spec.interval));
+  if (spec.interval > 0 && spec.interval < p.window) {
+    return InvalidArgumentError(ParamReader::field("interval") + ": must be 0 (prefill only) or " +
+                                "at least the window (" + std::to_string(p.window) + ")");
+  }
+  ASSIGN_OR_RETURN(spec.params, spec.policy->parse(reader));
+  const PolicyNeeds needs = spec.policy->needs(*spec.params);
+  if (needs.any_window() && p.window < 1) {
+    return InvalidArgumentError(ParamReader::field("window") + ": method '" + spec.method +
+                                "' scores with the window's queries: at least 1");
+  }
+  RETURN_IF_ERROR(reader.finish(spec.method));
+  return spec;
+}
+
+}  // namespace sieve::kvcache
