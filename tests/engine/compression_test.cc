@@ -1,0 +1,187 @@
+// Per-request KV compression in the engine, on the CPU backend with a golden fixture model:
+// every policy compacts and keeps generating, methods mix in one batch with each request's
+// greedy output equal to the same request run alone, and pages come back after forks, aborts and
+// preemptions of compressed sequences.
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <random>
+
+#include "engine/engine.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kvcache/policies/registry.h"
+#include "nlohmann/json.hpp"
+#include "tests/support/golden_model.h"
+
+namespace sieve::engine {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+struct Fixture {
+  std::unique_ptr<kernels::Backend> backend = kernels::cpu::make_cpu_backend();
+  std::unique_ptr<models::Transformer> model;
+};
+
+Fixture load(const std::string& name) {
+  Fixture f;
+  test_support::GoldenModel g = test_support::load_golden_model(
+      fs::path(SIEVE_SOURCE_DIR) / "tests/fixtures/golden" / name, *f.backend, {128, 32, 1 << 16});
+  f.model = std::move(g.model);
+  return f;
+}
+
+std::unique_ptr<Engine> make_engine(Fixture& f, int num_kv_pages = 0) {
+  EngineConfig config;
+  config.max_num_batched_tokens = 128;
+  config.max_num_seqs = 32;
+  config.kv_cache_bytes = 32 << 20;
+  config.num_kv_pages = num_kv_pages;
+  auto engine = Engine::create(*f.model, *f.backend, nullptr, {}, config);
+  SIEVE_CHECK(engine.ok()) << engine.status();
+  return *std::move(engine);
+}
+
+std::vector<int32_t> random_prompt(int vocab, int len, int seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int32_t> id(3, vocab - 1);
+  std::vector<int32_t> ids(len);
+  for (int32_t& x : ids) x = id(rng);
+  return ids;
+}
+
+Request request(const std::vector<int32_t>& prompt, int max_tokens, const json& compression) {
+  Request r;
+  r.prompt_token_ids = prompt;
+  r.params.temperature = 0;
+  r.params.max_tokens = max_tokens;
+  r.params.ignore_eos = true;
+  auto spec = kvcache::parse_compression(compression);
+  SIEVE_CHECK(spec.ok()) << spec.status();
+  if (spec->compresses()) r.compression = std::make_shared<const kvcache::CompressionSpec>(*spec);
+  return r;
+}
+
+struct Result {
+  std::vector<int32_t> tokens;
+  Usage usage;
+  std::string finish;
+};
+
+std::vector<Result> run_all(Engine& engine, const std::vector<std::shared_ptr<OutputStream>>& streams) {
+  int guard = 0;
+  while (engine.has_work() && ++guard < 100000) engine.step();
+  std::vector<Result> results(streams.size());
+  for (size_t i = 0; i < streams.size(); ++i) {
+    while (auto out = streams[i]->next(std::chrono::milliseconds(0))) {
+      results[i].tokens.insert(results[i].tokens.end(), out->token_ids.begin(), out->token_ids.end());
+      if (out->finished_request) {
+        results[i].usage = out->usage;
+        results[i].finish = out->finish_reason.value_or("");
+      }
+    }
+  }
+  return results;
+}
+
+// Every registered policy at prefill end (budget below the prompt) and at decode time (interval
+// 32): the request finishes, holds about its budget at its end, and leaves no page behind.
+TEST(Compression, EveryPolicyCompactsAndKeepsGenerating) {
+  Fixture f = load("llama3");
+  const std::vector<int32_t> prompt = random_prompt(f.model->config().vocab_size, 150, 1);
+  auto engine = make_engine(f);
+  const Result full = run_all(*engine, {*engine->add_request(request(prompt, 96, {{"method", "none"}}))})[0];
+  EXPECT_EQ(full.usage.kv_tokens_kept, 150 + 96 - 1);
+  for (const kvcache::KvPolicy* policy : kvcache::registered_policies()) {
+    SCOPED_TRACE(std::string(policy->name()));
+    json params = {{"interval", 32}};
+    if (policy->name() != "tova" && policy->name() != "streaming_llm") params["window"] = 16;
+    const json compression = {{"method", policy->name()}, {"budget", 48}, {"params", params}};
+    const Result r = run_all(*engine, {*engine->add_request(request(prompt, 96, compression))})[0];
+    EXPECT_EQ(r.finish, "length");
+    EXPECT_EQ(r.tokens.size(), 96u);
+    // At its end a sequence holds at most budget + interval slots (pyramidkv's first layers hold
+    // more, its last fewer; the mean counts).
+    EXPECT_LE(r.usage.kv_tokens_kept, 48 + 32) << "kept " << r.usage.kv_tokens_kept;
+    EXPECT_LT(r.usage.kv_bytes, full.usage.kv_bytes);
+    EXPECT_EQ(engine->stats().kv_pages_used.load(), 0);
+  }
+  EXPECT_GT(engine->compression_stats().actions.load(), 9 * 2);
+  EXPECT_EQ(engine->compression_stats().skipped_actions.load(), 0);
+}
+
+// 16 requests with 8 methods in one continuously batched run: each request's greedy tokens are
+// the ones it produces alone.
+TEST(Compression, MethodsMixInOneBatchAndEachEqualsItsRunAlone) {
+  Fixture f = load("qwen2");
+  const int vocab = f.model->config().vocab_size;
+  const std::vector<json> methods = {
+      {{"method", "none"}},
+      {{"method", "snapkv"}, {"keep_ratio", 0.5}},
+      {{"method", "knorm"}, {"budget", 40}, {"params", {{"interval", 32}}}},
+      {{"method", "keydiff"}, {"keep_ratio", 0.25}},
+      {{"method", "streaming_llm"}, {"budget", 40}},
+      {{"method", "tova"}, {"budget", 50}},
+      {{"method", "gkv"}, {"budget", 48}, {"params", {{"interval", 32}}}},
+      {{"method", "adakv"}, {"keep_ratio", 0.5}, {"params", {{"interval", 0}}}},
+  };
+  std::vector<Request> requests;
+  for (int i = 0; i < 16; ++i) {
+    requests.push_back(request(random_prompt(vocab, 60 + 7 * i, 100 + i), 48, methods[i % 8]));
+  }
+  std::vector<std::vector<int32_t>> alone;
+  {
+    auto engine = make_engine(f);
+    for (const Request& r : requests) {
+      alone.push_back(run_all(*engine, {*engine->add_request(r)})[0].tokens);
+    }
+  }
+  auto engine = make_engine(f);
+  std::vector<std::shared_ptr<OutputStream>> streams;
+  for (const Request& r : requests) streams.push_back(*engine->add_request(r));
+  const std::vector<Result> together = run_all(*engine, streams);
+  for (int i = 0; i < 16; ++i) {
+    EXPECT_EQ(together[i].tokens, alone[i]) << "request " << i << ": " << methods[i % 8].dump();
+    EXPECT_EQ(together[i].tokens.size(), 48u);
+  }
+  EXPECT_EQ(engine->stats().kv_pages_used.load(), 0);
+}
+
+// Parallel samples fork after the prompt; preemption drops a compacted cache and recomputes it.
+TEST(Compression, ForksAndPreemptionsKeepTheAccounting) {
+  Fixture f = load("llama3");
+  const int vocab = f.model->config().vocab_size;
+  {
+    auto engine = make_engine(f);
+    Request r = request(random_prompt(vocab, 120, 7), 40,
+                        {{"method", "snapkv"}, {"budget", 40}, {"params", {{"interval", 32}}}});
+    r.params.n = 3;
+    r.params.temperature = 1.0f;
+    r.params.seed = 5;
+    const Result result = run_all(*engine, {*engine->add_request(r)})[0];
+    EXPECT_EQ(result.tokens.size(), 3u * 40);
+    EXPECT_LE(result.usage.kv_tokens_kept, 3 * (40 + 32));
+    EXPECT_EQ(engine->stats().kv_pages_used.load(), 0);
+  }
+  {
+    // A pool too small for all of them at full length: some are preempted and recomputed.
+    auto engine = make_engine(f, /*num_kv_pages=*/40);
+    std::vector<std::shared_ptr<OutputStream>> streams;
+    for (int i = 0; i < 10; ++i) {
+      streams.push_back(*engine->add_request(request(
+          random_prompt(vocab, 90, 20 + i), 64,
+          {{"method", i % 2 ? "knorm" : "snapkv"}, {"budget", 32}, {"params", {{"interval", 32}}}})));
+    }
+    for (const Result& r : run_all(*engine, streams)) {
+      EXPECT_EQ(r.finish, "length");
+      EXPECT_EQ(r.tokens.size(), 64u);
+    }
+    EXPECT_GT(engine->stats().preemptions.load(), 0) << "the pool was meant to run short";
+    EXPECT_EQ(engine->stats().kv_pages_used.load(), 0);
+  }
+}
+
+}  // namespace
+}  // namespace sieve::engine
