@@ -17,6 +17,7 @@ struct Compressor::SeqState {
   std::shared_ptr<const CompressionSpec> spec;
   kvcache::PolicyNeeds needs;
   int budget = 0;
+  double budget_exact = 0;
   int system_prompt_tokens = 0;
   bool prefilled = false;  // the prefill-end check ran
   int last_check = 0;      // the cache's token count at the last check
@@ -59,6 +60,7 @@ void Compressor::add(SeqId seq, std::shared_ptr<const CompressionSpec> spec, int
   auto st = std::make_unique<SeqState>();
   st->needs = spec->policy->needs(*spec->params);
   st->budget = spec->budget_for(prompt_tokens);
+  st->budget_exact = spec->exact_budget_for(prompt_tokens);
   st->spec = std::move(spec);
   st->system_prompt_tokens = system_prompt_tokens;
   seqs_[seq] = std::move(st);
@@ -225,6 +227,7 @@ bool Compressor::act_on(SeqId seq, SeqState& st, bool at_prefill_end, int cached
   in.protected_slots = protect;
   in.positions = positions;
   in.budget = st.budget;
+  in.budget_exact = st.budget_exact;
   in.window = window;
   in.at_prefill_end = at_prefill_end;
   in.signals = signals;
@@ -375,6 +378,7 @@ bool Compressor::apply(SeqId seq, SeqState& st, const kvcache::KeepSlots& keep,
       st.kept_positions[r].push_back(positions[static_cast<size_t>(r) * slot_stride + keep.slots[i]]);
     }
   }
+  if (observer_) observer_(seq, st.kept_positions);
   // Slots appended from now on hold the tokens after the cache's last one.
   st.first_appended_position = cached_tokens;
   return true;

@@ -10,6 +10,7 @@
 // One thread (the engine's) owns it.
 
 #include <cstdint>
+#include <functional>
 #include <atomic>
 #include <memory>
 #include <mutex>
@@ -63,6 +64,11 @@ class Compressor {
   void act(const scheduler::SchedulerOutput& out, const scheduler::Scheduler& scheduler);
 
   const CompressionStats& stats() const { return stats_; }
+  // Called on the engine thread after each compaction with the token positions every (layer, KV
+  // head) kept (tests and the eval harness look at decisions through it).
+  using Observer =
+      std::function<void(kvcache::SeqId, const std::vector<std::vector<int32_t>>& kept_positions)>;
+  void set_observer(Observer observer) { observer_ = std::move(observer); }
   // Durations of the actions since the last call (seconds each), for a histogram. Thread-safe.
   std::vector<double> take_action_seconds();
 
@@ -96,6 +102,7 @@ class Compressor {
   std::vector<float> host_window_, host_group_max_, host_key_norms_, host_value_norms_,
       host_anchor_dot_;
   CompressionStats stats_;
+  Observer observer_;
   std::mutex seconds_mutex_;
   std::vector<double> action_seconds_;
 };

@@ -82,6 +82,10 @@ class Engine {
   const models::ModelConfig& model_config() const { return model_.config(); }
   int max_model_len() const { return max_model_len_; }
   const CompressionStats& compression_stats() const { return compressor_->stats(); }
+  // See Compressor::set_observer; set before requests arrive.
+  void set_compression_observer(Compressor::Observer observer) {
+    compressor_->set_observer(std::move(observer));
+  }
   // Durations of the compression actions since the last call (thread-safe).
   std::vector<double> take_compression_seconds() { return compressor_->take_action_seconds(); }
 

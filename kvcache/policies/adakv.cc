@@ -1,8 +1,9 @@
 // adakv — Ada-KV: Optimizing KV Cache Eviction by Adaptive Budget Allocation (Feng et al., 2024).
 // Head-adaptive budgets over a scorer (snapkv): a layer's Hkv·B slots go to the top-scoring
 // (head, slot) pairs of all its heads taken together, each head first keeping its own top
-// alpha·B (the safeguard, alpha 0.2). Heads with concentrated attention keep few slots, diffuse
-// heads many; attention reads each head's own length.
+// max(1, int(alpha·B)) (the safeguard, alpha 0.2); scores are SnapKV's, not normalised (as in
+// KVPress). Heads with concentrated attention keep few slots, diffuse heads many; attention reads
+// each head's own length.
 
 #include <algorithm>
 #include <memory>
@@ -42,7 +43,7 @@ class AdaKv final : public KvPolicy {
     const auto& p = static_cast<const AdaKvParams&>(*in.params);
     std::vector<float> scores = snapkv_scores(in, p.kernel_size, p.max_pooling);
     const size_t stride = in.slot_stride;
-    const int safe = static_cast<int>(in.budget * p.alpha);
+    const int safe = std::max(1, static_cast<int>(in.budget * p.alpha));
     std::vector<int> counts(static_cast<size_t>(in.num_layers) * in.num_kv_heads, 0);
     struct Pair {
       float score;
@@ -57,13 +58,14 @@ class AdaKv final : public KvPolicy {
         float* row = scores.data() + r * stride;
         const uint8_t* protect = in.protected_slots.data() + r * stride;
         const int n = in.valid_lens[r];
-        // Protected slots and each head's safeguard come first.
-        std::vector<int> order(n);
-        for (int v = 0; v < n; ++v) order[v] = v;
-        std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return row[a] > row[b]; });
+        // Protected slots, then each head's safeguard (its top slots, protected ones first, as
+        // KVPress ranks its forced window above every score) come first.
         for (int v = 0; v < n; ++v) {
           if (protect[v]) row[v] = INFINITY;
         }
+        std::vector<int> order(n);
+        for (int v = 0; v < n; ++v) order[v] = v;
+        std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return row[a] > row[b]; });
         for (int i = 0; i < std::min(safe, n); ++i) row[order[i]] = INFINITY;
         for (int v = 0; v < n; ++v) pairs.push_back({row[v], h, v});
       }

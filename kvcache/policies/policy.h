@@ -61,6 +61,9 @@ struct PolicyInput {
   // Each slot's token position in the sequence: [L * Hkv * S].
   std::span<const int32_t> positions;
   int budget = 0;               // slots to keep per (layer, KV head), on average
+  // The budget before rounding: n·keep_ratio in double for a keep_ratio (KVPress's n(1 - r)),
+  // else `budget`. PyramidKV's layer budgets are computed from it.
+  double budget_exact = 0;
   int window = 0;               // the recent window the request keeps (also the query window)
   bool at_prefill_end = false;  // else a decode-time action
   Signals signals;

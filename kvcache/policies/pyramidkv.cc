@@ -1,8 +1,12 @@
 // pyramidkv — PyramidKV: Dynamic KV Cache Compression based on Pyramidal Information Funneling
-// (Cai et al., 2024). SnapKV's scores with layer budgets that shrink linearly with depth: with
-// mean budget B and ratio beta (20), layer 0 keeps 2B - B/beta and the last layer B/beta
-// (window excluded, then added back), linear between, so the total stays L·B.
+// (Cai et al., 2024). SnapKV's scores with layer budgets that shrink linearly with depth. The
+// budgets are KVCache-Factory's, as KVPress computes them, with B the mean budget before
+// rounding, w the window, n the cached tokens and beta 20:
+//   min = B / beta,  max = 2B - min;  if max >= n - w: max = n - w, min = 2B - max
+//   layer l keeps round(max - l·(max - min)/(L - 1))  (the window included)
+// and every layer keeps round(B) unless n >= max >= min >= w (round: half to even).
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <vector>
@@ -37,15 +41,32 @@ class PyramidKv final : public KvPolicy {
 
   KeepSlots decide(const PolicyInput& in) const override {
     const auto& p = static_cast<const PyramidKvParams&>(*in.params);
-    const double b = std::max(0, in.budget - in.window);
-    const double last = b / p.beta, first = 2 * b - last;
-    const double step = in.num_layers > 1 ? (first - last) / (in.num_layers - 1) : 0;
+    const std::vector<int> budgets = layer_budgets(in, p.beta);
     std::vector<int> counts;
-    for (int l = 0; l < in.num_layers; ++l) {
-      const int layer_budget = static_cast<int>(std::lround(first - l * step)) + in.window;
-      counts.insert(counts.end(), in.num_kv_heads, layer_budget);
-    }
+    for (int l = 0; l < in.num_layers; ++l) counts.insert(counts.end(), in.num_kv_heads, budgets[l]);
     return keep_top(in, snapkv_scores(in, p.kernel_size, p.max_pooling), counts);
+  }
+
+ private:
+  static std::vector<int> layer_budgets(const PolicyInput& in, double beta) {
+    int n = 0;
+    for (int32_t len : in.valid_lens) n = std::max(n, len);
+    const double b = in.budget_exact, w = in.window;
+    double min_num = b / beta, max_num = 2 * b - min_num;
+    if (max_num >= n - w) {
+      max_num = n - w;
+      min_num = 2 * b - max_num;
+    }
+    if (!(n >= max_num && max_num >= min_num && min_num >= w) || in.num_layers < 2) {
+      return std::vector<int>(in.num_layers, std::max(1, static_cast<int>(std::nearbyint(b))));
+    }
+    const double steps = (max_num - min_num) / (in.num_layers - 1);
+    std::vector<int> budgets;
+    // std::nearbyint rounds half to even in the default rounding mode, as Python's round().
+    for (int l = 0; l < in.num_layers; ++l) {
+      budgets.push_back(static_cast<int>(std::nearbyint(max_num - l * steps)));
+    }
+    return budgets;
   }
 };
 

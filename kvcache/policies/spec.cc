@@ -27,6 +27,12 @@ int CompressionSpec::budget_for(int prompt_tokens) const {
   return std::max(1, static_cast<int>(prompt_tokens * (1.0 - compression_ratio)));
 }
 
+double CompressionSpec::exact_budget_for(int prompt_tokens) const {
+  if (budget) return *budget;
+  if (!keep_ratio) return prompt_tokens;
+  return prompt_tokens * (1.0 - (1.0 - *keep_ratio));
+}
+
 namespace {
 
 std::string join(const std::vector<std::string_view>& items) {

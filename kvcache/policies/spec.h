@@ -45,6 +45,8 @@ struct CompressionSpec {
   // The budget for a prompt of `prompt_tokens`: `budget`, or keep_ratio of the prompt rounded
   // down as KVPress rounds (int(n * (1 - compression_ratio))), at least 1.
   int budget_for(int prompt_tokens) const;
+  // The same before rounding (keep_ratio: prompt_tokens · (1 - (1 - keep_ratio)) in double).
+  double exact_budget_for(int prompt_tokens) const;
 };
 
 // Parses the JSON object; errors name "compression.<field>" or "compression.params.<name>".
