@@ -187,7 +187,9 @@ StatusOr<std::shared_ptr<OutputStream>> Engine::add_request(Request request) {
                                 " tokens does not fit the model's context of " +
                                 std::to_string(max_model_len_) + " tokens");
   }
-  if (prompt_len + p.max_tokens > max_model_len_) {
+  // Subtraction form: prompt_len < max_model_len_ here, so nothing overflows (max_tokens may be
+  // INT32_MAX).
+  if (p.max_tokens > max_model_len_ - prompt_len) {
     return InvalidArgumentError("max_tokens " + std::to_string(p.max_tokens) + " plus the " +
                                 std::to_string(prompt_len) + "-token prompt exceed the model's " +
                                 "context of " + std::to_string(max_model_len_) + " tokens");

@@ -1,0 +1,162 @@
+"""Issue 12's hostile clients against a live `sieve serve --api-key ... --write-timeout 1`, each
+with a real client (requests, grpcio, raw sockets): deeply nested JSON on every endpoint and
+integer overflow in request fields. After each, the server still serves and holds no KV page it
+should not."""
+
+import json
+import os
+import re
+import socket
+import sys
+import unittest
+
+import grpc
+import requests
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sieve_server import SieveServer, grpc_modules  # noqa: E402
+
+pb, rpc = grpc_modules()
+KEY = "s3cret-key"
+AUTH = {"Authorization": "Bearer " + KEY}
+GRPC_AUTH = (("authorization", "Bearer " + KEY),)
+INT_MAX = 2**31 - 1
+server = None
+channel = None
+stub = None
+
+
+def setUpModule():
+    global server, channel, stub
+    server = SieveServer("--api-key", KEY, "--write-timeout", "1")
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    stub = rpc.SieveStub(channel)
+
+
+def tearDownModule():
+    channel.close()
+    assert server.stop() == 0, server.log()
+
+
+def post(path, body, headers=AUTH):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return requests.post(server.url + path, data=data, timeout=60,
+                         headers={"Content-Type": "application/json", **headers})
+
+
+def nested(depth):
+    """The issue's value: {"a":{"a":...1...}} `depth` levels deep, as raw JSON text."""
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+def raw_http(port, request, timeout=10):
+    """Sends `request` on a fresh socket and returns the socket (for more exchanges)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(request)
+    return s
+
+
+def read_response(s, buffer=b""):
+    """One response with a Content-Length body from `s`: (head, body, bytes after it)."""
+    while b"\r\n\r\n" not in buffer:
+        data = s.recv(65536)
+        if not data:
+            raise AssertionError("connection closed before the head: %r" % buffer)
+        buffer += data
+    head, rest = buffer.split(b"\r\n\r\n", 1)
+    length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
+    return head, rest, length
+
+
+def still_serves():
+    r = post("/v1/completions", {"prompt": "Hi", "max_tokens": 2})
+    assert r.status_code == 200, r.text
+    return True
+
+
+class DeepJson(unittest.TestCase):
+    def test_deep_values_on_every_endpoint_are_a_400_and_the_server_lives(self):
+        deep = nested(60000)  # 360 KB: the body that crashed the server
+        user = '[{"role": "user", "content": "Hi"}]'
+        cases = [
+            ("/v1/completions",
+             '{"prompt": "Hi", "compression": {"method": "none", "params": %s}}' % deep),
+            ("/v1/completions", '{"prompt": "Hi", "response_format": %s}' % deep),
+            ("/v1/chat/completions",
+             '{"messages": [{"role": "user", "content": [{"type": %s, "text": "x"}]}]}' % deep),
+            ("/v1/chat/completions",
+             '{"messages": %s, "compression": {"method": "none", "params": %s}}' % (user, deep)),
+            ("/tokenize", '{"messages": [{"role": "user", "content": [%s]}]}' % deep),
+            ("/tokenize", '{"prompt": %s}' % ("[" * 100000 + "]" * 100000)),
+            ("/detokenize", '{"tokens": %s}' % deep),
+        ]
+        for path, body in cases:
+            with self.subTest(path=path, body=body[:80]):
+                r = post(path, body.encode())
+                self.assertEqual(r.status_code, 400, r.text)
+                self.assertIn("deeper than 64 levels", r.json()["error"]["message"])
+        self.assertTrue(still_serves())
+        self.assertEqual(server.process.poll(), None)
+
+    def test_deep_struct_over_grpc_is_refused_and_the_server_lives(self):
+        request = pb.GenerateRequest(text="Hi", sampling=pb.SamplingParams(max_tokens=2))
+        value = request.compression.params.fields["a"]
+        for _ in range(5000):
+            value = value.list_value.values.add()
+        value.number_value = 1
+        with self.assertRaises(grpc.RpcError) as e:
+            list(stub.Generate(request, metadata=GRPC_AUTH, timeout=30))
+        # protobuf's own recursion limit (100 messages) refuses it while parsing, before any of
+        # our code, and gRPC answers INTERNAL; struct_to_json's own limit is for what gets past.
+        self.assertIn(e.exception.code(),
+                      (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT))
+        ok = list(stub.Generate(pb.GenerateRequest(text="Hi", sampling=pb.SamplingParams(
+            max_tokens=2)), metadata=GRPC_AUTH, timeout=60))
+        self.assertTrue(ok[-1].finished)
+
+
+class IntegerLimits(unittest.TestCase):
+    def test_http_fields_at_the_int_limit_are_a_400_naming_the_field(self):
+        user = [{"role": "user", "content": "Hi"}]
+        cases = [
+            ("/v1/completions", {"prompt": "Hi", "max_tokens": INT_MAX}, "max_tokens"),
+            ("/v1/completions", {"prompt": "Hi", "max_tokens": INT_MAX + 1}, "max_tokens"),
+            ("/v1/completions", {"prompt": "Hi", "n": 128, "max_tokens": INT_MAX}, "max_tokens"),
+            ("/v1/completions", {"prompt": "Hi", "logprobs": INT_MAX}, "logprobs"),
+            ("/v1/completions", {"prompt": "Hi", "prompt_logprobs": INT_MAX}, "prompt_logprobs"),
+            ("/v1/completions", {"prompt": "Hi", "min_tokens": INT_MAX}, "min_tokens"),
+            ("/v1/chat/completions", {"messages": user, "max_tokens": INT_MAX}, "max_tokens"),
+            ("/v1/chat/completions", {"messages": user, "max_completion_tokens": INT_MAX},
+             "max_completion_tokens"),
+            ("/v1/chat/completions", {"messages": user, "logprobs": True,
+                                      "top_logprobs": INT_MAX}, "top_logprobs"),
+            ("/v1/chat/completions", {"messages": user, "n": INT_MAX}, "n"),
+        ]
+        for path, body, field in cases:
+            with self.subTest(body=body):
+                r = post(path, body)
+                self.assertEqual(r.status_code, 400, r.text)
+                self.assertEqual(r.json()["error"]["param"], field, r.text)
+        self.assertEqual(server.metric("sieve:kv_cache_pages_used"), 0)
+
+    def test_grpc_fields_at_the_int_limit_are_invalid_argument_naming_the_field(self):
+        cases = [
+            (pb.SamplingParams(max_tokens=INT_MAX), "max_tokens"),
+            (pb.SamplingParams(max_tokens=INT_MAX, n=32), "max_tokens"),
+            (pb.SamplingParams(logprobs=INT_MAX), "logprobs"),
+            (pb.SamplingParams(prompt_logprobs=INT_MAX), "prompt_logprobs"),
+            (pb.SamplingParams(n=INT_MAX), "n"),
+            (pb.SamplingParams(min_tokens=INT_MAX), "min_tokens"),
+        ]
+        for sampling, field in cases:
+            with self.subTest(field=field, sampling=str(sampling)):
+                with self.assertRaises(grpc.RpcError) as e:
+                    list(stub.Generate(pb.GenerateRequest(text="Hi", sampling=sampling),
+                                       metadata=GRPC_AUTH, timeout=30))
+                self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+                self.assertTrue(e.exception.details().startswith(field), e.exception.details())
+
+
+if __name__ == "__main__":
+    unittest.main()
