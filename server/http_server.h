@@ -58,7 +58,7 @@ struct HttpReply {
 };
 
 struct HttpServerOptions {
-  std::string host = "0.0.0.0";
+  std::string host = "127.0.0.1";
   int port = 8000;
   int num_threads = 2;
   size_t max_body_bytes = 8u << 20;

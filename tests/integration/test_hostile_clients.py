@@ -1,7 +1,8 @@
 """Issue 12's hostile clients against a live `sieve serve --api-key ... --write-timeout 1`, each
-with a real client (requests, grpcio, raw sockets): deeply nested JSON on every endpoint and
-integer overflow in request fields. After each, the server still serves and holds no KV page it
-should not."""
+with a real client (requests, grpcio, raw sockets): deeply nested JSON on every endpoint, integer
+overflow in request fields, the API key on both transports, request ids that would forge log
+lines, and a gRPC client that stops reading. After each, the server still serves and holds no KV
+page it should not."""
 
 import json
 import os
@@ -156,6 +157,114 @@ class IntegerLimits(unittest.TestCase):
                                        metadata=GRPC_AUTH, timeout=30))
                 self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
                 self.assertTrue(e.exception.details().startswith(field), e.exception.details())
+
+
+class ApiKey(unittest.TestCase):
+    def test_http_needs_the_key_with_the_bearer_scheme_in_any_case(self):
+        body = {"prompt": "Hi", "max_tokens": 1}
+        self.assertEqual(post("/v1/completions", body, headers={}).status_code, 401)
+        self.assertEqual(post("/v1/completions", body, {"Authorization": "Bearer wrong"})
+                         .status_code, 401)
+        for scheme in ("Bearer", "bearer", "BEARER"):
+            r = post("/v1/completions", body, {"Authorization": f"{scheme} {KEY}"})
+            self.assertEqual(r.status_code, 200, (scheme, r.text))
+        self.assertEqual(requests.get(server.url + "/v1/models", timeout=10).status_code, 401)
+        # Health stays open for load balancers.
+        self.assertEqual(requests.get(server.url + "/health", timeout=10).status_code, 200)
+
+    def test_grpc_needs_the_same_key_in_the_authorization_metadata(self):
+        calls = [
+            lambda md: list(stub.Generate(pb.GenerateRequest(
+                text="Hi", sampling=pb.SamplingParams(max_tokens=1)), metadata=md, timeout=60)),
+            lambda md: stub.Tokenize(pb.TokenizeRequest(text="Hi"), metadata=md, timeout=10),
+            lambda md: stub.Detokenize(pb.DetokenizeRequest(token_ids=[1]), metadata=md,
+                                       timeout=10),
+            lambda md: stub.ModelInfo(pb.ModelInfoRequest(), metadata=md, timeout=10),
+        ]
+        for i, call in enumerate(calls):
+            for md in ((), (("authorization", "Bearer nope"),), (("authorization", KEY),)):
+                with self.subTest(call=i, metadata=md):
+                    with self.assertRaises(grpc.RpcError) as e:
+                        call(md)
+                    self.assertEqual(e.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+                    self.assertNotIn(".gguf", e.exception.details())
+            for md in (GRPC_AUTH, (("authorization", "bearer " + KEY),)):
+                call(md)  # no error
+        info = stub.ModelInfo(pb.ModelInfoRequest(), metadata=GRPC_AUTH, timeout=10)
+        self.assertTrue(info.source)
+        # Health stays open, as HTTP's /health does.
+        health = health_pb2_grpc.HealthStub(channel)
+        status = health.Check(health_pb2.HealthCheckRequest(service="sieve.v1.Sieve")).status
+        self.assertEqual(status, health_pb2.HealthCheckResponse.SERVING)
+
+
+class RequestIds(unittest.TestCase):
+    def test_request_ids_cannot_forge_log_lines(self):
+        # HTTP header values may carry tabs and spaces; gRPC's request_id anything at all.
+        body = json.dumps({"prompt": "Hi", "max_tokens": 1}).encode()
+        s = raw_http(server.port, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+                     b"Authorization: Bearer " + KEY.encode() + b"\r\n"
+                     b"X-Request-Id: http\tid forged\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body, timeout=60)
+        with s:
+            head, _, _ = read_response(s)
+            self.assertIn(b"X-Request-Id: http_id_forged\r\n", head)
+        forged = "grpc\n[2026-01-01 00:00:00.000] [info] request forged: 1 prompt tokens\x1b[2J"
+        responses = list(stub.Generate(pb.GenerateRequest(
+            request_id=forged, text="Hi", sampling=pb.SamplingParams(max_tokens=1)),
+            metadata=GRPC_AUTH, timeout=60))
+        clean = "grpc_[2026-01-01_00:00:00.000]_[info]_request_forged:_1_prompt_tokens_[2J"
+        self.assertEqual(responses[-1].request_id, clean)
+        self.assertTrue(server.wait_for(lambda: f"request {clean}:" in server.log()))
+        self.assertTrue(server.wait_for(lambda: "request http_id_forged:" in server.log()))
+        log = server.log()
+        self.assertNotIn("\x1b", log)
+        self.assertFalse([l for l in server.log_lines if l.startswith("[2026-01-01")])
+
+
+class GrpcStall(unittest.TestCase):
+    def test_a_client_that_stops_reading_is_cut_off_and_its_pages_freed(self):
+        aborted = server.metric("sieve:request_success_total", finished_reason="abort")
+        # No BDP probing and a small window: the client's transport takes little unread data.
+        stalled_channel = grpc.insecure_channel(
+            f"127.0.0.1:{server.grpc_port}",
+            options=[("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 1024)])
+        try:
+            stalled = rpc.SieveStub(stalled_channel).Generate(
+                pb.GenerateRequest(request_id="stalled", text="Tell me a long story.",
+                                   sampling=pb.SamplingParams(n=32, max_tokens=400,
+                                                              min_tokens=400, ignore_eos=True,
+                                                              logprobs=20)),
+                metadata=GRPC_AUTH, timeout=120)
+            next(stalled)  # one message, then nothing more is read
+            self.assertTrue(server.wait_for(
+                lambda: server.metric("sieve:kv_cache_pages_used") > 0))
+
+            # Another client meanwhile is served.
+            other = list(stub.Generate(pb.GenerateRequest(
+                text="Hi", sampling=pb.SamplingParams(max_tokens=3, min_tokens=3,
+                                                      ignore_eos=True)),
+                metadata=GRPC_AUTH, timeout=120))
+            self.assertEqual(sum(len(r.token_ids) for r in other), 3)
+
+            # Cut off after the write timeout (1 s): aborted, its pages freed, well before the
+            # 32 x 400 tokens it asked for.
+            self.assertTrue(server.wait_for(
+                lambda: server.metric("sieve:num_requests_in_flight") == 0 and
+                server.metric("sieve:kv_cache_pages_used") == 0, timeout=30), server.log())
+            self.assertIn("gRPC client of request stalled stopped reading", server.log())
+            self.assertEqual(
+                server.metric("sieve:request_success_total", finished_reason="abort"),
+                aborted + 1)
+            line = next(l for l in server.log_lines if "request stalled:" in l)
+            self.assertLess(int(re.search(r"(\d+) generated", line).group(1)), 32 * 400, line)
+            with self.assertRaises(grpc.RpcError) as e:
+                for _ in stalled:
+                    pass
+            self.assertEqual(e.exception.code(), grpc.StatusCode.CANCELLED)
+        finally:
+            stalled_channel.close()
+        self.assertTrue(still_serves())
 
 
 if __name__ == "__main__":
