@@ -1,8 +1,8 @@
 """Issue 12's hostile clients against a live `sieve serve --api-key ... --write-timeout 1`, each
-with a real client (requests, grpcio, raw sockets): deeply nested JSON on every endpoint, integer
-overflow in request fields, the API key on both transports, request ids that would forge log
-lines, and a gRPC client that stops reading. After each, the server still serves and holds no KV
-page it should not."""
+with a real client (requests, grpcio, raw sockets): deeply nested JSON on every endpoint, the API
+key on both transports, integer overflow in request fields, HEAD, Expect: 100-continue, request
+ids that would forge log lines, and a gRPC client that stops reading. After each, the server
+still serves and holds no KV page it should not."""
 
 import json
 import os
@@ -265,6 +265,40 @@ class GrpcStall(unittest.TestCase):
         finally:
             stalled_channel.close()
         self.assertTrue(still_serves())
+
+
+class HttpDetails(unittest.TestCase):
+    def test_head_has_the_get_headers_and_no_body_on_a_keep_alive_connection(self):
+        s = raw_http(server.port, b"HEAD /version HTTP/1.1\r\nHost: x\r\n\r\n")
+        with s:
+            head, rest, length = read_response(s)
+            self.assertTrue(head.startswith(b"HTTP/1.1 200"), head)
+            self.assertGreater(length, 0)
+            self.assertEqual(rest, b"")  # nothing follows the head
+            s.sendall(b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n")
+            head2, body, length2 = read_response(s)
+            self.assertTrue(head2.startswith(b"HTTP/1.1 200"), head2 + body)
+            self.assertEqual(length2, length)
+            while len(body) < length2:
+                body += s.recv(65536)
+            self.assertIn("version", json.loads(body))
+
+    def test_expect_100_continue_is_answered_before_the_body(self):
+        body = json.dumps({"prompt": "Hi", "max_tokens": 2}).encode()
+        s = raw_http(server.port, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+                     b"Authorization: Bearer " + KEY.encode() + b"\r\n"
+                     b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n", timeout=2)
+        with s:
+            interim = b""
+            while b"\r\n\r\n" not in interim:
+                interim += s.recv(4096)  # times out (2 s) if the server waits for the body
+            self.assertTrue(interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), interim)
+            rest = interim.split(b"\r\n\r\n", 1)[1]
+            s.settimeout(60)
+            s.sendall(body)
+            head, data, length = read_response(s, rest)
+            self.assertTrue(head.startswith(b"HTTP/1.1 200"), head)
 
 
 if __name__ == "__main__":
