@@ -128,6 +128,14 @@ Status run_serve(ServeOptions o) {
   ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> engine,
                    make_serving_engine(runner, tokenizer.get(), o));
 
+  if (o.max_model_len == 0 && engine->max_model_len() < runner.files.config.context_length()) {
+    spdlog::warn("the model's max seq len ({}) is larger than the {} tokens the KV cache can hold: "
+                 "serving with max_model_len {} (longer requests get a 400); raise --kv-cache-gib "
+                 "or --gpu-memory-utilization, or set --max-model-len to silence this",
+                 runner.files.config.context_length(), engine->max_model_len(),
+                 engine->max_model_len());
+  }
+
   ModelContext model;
   model.served_model_names = o.served_model_names;
   if (model.served_model_names.empty()) {
