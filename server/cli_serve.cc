@@ -13,6 +13,7 @@
 #include "server/cli_common.h"
 #include "server/compression.h"
 #include "server/frontend.h"
+#include "server/generation_config.h"
 #include "server/grpc_service.h"
 #include "server/http_api.h"
 #include "server/http_server.h"
@@ -38,6 +39,8 @@ struct ServeOptions {
   int max_connections = 10000;
   int http_threads = 2;
   std::string kv_compression;
+  std::string generation_config = "auto";
+  std::string override_generation_config;
 };
 
 // Serving thousands of connections needs as many descriptors as the hard limit allows.
@@ -136,7 +139,19 @@ Status run_serve(ServeOptions o) {
                  engine->max_model_len());
   }
 
+  ASSIGN_OR_RETURN(GenerationDefaults generation_defaults,
+                   load_generation_defaults(o.generation_config, runner.files.source,
+                                            o.override_generation_config));
+  if (generation_defaults.empty()) {
+    spdlog::info("no generation defaults: a request's unset fields take vLLM's (temperature 1.0; "
+                 "--override-generation-config sets others)");
+  } else {
+    spdlog::info("generation defaults from {}, for the fields a request leaves unset: {}",
+                 generation_defaults.source, generation_defaults.describe());
+  }
+
   ModelContext model;
+  model.generation_defaults = std::move(generation_defaults);
   model.served_model_names = o.served_model_names;
   if (model.served_model_names.empty()) {
     if (o.model.model == "default") model.served_model_names.push_back("SmolLM2-135M-Instruct");
@@ -269,6 +284,14 @@ void register_serve(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   cmd->add_option("--kv-compression", o.kv_compression,
                   "Default compression object (JSON), e.g. '{\"method\": \"none\"}'");
+  cmd->add_option("--generation-config", o.generation_config,
+                  "Sampling defaults for fields a request leaves unset: auto (the model "
+                  "directory's generation_config.json; a GGUF file has none), vllm (none), or a "
+                  "directory holding a generation_config.json")
+      ->capture_default_str();
+  cmd->add_option("--override-generation-config", o.override_generation_config,
+                  "JSON over those defaults, e.g. '{\"temperature\": 0}' (keys: temperature, "
+                  "top_p, top_k, min_p, repetition_penalty, max_new_tokens)");
   cmd->callback([options, &exit_code] {
     const Status status = run_serve(*options);
     if (!status.ok()) exit_code = report_error(status);

@@ -130,6 +130,7 @@ StatusOr<engine::Request> request_from_proto(const v1::GenerateRequest& request,
                                 model.model_name() + "')");
   }
   engine::Request r;
+  apply_generation_defaults(model.generation_defaults, &r.params);
   RETURN_IF_ERROR(read_sampling(request.sampling(), &r.params));
   RETURN_IF_ERROR(check_compression(request));
   const bool add_special_tokens =

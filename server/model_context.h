@@ -9,6 +9,7 @@
 #include "models/config.h"
 #include "models/tokenizer/chat_template.h"
 #include "models/tokenizer/tokenizer.h"
+#include "server/generation_config.h"
 
 namespace sieve::server {
 
@@ -21,6 +22,8 @@ struct ModelContext {
   std::string backend_name;  // "cpu", "cuda"
   int max_model_len = 0;
   int kv_pages_total = 0;
+  // Sampling defaults for the fields a request leaves unset (--generation-config).
+  GenerationDefaults generation_defaults;
 
   const std::string& model_name() const { return served_model_names.front(); }
   // True for an empty name (the field left out) or one of the served names.

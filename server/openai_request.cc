@@ -317,8 +317,9 @@ StatusOr<GenerationRequest> parse_completion_request(const json& body, const Mod
   RETURN_IF_ERROR(check_model(body, model));
   RETURN_IF_ERROR(reject_unsupported(body));
   RETURN_IF_ERROR(read_stream_options(body, &r));
+  r.params.max_tokens = 16;  // OpenAI's default for completions, unless the model has its own
+  apply_generation_defaults(model.generation_defaults, &r.params);
   RETURN_IF_ERROR(read_sampling(body, &r.params));
-  r.params.max_tokens = 16;  // OpenAI's default for completions
   RETURN_IF_ERROR(read_int(body, "max_tokens", &r.params.max_tokens));
   RETURN_IF_ERROR(read_int(body, "max_completion_tokens", &r.params.max_tokens));
   if (const json* v = field(body, "logprobs")) {
@@ -438,6 +439,7 @@ StatusOr<GenerationRequest> parse_chat_request(const json& body, const ModelCont
   RETURN_IF_ERROR(check_model(body, model));
   RETURN_IF_ERROR(reject_unsupported(body));
   RETURN_IF_ERROR(read_stream_options(body, &r));
+  apply_generation_defaults(model.generation_defaults, &r.params);
   RETURN_IF_ERROR(read_sampling(body, &r.params));
   bool logprobs = false;
   int top_logprobs = -1;
@@ -456,8 +458,11 @@ StatusOr<GenerationRequest> parse_chat_request(const json& body, const ModelCont
                    encode_chat(*messages, model, add_generation_prompt));
   const int prompt_len = static_cast<int>(prompt.size());
   r.prompts.push_back(std::move(prompt));
-  // Chat's default: the rest of the context, as vLLM does.
+  // Chat's default: the rest of the context, or the model's max_new_tokens within it (vLLM's).
   r.params.max_tokens = std::max(1, model.max_model_len - prompt_len);
+  if (const auto& max_new_tokens = model.generation_defaults.max_tokens) {
+    r.params.max_tokens = std::min(r.params.max_tokens, *max_new_tokens);
+  }
   const char* max_key = "max_tokens";
   RETURN_IF_ERROR(read_int(body, "max_tokens", &r.params.max_tokens));
   if (field(body, "max_completion_tokens")) {
