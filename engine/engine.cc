@@ -108,6 +108,21 @@ Status Engine::init() {
   ASSIGN_OR_RETURN(kv_, kvcache::KvManager::create(kv_config));
   ASSIGN_OR_RETURN(const int tokens_per_page, kv_->tokens_per_page(format));
   layout_ = {c.num_layers, c.num_kv_heads, c.head_dim, tokens_per_page, num_pages, dtype};
+  // A sequence longer than the whole cache could never finish (it would fail after its work).
+  // vLLM refuses to start then: so does an explicit max_model_len; the model's own context is
+  // cut to what fits, and the caller (the server) says so loudly.
+  const int64_t kv_tokens = static_cast<int64_t>(num_pages) * tokens_per_page;
+  if (max_model_len_ > kv_tokens) {
+    if (config_.max_model_len > 0) {
+      return InvalidArgumentError(
+          "max_model_len " + std::to_string(max_model_len_) + " is larger than the " +
+          std::to_string(kv_tokens) + " tokens the KV cache can hold (" +
+          std::to_string(num_pages) + " pages): raise the KV cache size or lower max_model_len");
+    }
+    spdlog::info("max_model_len {} (the model's is {}): all the KV cache holds", kv_tokens,
+                 max_model_len_);
+    max_model_len_ = static_cast<int>(kv_tokens);
+  }
   ASSIGN_OR_RETURN(arena_,
                    backend_.allocate(DType::kU8, {static_cast<int64_t>(layout_.arena_bytes())}));
   ASSIGN_OR_RETURN(compressor_, Compressor::create(backend_, model_, *kv_, arena_, layout_,
@@ -126,7 +141,6 @@ Status Engine::init() {
   sched.max_model_len = max_model_len_;
   scheduler_ = std::make_unique<scheduler::Scheduler>(sched, *kv_);
   stats_.kv_pages_total = num_pages;
-  const int64_t kv_tokens = static_cast<int64_t>(num_pages) * tokens_per_page;
   spdlog::info("KV cache: {} pages of {} tokens: {} tokens fit ({:.2f} GiB; {:.1f} requests of "
                "{} tokens)",
                num_pages, tokens_per_page, kv_tokens, layout_.arena_bytes() / 1073741824.0,
@@ -190,7 +204,9 @@ StatusOr<std::shared_ptr<OutputStream>> Engine::add_request(Request request) {
                                 " tokens does not fit the model's context of " +
                                 std::to_string(max_model_len_) + " tokens");
   }
-  if (prompt_len + p.max_tokens > max_model_len_) {
+  // Subtraction form: prompt_len < max_model_len_ here, so nothing overflows (max_tokens may be
+  // INT32_MAX).
+  if (p.max_tokens > max_model_len_ - prompt_len) {
     return InvalidArgumentError("max_tokens " + std::to_string(p.max_tokens) + " plus the " +
                                 std::to_string(prompt_len) + "-token prompt exceed the model's " +
                                 "context of " + std::to_string(max_model_len_) + " tokens");

@@ -1,5 +1,6 @@
 #include "server/cli_serve.h"
 
+#include <arpa/inet.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -12,6 +13,7 @@
 #include "server/cli_common.h"
 #include "server/compression.h"
 #include "server/frontend.h"
+#include "server/generation_config.h"
 #include "server/grpc_service.h"
 #include "server/http_api.h"
 #include "server/http_server.h"
@@ -22,7 +24,7 @@ namespace {
 
 struct ServeOptions {
   ModelOptions model;
-  std::string host = "0.0.0.0";
+  std::string host = "127.0.0.1";  // loopback unless --host says otherwise, as llama.cpp
   int port = 8000;
   int grpc_port = 50051;  // -1 = no gRPC server
   std::vector<std::string> served_model_names;
@@ -37,6 +39,8 @@ struct ServeOptions {
   int max_connections = 10000;
   int http_threads = 2;
   std::string kv_compression;
+  std::string generation_config = "auto";
+  std::string override_generation_config;
 };
 
 // Serving thousands of connections needs as many descriptors as the hard limit allows.
@@ -67,6 +71,19 @@ bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds tim
     if (wait_for_signal(signals, std::chrono::milliseconds(20))) return false;
   }
   return true;
+}
+
+// True for an address only this machine reaches (127.0.0.0/8, ::1), where serving without a key
+// exposes nothing.
+bool is_loopback(const std::string& host) {
+  in_addr v4{};
+  if (inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  if (inet_pton(AF_INET6, host.c_str(), &v6) == 1) {
+    return IN6_IS_ADDR_LOOPBACK(&v6) ||
+           (IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127);
+  }
+  return false;
 }
 
 StatusOr<std::unique_ptr<engine::Engine>> make_serving_engine(const LoadedRunner& runner,
@@ -116,7 +133,27 @@ Status run_serve(ServeOptions o) {
   ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> engine,
                    make_serving_engine(runner, tokenizer.get(), o));
 
+  if (o.max_model_len == 0 && engine->max_model_len() < runner.files.config.context_length()) {
+    spdlog::warn("the model's max seq len ({}) is larger than the {} tokens the KV cache can hold: "
+                 "serving with max_model_len {} (longer requests get a 400); raise --kv-cache-gib "
+                 "or --gpu-memory-utilization, or set --max-model-len to silence this",
+                 runner.files.config.context_length(), engine->max_model_len(),
+                 engine->max_model_len());
+  }
+
+  ASSIGN_OR_RETURN(GenerationDefaults generation_defaults,
+                   load_generation_defaults(o.generation_config, runner.files.source,
+                                            o.override_generation_config));
+  if (generation_defaults.empty()) {
+    spdlog::info("no generation defaults: a request's unset fields take vLLM's (temperature 1.0; "
+                 "--override-generation-config sets others)");
+  } else {
+    spdlog::info("generation defaults from {}, for the fields a request leaves unset: {}",
+                 generation_defaults.source, generation_defaults.describe());
+  }
+
   ModelContext model;
+  model.generation_defaults = std::move(generation_defaults);
   model.served_model_names = o.served_model_names;
   if (model.served_model_names.empty()) {
     if (o.model.model == "default") model.served_model_names.push_back("SmolLM2-135M-Instruct");
@@ -152,7 +189,14 @@ Status run_serve(ServeOptions o) {
     grpc_options.host = o.host;
     grpc_options.port = o.grpc_port;
     grpc_options.max_threads = std::max(64, o.model.max_num_seqs + o.max_queue + 16);
+    grpc_options.api_key = o.api_key;
+    grpc_options.write_timeout = std::chrono::seconds(o.write_timeout_s);
     ASSIGN_OR_RETURN(grpc, GrpcServer::start(frontend, grpc_options));
+  }
+  if (!is_loopback(o.host) && o.api_key.empty()) {
+    spdlog::warn("listening on {} without --api-key: anyone who reaches this address can use the "
+                 "model (HTTP and gRPC); set --api-key or SIEVE_API_KEY, or bind 127.0.0.1",
+                 o.host);
   }
   engine->start();
   http->start();
@@ -191,7 +235,10 @@ void register_serve(CLI::App& app, int& exit_code) {
   ServeOptions& o = *options;
   CLI::App* cmd = app.add_subcommand("serve", "Serve the OpenAI-compatible HTTP API and gRPC");
   add_model_options(*cmd, o.model);
-  cmd->add_option("--host", o.host, "Address to listen on")->capture_default_str();
+  cmd->add_option("--host", o.host,
+                  "Address both servers listen on (0.0.0.0 or :: to expose them beyond this "
+                  "machine; then set --api-key)")
+      ->capture_default_str();
   cmd->add_option("--port", o.port, "HTTP port (0: any free port, logged)")
       ->check(CLI::Range(0, 65535))
       ->capture_default_str();
@@ -209,7 +256,8 @@ void register_serve(CLI::App& app, int& exit_code) {
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   cmd->add_option("--api-key", o.api_key,
-                  "Require 'Authorization: Bearer <key>' (also from SIEVE_API_KEY)");
+                  "Require 'Authorization: Bearer <key>' on HTTP and the same 'authorization' "
+                  "metadata on gRPC (also from SIEVE_API_KEY); health stays open");
   cmd->add_option("--shutdown-timeout", o.shutdown_timeout_s,
                   "Seconds requests in flight get to finish on SIGTERM/SIGINT")
       ->check(CLI::NonNegativeNumber)
@@ -223,14 +271,15 @@ void register_serve(CLI::App& app, int& exit_code) {
       ->check(CLI::Range(1, 86400))
       ->capture_default_str();
   cmd->add_option("--write-timeout", o.write_timeout_s,
-                  "Seconds a response may wait on a client that reads nothing (stalled or "
-                  "half-open clients are cut off and their requests aborted)")
+                  "Seconds a response may wait on a client that reads nothing, HTTP or gRPC "
+                  "(stalled or half-open clients are cut off and their requests aborted)")
       ->check(CLI::Range(1, 86400))
       ->capture_default_str();
   cmd->add_option("--max-request-bytes", o.max_request_bytes, "Largest request body")
       ->check(CLI::Range(int64_t{1024}, int64_t{1} << 32))
       ->capture_default_str();
-  cmd->add_option("--max-connections", o.max_connections, "Most open HTTP connections")
+  cmd->add_option("--max-connections", o.max_connections,
+                  "Most open HTTP connections; further ones get a 503 and are closed")
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
   cmd->add_option("--http-threads", o.http_threads, "HTTP I/O threads")
@@ -238,6 +287,14 @@ void register_serve(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   cmd->add_option("--kv-compression", o.kv_compression,
                   "Default compression object (JSON), e.g. '{\"method\": \"none\"}'");
+  cmd->add_option("--generation-config", o.generation_config,
+                  "Sampling defaults for fields a request leaves unset: auto (the model "
+                  "directory's generation_config.json; a GGUF file has none), vllm (none), or a "
+                  "directory holding a generation_config.json")
+      ->capture_default_str();
+  cmd->add_option("--override-generation-config", o.override_generation_config,
+                  "JSON over those defaults, e.g. '{\"temperature\": 0}' (keys: temperature, "
+                  "top_p, top_k, min_p, repetition_penalty, max_new_tokens)");
   cmd->callback([options, &exit_code] {
     const Status status = run_serve(*options);
     if (!status.ok()) exit_code = report_error(status);

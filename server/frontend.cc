@@ -26,6 +26,14 @@ const std::vector<double> kTokenBuckets = {1,   2,    5,    10,   20,    50,    
 
 const char* sieve_version() { return SIEVE_VERSION; }
 
+std::string clean_request_id(std::string_view given) {
+  std::string id(given.substr(0, kMaxRequestIdBytes));
+  for (char& c : id) {
+    if (c <= ' ' || c > '~') c = '_';
+  }
+  return id;
+}
+
 Frontend::Frontend(engine::Engine& engine, const ModelContext& model, int max_queue)
     : engine_(engine),
       model_(model),

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_set>
 #include <vector>
 
@@ -20,6 +21,14 @@
 namespace sieve::server {
 
 class Frontend;
+
+// Most bytes of a client's request id kept (the rest is cut).
+inline constexpr size_t kMaxRequestIdBytes = 128;
+
+// A client's request id (X-Request-Id, GenerateRequest.request_id) made safe to log and echo:
+// every byte outside printable ASCII, and the space, becomes '_' (so a newline cannot start a
+// forged log line), and it is cut to kMaxRequestIdBytes. Empty when `given` is.
+std::string clean_request_id(std::string_view given);
 
 // One engine request as a server handler holds it. Times its outputs (TTFT, inter-token
 // latency, end-to-end) and records it in the metrics and the log once it ends. Dropping it

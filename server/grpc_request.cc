@@ -8,7 +8,23 @@ using nlohmann::json;
 
 namespace {
 
-json value_to_json(const google::protobuf::Value& v) {
+// `depth` counts the Structs and lists around `v`.
+StatusOr<json> value_to_json(const google::protobuf::Value& v, const std::string& key, int depth);
+
+StatusOr<json> struct_to_json_at(const google::protobuf::Struct& value, const std::string& key,
+                                 int depth) {
+  if (depth >= kMaxJsonDepth) {
+    return InvalidArgumentError(key + ": nests structs and lists deeper than " +
+                                std::to_string(kMaxJsonDepth) + " levels");
+  }
+  json out = json::object();
+  for (const auto& [name, v] : value.fields()) {
+    ASSIGN_OR_RETURN(out[name], value_to_json(v, key, depth + 1));
+  }
+  return out;
+}
+
+StatusOr<json> value_to_json(const google::protobuf::Value& v, const std::string& key, int depth) {
   switch (v.kind_case()) {
     case google::protobuf::Value::kNullValue:
       return nullptr;
@@ -19,10 +35,17 @@ json value_to_json(const google::protobuf::Value& v) {
     case google::protobuf::Value::kBoolValue:
       return v.bool_value();
     case google::protobuf::Value::kStructValue:
-      return struct_to_json(v.struct_value());
+      return struct_to_json_at(v.struct_value(), key, depth);
     case google::protobuf::Value::kListValue: {
+      if (depth >= kMaxJsonDepth) {
+        return InvalidArgumentError(key + ": nests structs and lists deeper than " +
+                                    std::to_string(kMaxJsonDepth) + " levels");
+      }
       json list = json::array();
-      for (const auto& item : v.list_value().values()) list.push_back(value_to_json(item));
+      for (const auto& item : v.list_value().values()) {
+        ASSIGN_OR_RETURN(json element, value_to_json(item, key, depth + 1));
+        list.push_back(std::move(element));
+      }
       return list;
     }
     case google::protobuf::Value::KIND_NOT_SET:
@@ -78,7 +101,9 @@ Status read_compression(const v1::GenerateRequest& request, const ModelContext& 
   if (c.has_budget()) object["budget"] = c.budget();
   if (c.has_keep_ratio()) object["keep_ratio"] = c.keep_ratio();
   if (!c.kv_format().empty()) object["kv_format"] = c.kv_format();
-  if (c.has_params()) object["params"] = struct_to_json(c.params());
+  if (c.has_params()) {
+    ASSIGN_OR_RETURN(object["params"], struct_to_json(c.params(), "compression.params"));
+  }
   ASSIGN_OR_RETURN(const CompressionSpec spec, parse_compression(object));
   r->compression = engine_compression(spec);
   return OkStatus();
@@ -101,10 +126,8 @@ StatusOr<std::vector<int32_t>> checked_ids(const google::protobuf::RepeatedField
 
 }  // namespace
 
-json struct_to_json(const google::protobuf::Struct& value) {
-  json out = json::object();
-  for (const auto& [key, v] : value.fields()) out[key] = value_to_json(v);
-  return out;
+StatusOr<json> struct_to_json(const google::protobuf::Struct& value, const std::string& key) {
+  return struct_to_json_at(value, key, 0);
 }
 
 StatusOr<engine::Request> request_from_proto(const v1::GenerateRequest& request,
@@ -114,6 +137,7 @@ StatusOr<engine::Request> request_from_proto(const v1::GenerateRequest& request,
                                 model.model_name() + "')");
   }
   engine::Request r;
+  apply_generation_defaults(model.generation_defaults, &r.params);
   RETURN_IF_ERROR(read_sampling(request.sampling(), &r.params));
   RETURN_IF_ERROR(read_compression(request, model, &r));
   const bool add_special_tokens =
@@ -149,7 +173,7 @@ StatusOr<engine::Request> request_from_proto(const v1::GenerateRequest& request,
                                 " tokens, past the model's context of " +
                                 std::to_string(model.max_model_len) + " tokens");
   }
-  if (len + r.params.max_tokens > model.max_model_len) {
+  if (int64_t{len} + r.params.max_tokens > model.max_model_len) {  // no int overflow
     return InvalidArgumentError("max_tokens: " + std::to_string(r.params.max_tokens) +
                                 " tokens plus the " + std::to_string(len) +
                                 "-token prompt exceed the model's context of " +

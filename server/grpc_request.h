@@ -27,8 +27,11 @@ StatusOr<std::vector<int32_t>> tokenize_from_proto(const v1::TokenizeRequest& re
 // Fills `response` with one engine output.
 void output_to_proto(const engine::RequestOutput& out, v1::GenerateResponse* response);
 
-// google.protobuf.Struct (a compression's params) as JSON.
-nlohmann::json struct_to_json(const google::protobuf::Struct& value);
+// google.protobuf.Struct (a compression's params) as JSON; INVALID_ARGUMENT naming `key` when it
+// nests deeper than kMaxJsonDepth (protobuf's own parse limit, 100 messages, comes first on the
+// wire; this bounds the recursion whatever built the message).
+StatusOr<nlohmann::json> struct_to_json(const google::protobuf::Struct& value,
+                                        const std::string& key);
 
 // The same code and message as a gRPC status (absl's codes are gRPC's).
 grpc::Status to_grpc(const Status& status);

@@ -1,7 +1,10 @@
 #pragma once
 // The gRPC server: the sieve.v1.Sieve service over the frontend, with the standard
 // grpc.health.v1 health service and server reflection on the same port. A client cancel or an
-// expired deadline aborts the request in the engine within one poll (20 ms) and frees its pages.
+// expired deadline aborts the request in the engine within one poll (20 ms) and frees its pages;
+// so does a client that stops reading for the write timeout. With an API key every sieve.v1 call
+// needs the metadata `authorization: Bearer <key>` (UNAUTHENTICATED otherwise); health and
+// reflection stay open, as HTTP's /health does, for load balancers and tooling.
 
 #include <chrono>
 #include <memory>
@@ -13,9 +16,13 @@
 namespace sieve::server {
 
 struct GrpcServerOptions {
-  std::string host = "0.0.0.0";
+  std::string host = "127.0.0.1";
   int port = 50051;
   int max_threads = 512;  // one per active call (the synchronous API); more get RESOURCE_EXHAUSTED
+  std::string api_key;    // empty: no authentication
+  // A streamed response the client takes nothing of for this long is cancelled (HTTP's
+  // --write-timeout), its engine request aborted.
+  std::chrono::milliseconds write_timeout{30000};
 };
 
 class GrpcServer {

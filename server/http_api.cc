@@ -5,6 +5,7 @@
 
 #include "fmt/format.h"
 #include "nlohmann/json.hpp"
+#include "server/auth.h"
 #include "server/openai_request.h"
 #include "server/openai_response.h"
 #include "spdlog/spdlog.h"
@@ -12,16 +13,6 @@
 namespace sieve::server {
 
 using nlohmann::json;
-
-bool is_authorized(const std::string& authorization, const std::string& api_key) {
-  const std::string expected = "Bearer " + api_key;
-  if (authorization.size() != expected.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < expected.size(); ++i) {
-    diff |= static_cast<unsigned char>(authorization[i] ^ expected[i]);
-  }
-  return diff == 0;
-}
 
 namespace {
 
@@ -119,7 +110,7 @@ class HttpApi {
                        path == "/v1/chat/completions" || path == "/tokenize" ||
                        path == "/detokenize";
     if (!known) return error(404, "not_found_error", "no route " + path);
-    if (!options_.api_key.empty() && !is_authorized(r.header("authorization"), options_.api_key)) {
+    if (!is_authorized(r.header("authorization"), options_.api_key)) {
       frontend_.count_rejected("unauthenticated");
       return error_reply(api_error_from(absl::UnauthenticatedError(
           "missing or wrong API key: send 'Authorization: Bearer <key>'")));
@@ -180,8 +171,8 @@ class HttpApi {
                        ? parse_chat_request(body, frontend_.model())
                        : parse_completion_request(body, frontend_.model());
     if (!request.ok()) return rejected(request.status());
-    std::string id = r.header("x-request-id");
-    if (id.empty() || id.size() > 128) {
+    std::string id = clean_request_id(r.header("x-request-id"));
+    if (id.empty()) {
       id = (endpoint == Endpoint::kChatCompletions ? "chatcmpl-" : "cmpl-") + random_hex();
     }
     std::vector<engine::Request> engine_requests;

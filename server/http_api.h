@@ -17,7 +17,4 @@ struct HttpApiOptions {
 // The handler for HttpServer. `frontend` outlives the server that calls it.
 HttpServer::Handler make_http_api(Frontend& frontend, HttpApiOptions options);
 
-// True when `authorization` is "Bearer <api_key>" (compared in constant time).
-bool is_authorized(const std::string& authorization, const std::string& api_key);
-
 }  // namespace sieve::server

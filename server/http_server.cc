@@ -171,8 +171,29 @@ class Session : public std::enable_shared_from_this<Session> {
                             });
   }
 
+  // The header first: a client that sent `Expect: 100-continue` waits for the interim response
+  // before it sends the body (curl does for bodies over 1 KiB, and otherwise waits a second).
   void read_request() {
     stream_.expires_after(options_.read_timeout);
+    http::async_read_header(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
+  }
+
+  void on_header(beast::error_code ec) {
+    if (ec || closed_ || parser_->is_done()) return on_read(ec);
+    if (beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
+      static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      return net::async_write(stream_, net::buffer(kContinue),
+                              [self = shared_from_this()](beast::error_code error, size_t) {
+                                if (error) return self->close();
+                                self->read_body();
+                              });
+    }
+    read_body();
+  }
+
+  void read_body() {
     http::async_read(
         stream_, buffer_, *parser_,
         [self = shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
@@ -194,6 +215,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec) return close();  // the client left, or timed out
     keep_alive_ = parser_->get().keep_alive();
     HttpRequest r = to_request(parser_->release());
+    head_request_ = r.method == "HEAD";
     stream_.expires_never();
     HttpReply reply;
     try {
@@ -214,7 +236,9 @@ class Session : public std::enable_shared_from_this<Session> {
     set_in_response(true);
     if (!reply.deferred) {
       std::string text = head(reply.status, reply.content_type, reply.headers, keep_alive_);
-      text += fmt::format("Content-Length: {}\r\n\r\n", reply.body.size()) + reply.body;
+      // A HEAD reply has the headers of its GET, Content-Length included, and no body.
+      text += fmt::format("Content-Length: {}\r\n\r\n", reply.body.size());
+      if (!head_request_) text += reply.body;
       pending_ = std::move(text);
       body_complete_ = true;
       return flush();
@@ -252,7 +276,8 @@ class Session : public std::enable_shared_from_this<Session> {
       buffered_ += data;
       if (complete) {
         pending_ = head(deferred_->status(), content_type_, reply_headers_, keep_alive_) +
-                   fmt::format("Content-Length: {}\r\n\r\n", buffered_.size()) + buffered_;
+                   fmt::format("Content-Length: {}\r\n\r\n", buffered_.size());
+        if (!head_request_) pending_ += buffered_;
         buffered_.clear();
       }
     }
@@ -391,6 +416,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string buffered_;     // a non-streamed deferred body, until complete
   std::array<char, 4096> drain_buf_;
   bool keep_alive_ = false;
+  bool head_request_ = false;
   bool in_response_ = false;
   bool streaming_ = false;
   bool body_complete_ = false;
@@ -398,6 +424,43 @@ class Session : public std::enable_shared_from_this<Session> {
   bool watching_ = false;
   bool resume_after_watch_ = false;
   bool closed_ = false;
+};
+
+// A connection past --max-connections: answered 503 and closed, so its client learns why rather
+// than seeing the connection drop. Sends FIN after the reply and drains what the client sent for
+// up to 2 s, so the reply is not lost to a reset over unread request bytes.
+class Refusal : public std::enable_shared_from_this<Refusal> {
+ public:
+  explicit Refusal(tcp::socket socket) : stream_(std::move(socket)) {}
+
+  void start(int max_connections) {
+    const std::string body = error_body(fmt::format(
+        "the server has reached its limit of {} open connections (--max-connections); retry "
+        "later",
+        max_connections));
+    reply_ = head(503, "application/json", {{"Retry-After", "1"}}, /*keep_alive=*/false) +
+             fmt::format("Content-Length: {}\r\n\r\n", body.size()) + body;
+    stream_.expires_after(std::chrono::seconds(2));
+    net::async_write(stream_, net::buffer(reply_),
+                     [self = shared_from_this()](beast::error_code ec, size_t) {
+                       if (ec) return self->stream_.close();
+                       self->stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+                       self->drain();
+                     });
+  }
+
+ private:
+  void drain() {
+    stream_.async_read_some(net::buffer(drain_buf_),
+                            [self = shared_from_this()](beast::error_code ec, size_t) {
+                              if (ec) return self->stream_.close();
+                              self->drain();
+                            });
+  }
+
+  beast::tcp_stream stream_;
+  std::string reply_;
+  std::array<char, 4096> drain_buf_;
 };
 
 }  // namespace
@@ -413,8 +476,7 @@ void HttpServer::Impl::accept() {
       return;
     }
     if (connections.load() >= options.max_connections) {
-      beast::error_code ignored;
-      socket.close(ignored);
+      std::make_shared<Refusal>(std::move(socket))->start(options.max_connections);
     } else {
       std::make_shared<Session>(std::move(socket), options, handler, connections, responding)
           ->start();

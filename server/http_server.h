@@ -58,7 +58,7 @@ struct HttpReply {
 };
 
 struct HttpServerOptions {
-  std::string host = "0.0.0.0";
+  std::string host = "127.0.0.1";
   int port = 8000;
   int num_threads = 2;
   size_t max_body_bytes = 8u << 20;
@@ -66,7 +66,7 @@ struct HttpServerOptions {
   std::chrono::seconds keep_alive_timeout{30};  // an idle connection's wait for a request
   std::chrono::seconds read_timeout{30};        // reading one request, once it has begun
   std::chrono::seconds write_timeout{30};       // a response write the client takes nothing of
-  int max_connections = 10000;                  // further connections are closed at once
+  int max_connections = 10000;                  // further ones get a 503 and are closed
 };
 
 // Parses one whole HTTP/1.1 request from `bytes` with the limits the server applies (a test and

@@ -10,6 +10,7 @@
 #include "models/tokenizer/chat_template.h"
 #include "models/tokenizer/tokenizer.h"
 #include "server/compression.h"
+#include "server/generation_config.h"
 
 namespace sieve::server {
 
@@ -24,6 +25,8 @@ struct ModelContext {
   int kv_pages_total = 0;
   // Requests without a `compression` object get this one (`--kv-compression`).
   CompressionSpec default_compression;
+  // Sampling defaults for the fields a request leaves unset (--generation-config).
+  GenerationDefaults generation_defaults;
 
   const std::string& model_name() const { return served_model_names.front(); }
   // True for an empty name (the field left out) or one of the served names.

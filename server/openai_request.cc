@@ -47,7 +47,23 @@ bool is_valid_utf8(std::string_view text) {
 
 StatusOr<json> parse_json_body(std::string_view body) {
   if (!is_valid_utf8(body)) return InvalidArgumentError("request body is not valid UTF-8");
-  json parsed = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  // The parser itself is iterative; copying or comparing what it built is not, so a deep body
+  // (`[[[[...` 100k levels) is refused here, and past the limit nothing more is kept.
+  bool too_deep = false;
+  const json::parser_callback_t limit_depth = [&too_deep](int depth, json::parse_event_t event,
+                                                          json&) {
+    if ((event == json::parse_event_t::object_start ||
+         event == json::parse_event_t::array_start) &&
+        depth >= kMaxJsonDepth) {
+      too_deep = true;
+    }
+    return !too_deep;
+  };
+  json parsed = json::parse(body.begin(), body.end(), limit_depth, /*allow_exceptions=*/false);
+  if (too_deep) {
+    return InvalidArgumentError("request body nests arrays and objects deeper than " +
+                                std::to_string(kMaxJsonDepth) + " levels");
+  }
   if (parsed.is_discarded()) return InvalidArgumentError("request body is not valid JSON");
   if (!parsed.is_object()) return InvalidArgumentError("request body must be a JSON object");
   return parsed;
@@ -60,6 +76,13 @@ const json* field(const json& body, const char* key) {
   auto it = body.find(key);
   if (it == body.end() || it->is_null()) return nullptr;
   return &*it;
+}
+
+// True when `object` has the string `key` equal to `expected` (no copy of anything else).
+bool has_string(const json& object, const char* key, std::string_view expected) {
+  if (!object.is_object()) return false;
+  const auto it = object.find(key);
+  return it != object.end() && it->is_string() && it->get_ref<const std::string&>() == expected;
 }
 
 Status type_error(const std::string& key, const char* expected) {
@@ -174,7 +197,7 @@ Status reject_unsupported(const json& body) {
     return InvalidArgumentError("suffix: not supported");
   }
   if (const json* v = field(body, "response_format")) {
-    if (!v->is_object() || v->value("type", json()) != "text") {
+    if (!has_string(*v, "type", "text")) {
       return InvalidArgumentError("response_format: only {\"type\": \"text\"} is supported");
     }
   }
@@ -266,7 +289,7 @@ Status check_context(const GenerationRequest& r, const ModelContext& model, cons
                                   std::to_string(len) + " tokens, past the model's context of " +
                                   std::to_string(model.max_model_len) + " tokens");
     }
-    if (len + r.params.max_tokens > model.max_model_len) {
+    if (int64_t{len} + r.params.max_tokens > model.max_model_len) {  // no int overflow
       return InvalidArgumentError(std::string(max_tokens_key) + ": " +
                                   std::to_string(r.params.max_tokens) + " tokens plus the " +
                                   std::to_string(len) + "-token prompt exceed the model's " +
@@ -297,8 +320,9 @@ StatusOr<GenerationRequest> parse_completion_request(const json& body, const Mod
   RETURN_IF_ERROR(check_model(body, model));
   RETURN_IF_ERROR(reject_unsupported(body));
   RETURN_IF_ERROR(read_stream_options(body, &r));
+  r.params.max_tokens = 16;  // OpenAI's default for completions, unless the model has its own
+  apply_generation_defaults(model.generation_defaults, &r.params);
   RETURN_IF_ERROR(read_sampling(body, &r.params));
-  r.params.max_tokens = 16;  // OpenAI's default for completions
   RETURN_IF_ERROR(read_int(body, "max_tokens", &r.params.max_tokens));
   RETURN_IF_ERROR(read_int(body, "max_completion_tokens", &r.params.max_tokens));
   if (const json* v = field(body, "logprobs")) {
@@ -409,7 +433,7 @@ StatusOr<std::vector<int32_t>> encode_chat(const json& messages, const ModelCont
       for (size_t j = 0; j < c->size(); ++j) {
         const json& part = (*c)[j];
         const std::string part_key = key + ".content[" + std::to_string(j) + "]";
-        if (!part.is_object() || part.value("type", json()) != "text") {
+        if (!has_string(part, "type", "text")) {
           return InvalidArgumentError(part_key + ": only {\"type\": \"text\"} parts are supported");
         }
         const json* text = field(part, "text");
@@ -436,6 +460,7 @@ StatusOr<GenerationRequest> parse_chat_request(const json& body, const ModelCont
   RETURN_IF_ERROR(check_model(body, model));
   RETURN_IF_ERROR(reject_unsupported(body));
   RETURN_IF_ERROR(read_stream_options(body, &r));
+  apply_generation_defaults(model.generation_defaults, &r.params);
   RETURN_IF_ERROR(read_sampling(body, &r.params));
   bool logprobs = false;
   int top_logprobs = -1;
@@ -455,8 +480,11 @@ StatusOr<GenerationRequest> parse_chat_request(const json& body, const ModelCont
   r.system_prompt_tokens = system_prompt_length(*messages, model, prompt);
   const int prompt_len = static_cast<int>(prompt.size());
   r.prompts.push_back(std::move(prompt));
-  // Chat's default: the rest of the context, as vLLM does.
+  // Chat's default: the rest of the context, or the model's max_new_tokens within it (vLLM's).
   r.params.max_tokens = std::max(1, model.max_model_len - prompt_len);
+  if (const auto& max_new_tokens = model.generation_defaults.max_tokens) {
+    r.params.max_tokens = std::min(r.params.max_tokens, *max_new_tokens);
+  }
   const char* max_key = "max_tokens";
   RETURN_IF_ERROR(read_int(body, "max_tokens", &r.params.max_tokens));
   if (field(body, "max_completion_tokens")) {

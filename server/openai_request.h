@@ -34,7 +34,12 @@ struct GenerationRequest {
   bool continuous_usage = false;  // stream_options.continuous_usage_stats (vLLM)
 };
 
-// The body as a JSON object; rejects invalid UTF-8 and malformed JSON, naming the problem.
+// Most levels of nested arrays and objects a request may have: checked while parsing, so no
+// later copy or comparison of a parsed value recurses deeper than this.
+inline constexpr int kMaxJsonDepth = 64;
+
+// The body as a JSON object; rejects invalid UTF-8, malformed JSON and nesting past
+// kMaxJsonDepth, naming the problem.
 StatusOr<nlohmann::json> parse_json_body(std::string_view body);
 
 // POST /v1/completions: prompt as text, token ids, or a list of either.

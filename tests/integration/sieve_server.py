@@ -25,9 +25,10 @@ _SERVING = re.compile(r"serving \S+ on http://[^:]+:(\d+) \(OpenAI API\)(?:, grp
 class SieveServer:
     """Starts `sieve serve` with extra flags; stop() sends SIGTERM and returns the exit code."""
 
-    def __init__(self, *flags, env=None, grpc=True):
-        args = [BINARY, "serve", "--model", "default", "--host", "127.0.0.1", "--port", "0",
-                "--grpc-port", "0" if grpc else "-1", *flags]
+    def __init__(self, *flags, env=None, grpc=True, host="127.0.0.1"):
+        """`host` None leaves --host out (the default bind)."""
+        args = [BINARY, "serve", "--model", "default", *(["--host", host] if host else []),
+                "--port", "0", "--grpc-port", "0" if grpc else "-1", *flags]
         self.log_lines = []
         self._ready = threading.Event()
         self.port = None

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include "server/openai_request.h"
 #include "tests/server/server_test_util.h"
 
 namespace sieve::server {
@@ -85,6 +86,16 @@ TEST(GrpcRequest, BadInputsAreInvalidArgumentNamingTheField) {
   expect_bad(r, "compression.keep_ratio");
 }
 
+TEST(GrpcRequest, MaxTokensAtTheIntLimitIsInvalidArgumentNamingIt) {
+  v1::GenerateRequest r;
+  r.set_text("Hi");
+  r.mutable_sampling()->set_max_tokens(2147483647);
+  const auto request = request_from_proto(r, default_model());
+  ASSERT_FALSE(request.ok());
+  EXPECT_EQ(request.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(std::string(request.status().message()).starts_with("max_tokens")) << request.status();
+}
+
 TEST(GrpcRequest, StructParamsBecomeJson) {
   google::protobuf::Struct s;
   auto& fields = *s.mutable_fields();
@@ -92,9 +103,39 @@ TEST(GrpcRequest, StructParamsBecomeJson) {
   fields["protect"].set_bool_value(true);
   fields["name"].set_string_value("x");
   fields["list"].mutable_list_value()->add_values()->set_number_value(1);
-  const nlohmann::json j = struct_to_json(s);
-  EXPECT_EQ(j,
+  const auto j = struct_to_json(s, "compression.params");
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_EQ(*j,
             (nlohmann::json{{"window", 32.0}, {"protect", true}, {"name", "x"}, {"list", {1.0}}}));
+}
+
+// Built in memory, a Struct is not bounded by protobuf's parse limit: the conversion is.
+TEST(GrpcRequest, StructNestedPastTheDepthLimitIsInvalidArgument) {
+  auto nested = [](int depth) {
+    google::protobuf::Struct root;
+    google::protobuf::Struct* s = &root;
+    for (int i = 1; i < depth; ++i) {
+      s = (*s->mutable_fields())["a"].mutable_struct_value();
+    }
+    (*s->mutable_fields())["leaf"].set_number_value(1);
+    return root;
+  };
+  EXPECT_TRUE(struct_to_json(nested(kMaxJsonDepth), "compression.params").ok());
+  const auto deep = struct_to_json(nested(kMaxJsonDepth + 1), "compression.params");
+  ASSERT_FALSE(deep.ok());
+  EXPECT_EQ(deep.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(std::string(deep.status().message()).starts_with("compression.params: nests"))
+      << deep.status();
+  // Lists count as levels too; a deep one through a whole request is refused, naming the field.
+  v1::GenerateRequest r;
+  r.set_text("x");
+  google::protobuf::Value* v = &(*r.mutable_compression()->mutable_params()->mutable_fields())["a"];
+  for (int i = 0; i < 200; ++i) v = v->mutable_list_value()->add_values();
+  v->set_number_value(1);
+  const auto request = request_from_proto(r, default_model());
+  ASSERT_FALSE(request.ok());
+  EXPECT_TRUE(std::string(request.status().message()).starts_with("compression.params: nests"))
+      << request.status();
 }
 
 TEST(GrpcRequest, OutputsCarryTokensLogprobsAndFinalUsage) {

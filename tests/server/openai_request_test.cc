@@ -248,6 +248,63 @@ TEST(OpenAiRequest, TokenizeAndDetokenizeBodies) {
   EXPECT_EQ(api_error_from(bad.status()).param, "tokens");
 }
 
+std::string nested(const std::string& open, const std::string& close, int depth) {
+  std::string s;
+  for (int i = 0; i < depth; ++i) s += open;
+  s += "1";
+  for (int i = 0; i < depth; ++i) s += close;
+  return s;
+}
+
+// The crash of issue 12: a deep value anywhere (here compression.params, 60000 levels) was
+// copied recursively on an I/O thread. The parser refuses nesting past the limit.
+TEST(OpenAiRequest, JsonNestedPastTheLimitIsRefusedWhileParsing) {
+  const std::string deep = nested("{\"a\":", "}", 60000);
+  auto r = parse_json_body(R"({"prompt": "Hi", "compression": {"method": "none", "params": )" +
+                           deep + "}}");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("deeper than 64 levels"), std::string::npos) << r.status();
+  EXPECT_FALSE(parse_json_body(R"({"a": )" + nested("[", "]", 100000) + "}").ok());
+  // The whole body counts: 64 levels in all are fine, 65 are not.
+  EXPECT_TRUE(parse_json_body(R"({"a": )" + nested("[", "]", kMaxJsonDepth - 1) + "}").ok());
+  EXPECT_FALSE(parse_json_body(R"({"a": )" + nested("[", "]", kMaxJsonDepth) + "}").ok());
+}
+
+// Checks that compare a nested field ("type") against a string look at that field only.
+TEST(OpenAiRequest, ContentPartsAndResponseFormatOfOtherShapesAreRefused) {
+  for (const char* body :
+       {R"({"messages": [{"role": "user", "content": [{"type": ["text"], "text": "x"}]}]})",
+        R"({"messages": [{"role": "user", "content": [["text"]]}]})",
+        R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": {}}})",
+        R"({"messages": [{"role": "user", "content": "x"}], "response_format": "text"})"}) {
+    auto r = chat(body);
+    ASSERT_FALSE(r.ok()) << body;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << body;
+  }
+  EXPECT_TRUE(chat(R"({"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}],
+                       "response_format": {"type": "text"}})")
+                  .ok());
+}
+
+// max_tokens at INT32_MAX once overflowed prompt_len + max_tokens and skipped the check.
+TEST(OpenAiRequest, MaxTokensAtTheIntLimitIsA400NamingIt) {
+  for (const char* body : {R"({"prompt": "Hi", "max_tokens": 2147483647})",
+                           R"({"prompt": "Hi", "max_tokens": 2147483646})",
+                           R"({"prompt": "Hi", "max_completion_tokens": 2147483647})"}) {
+    auto r = completion(body);
+    ASSERT_FALSE(r.ok()) << body;
+    EXPECT_EQ(api_error_from(r.status()).param, "max_tokens") << r.status();
+  }
+  auto c = chat(R"({"messages": [{"role": "user", "content": "x"}],
+                    "max_completion_tokens": 2147483647})");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(api_error_from(c.status()).param, "max_completion_tokens") << c.status();
+  auto past_int = completion(R"({"prompt": "Hi", "max_tokens": 2147483648})");
+  ASSERT_FALSE(past_int.ok());
+  EXPECT_EQ(api_error_from(past_int.status()).param, "max_tokens") << past_int.status();
+}
+
 TEST(OpenAiRequest, ErrorCodesMapToHttpStatuses) {
   EXPECT_EQ(api_error_from(ResourceExhaustedError("full")).http_status, 503);
   EXPECT_EQ(api_error_from(absl::UnauthenticatedError("key")).http_status, 401);
