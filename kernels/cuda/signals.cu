@@ -4,6 +4,7 @@
 
 #include <cfloat>
 #include <cstdio>
+#include <type_traits>
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/common.cuh"
@@ -17,8 +18,11 @@ constexpr int kThreads = 256;
 constexpr int kMaxGroup = 16;    // query heads per KV head
 constexpr int kMaxHeadDim = 256;
 
-__global__ void copy_rows_kernel(uint32_t* dst, int64_t dst_stride, int64_t num_dst_rows,
-                                 const int32_t* dst_rows, const uint32_t* src, int64_t src_stride,
+// One block per row; Unit is the widest access (16 bytes down to 1) that the pointers, strides
+// and row length allow: a column slice of a bf16 buffer may start at any element.
+template <typename Unit>
+__global__ void copy_rows_kernel(Unit* dst, int64_t dst_stride, int64_t num_dst_rows,
+                                 const int32_t* dst_rows, const Unit* src, int64_t src_stride,
                                  int64_t num_src_rows, const int32_t* src_rows, int units) {
   const int64_t i = blockIdx.x;
   const int32_t d = dst_rows[i], s = src_rows[i];
@@ -177,13 +181,25 @@ void launch_copy_rows(void* dst, int64_t dst_stride_bytes, int64_t num_dst_rows,
                       const int32_t* dst_rows, const void* src, int64_t src_stride_bytes,
                       int64_t num_src_rows, const int32_t* src_rows, int64_t n, int row_bytes,
                       cudaStream_t stream) {
-  if (n == 0) return;
-  SIEVE_CHECK(row_bytes % 4 == 0 && dst_stride_bytes % 4 == 0 && src_stride_bytes % 4 == 0)
-      << "copy_rows moves 4-byte units";
-  copy_rows_kernel<<<static_cast<unsigned>(n), 128, 0, stream>>>(
-      static_cast<uint32_t*>(dst), dst_stride_bytes / 4, num_dst_rows, dst_rows,
-      static_cast<const uint32_t*>(src), src_stride_bytes / 4, num_src_rows, src_rows,
-      row_bytes / 4);
+  if (n == 0 || row_bytes == 0) return;
+  const uint64_t any = reinterpret_cast<uintptr_t>(dst) | reinterpret_cast<uintptr_t>(src) |
+                       static_cast<uint64_t>(dst_stride_bytes) |
+                       static_cast<uint64_t>(src_stride_bytes) | static_cast<uint64_t>(row_bytes);
+  int unit = 16;
+  while (any % unit != 0) unit /= 2;
+  auto launch = [&](auto* typed_dst) {
+    using Unit = std::remove_cv_t<std::remove_pointer_t<decltype(typed_dst)>>;
+    copy_rows_kernel<Unit><<<static_cast<unsigned>(n), 128, 0, stream>>>(
+        typed_dst, dst_stride_bytes / unit, num_dst_rows, dst_rows, static_cast<const Unit*>(src),
+        src_stride_bytes / unit, num_src_rows, src_rows, row_bytes / unit);
+  };
+  switch (unit) {
+    case 16: launch(static_cast<uint4*>(dst)); break;
+    case 8: launch(static_cast<uint2*>(dst)); break;
+    case 4: launch(static_cast<uint32_t*>(dst)); break;
+    case 2: launch(static_cast<uint16_t*>(dst)); break;
+    default: launch(static_cast<uint8_t*>(dst)); break;
+  }
   SIEVE_CUDA_CHECK_LAUNCH();
 }
 

@@ -10,8 +10,8 @@
 
 namespace sieve::kernels::cuda {
 
-// dst[dst_rows[i]] = src[src_rows[i]] for i < n: rows of row_bytes (a multiple of 4), at the
-// given strides in bytes.
+// dst[dst_rows[i]] = src[src_rows[i]] for i < n: rows of row_bytes at the given strides in bytes,
+// moved in the widest units (16 bytes down to 1) that the pointers, strides and row_bytes allow.
 void launch_copy_rows(void* dst, int64_t dst_stride_bytes, int64_t num_dst_rows,
                       const int32_t* dst_rows, const void* src, int64_t src_stride_bytes,
                       int64_t num_src_rows, const int32_t* src_rows, int64_t n, int row_bytes,
