@@ -24,8 +24,8 @@ double approx_kl(const engine::TokenLogprob& p, const engine::TokenLogprob& q) {
   if (q.top.empty()) q_kth = 0;
   int missing = 0;
   for (const auto& [id, lp] : p.top) {
-    const bool in_q = std::any_of(q.top.begin(), q.top.end(),
-                                  [&](const auto& e) { return e.first == id; });
+    const bool in_q =
+        std::any_of(q.top.begin(), q.top.end(), [&](const auto& e) { return e.first == id; });
     missing += in_q ? 0 : 1;
   }
   const double q_missing =
@@ -33,8 +33,8 @@ double approx_kl(const engine::TokenLogprob& p, const engine::TokenLogprob& q) {
   double kl = 0, p_mass = 0, q_mass = 0;
   for (const auto& [id, lp] : p.top) {
     const double pi = std::exp(static_cast<double>(lp));
-    const auto it = std::find_if(q.top.begin(), q.top.end(),
-                                 [&](const auto& e) { return e.first == id; });
+    const auto it =
+        std::find_if(q.top.begin(), q.top.end(), [&](const auto& e) { return e.first == id; });
     const double qi = it != q.top.end() ? std::exp(static_cast<double>(it->second)) : q_missing;
     kl += kl_term(pi, qi);
     p_mass += pi;
@@ -58,9 +58,9 @@ Fidelity compare(const Generation& reference, const Generation& run) {
   }
   if (!f.first_divergence && common < longest) f.first_divergence = static_cast<int>(common);
   f.greedy_agreement = longest ? static_cast<double>(equal) / longest : 1.0;
-  const size_t kl_end = std::min(
-      {f.first_divergence ? static_cast<size_t>(*f.first_divergence) + 1 : common, common,
-       reference.logprobs.size(), run.logprobs.size()});
+  const size_t kl_end =
+      std::min({f.first_divergence ? static_cast<size_t>(*f.first_divergence) + 1 : common, common,
+                reference.logprobs.size(), run.logprobs.size()});
   double sum = 0;
   for (size_t i = 0; i < kl_end; ++i) sum += approx_kl(reference.logprobs[i], run.logprobs[i]);
   f.kl_positions = static_cast<int>(kl_end);

@@ -8,8 +8,7 @@ StatusOr<TaskPrompt> render_prompt(TaskSample sample, const models::ChatTemplate
   static constexpr std::string_view kMarker = "\x01SIEVE_QUESTION\x01";
   std::vector<models::ChatMessage> messages;
   if (!sample.system.empty()) messages.push_back({"system", sample.system});
-  messages.push_back(
-      {"user", sample.context + "\n\n" + std::string(kMarker) + sample.question});
+  messages.push_back({"user", sample.context + "\n\n" + std::string(kMarker) + sample.question});
   ASSIGN_OR_RETURN(std::string text, models::apply_chat_template(chat_template, messages,
                                                                  /*add_generation_prompt=*/true));
   const size_t at = text.find(kMarker);

@@ -8,8 +8,9 @@ const char* protocol_name(Protocol protocol) {
 
 const std::vector<std::string>& policy_names() {
   static const std::vector<std::string> names = {
-      "none",  "streaming_llm", "h2o",   "tova", "snapkv",        "pyramidkv", "adakv",
-      "expected_attention", "keydiff", "knorm", "gkv",  "surface_logic", "kvzip"};
+      "none",  "streaming_llm",      "h2o",     "tova",  "snapkv", "pyramidkv",
+      "adakv", "expected_attention", "keydiff", "knorm", "gkv",    "surface_logic",
+      "kvzip"};
   return names;
 }
 

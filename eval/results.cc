@@ -111,7 +111,8 @@ Status write_results(const std::string& path, const json& meta,
 
 StatusOr<std::vector<Record>> read_results(const std::string& path) {
   std::string file = path;
-  if (std::filesystem::is_directory(file)) file = (std::filesystem::path(path) / "results.json").string();
+  if (std::filesystem::is_directory(file))
+    file = (std::filesystem::path(path) / "results.json").string();
   std::ifstream in(file);
   if (!in) return NotFoundError(file + ": cannot open");
   json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
@@ -124,9 +125,9 @@ StatusOr<std::vector<Record>> read_results(const std::string& path) {
 }
 
 void print_table(std::FILE* out, const std::vector<Record>& records) {
-  std::fprintf(out, "%-15s %-18s %5s %-8s %6s %4s %7s %8s %7s %6s %6s %7s  %s\n", "task",
-               "method", "keep", "protocol", "score", "n", "kept", "KV MiB", "wall s", "agree",
-               "div@", "KL", "note");
+  std::fprintf(out, "%-15s %-18s %5s %-8s %6s %4s %7s %8s %7s %6s %6s %7s  %s\n", "task", "method",
+               "keep", "protocol", "score", "n", "kept", "KV MiB", "wall s", "agree", "div@", "KL",
+               "note");
   std::string task;
   std::vector<const Record*> unsupported;
   auto flush_unsupported = [&] {
@@ -156,22 +157,21 @@ void print_table(std::FILE* out, const std::vector<Record>& records) {
     const std::string note = r.status == "ok" ? r.note : r.status + ": " + r.reason;
     std::fprintf(out, "%-15s %-18s %5s %-8s %6s %4d %7.0f %8.2f %7.1f %6s %6s %7s  %s\n",
                  r.task.c_str(), r.method.c_str(), setting_label(r).c_str(), r.protocol.c_str(),
-                 fmt_opt(r.score).c_str(), r.n, r.mean_kv_tokens_kept,
-                 r.mean_kv_bytes / (1 << 20), r.wall_s, fmt_opt(r.greedy_agreement).c_str(),
+                 fmt_opt(r.score).c_str(), r.n, r.mean_kv_tokens_kept, r.mean_kv_bytes / (1 << 20),
+                 r.wall_s, fmt_opt(r.greedy_agreement).c_str(),
                  fmt_opt(r.first_divergence_mean, "{:.1f}").c_str(),
                  fmt_opt(r.mean_kl, "{:.4f}").c_str(), note.c_str());
   }
   flush_unsupported();
 }
 
-void print_comparison(std::FILE* out, const std::vector<Record>& ours,
-                      const std::string& our_name, const std::vector<Record>& theirs,
-                      const std::string& their_name) {
+void print_comparison(std::FILE* out, const std::vector<Record>& ours, const std::string& our_name,
+                      const std::vector<Record>& theirs, const std::string& their_name) {
   std::map<std::string, const Record*> theirs_by_key;
   for (const Record& r : theirs) theirs_by_key[key_of(r)] = &r;
   std::set<std::string> matched;
-  std::fprintf(out, "%-15s %-18s %5s %-8s | %-12s %6s %4s %6s | %-12s %6s %4s %6s | %6s\n",
-               "task", "method", "keep", "protocol", our_name.c_str(), "score", "n", "agree",
+  std::fprintf(out, "%-15s %-18s %5s %-8s | %-12s %6s %4s %6s | %-12s %6s %4s %6s | %6s\n", "task",
+               "method", "keep", "protocol", our_name.c_str(), "score", "n", "agree",
                their_name.c_str(), "score", "n", "agree", "delta");
   auto side = [](const Record* r) {
     if (r == nullptr) return fmt::format("{:<12} {:>6} {:>4} {:>6}", "(no row)", "", "", "");

@@ -17,13 +17,13 @@ inline constexpr const char* kResultsSchema = "sieve.eval/1";
 
 struct Record {
   std::string task, method, protocol;
-  std::optional<double> keep;  // the keep ratio asked; 1 for the full cache
-  std::optional<int> budget;   // or the token budget asked
-  std::string status = "ok";   // ok | unsupported | error
-  std::string reason;          // why unsupported or failed
-  std::string scoring;         // the task's rule (tasks.h Scoring)
-  std::optional<double> score; // mean over the samples, in [0, 1]
-  int n = 0;                   // samples scored
+  std::optional<double> keep;          // the keep ratio asked; 1 for the full cache
+  std::optional<int> budget;           // or the token budget asked
+  std::string status = "ok";           // ok | unsupported | error
+  std::string reason;                  // why unsupported or failed
+  std::string scoring;                 // the task's rule (tasks.h Scoring)
+  std::optional<double> score;         // mean over the samples, in [0, 1]
+  int n = 0;                           // samples scored
   std::optional<double> leakage_rate;  // secret task: share of outputs holding the secret
   double mean_prompt_tokens = 0, mean_completion_tokens = 0;
   double mean_kv_tokens_kept = 0;  // usage.kv_tokens_kept at the request's end
@@ -32,7 +32,7 @@ struct Record {
   // Fidelity against the full-cache run of the same prompts (tasks' means over samples).
   std::optional<double> greedy_agreement, mean_kl, first_divergence_mean, diverged_share;
   std::map<int, std::pair<double, int>> by_length;  // length -> (score, n)
-  std::string note;  // e.g. "full cache below 0.2: not informative"
+  std::string note;                                 // e.g. "full cache below 0.2: not informative"
 };
 
 nlohmann::json to_json(const Record& r);

@@ -56,8 +56,7 @@ double mean(const std::vector<double>& v) {
 
 // The record of one setting from its outputs and the full-cache outputs of the same prompts.
 Record aggregate(const std::vector<const TaskPrompt*>& prompts,
-                 const std::vector<RunOutput>& outputs,
-                 const std::vector<RunOutput>& reference) {
+                 const std::vector<RunOutput>& outputs, const std::vector<RunOutput>& reference) {
   Record r;
   r.scoring = scoring_name(prompts.front()->sample.scoring);
   r.n = static_cast<int>(prompts.size());
@@ -67,8 +66,8 @@ Record aggregate(const std::vector<const TaskPrompt*>& prompts,
   for (size_t i = 0; i < prompts.size(); ++i) {
     const TaskSample& s = prompts[i]->sample;
     const Fidelity f = compare(reference[i].generation, outputs[i].generation);
-    const double sc = s.scoring == Scoring::kFidelity ? f.greedy_agreement
-                                                       : score(s, outputs[i].text);
+    const double sc =
+        s.scoring == Scoring::kFidelity ? f.greedy_agreement : score(s, outputs[i].text);
     scores.push_back(sc);
     by_length[s.length].first += sc;
     by_length[s.length].second += 1;
@@ -138,8 +137,8 @@ StatusOr<std::vector<TaskPrompt>> make_prompts(const SweepConfig& c,
       for (int i = 0; i < c.samples; ++i) {
         const double depth = (i + 0.5) / c.samples;
         ASSIGN_OR_RETURN(TaskSample sample, make_sample(task, length, depth, i, c.seed, count));
-        ASSIGN_OR_RETURN(TaskPrompt prompt, render_prompt(std::move(sample), chat_template,
-                                                          tokenizer));
+        ASSIGN_OR_RETURN(TaskPrompt prompt,
+                         render_prompt(std::move(sample), chat_template, tokenizer));
         prompts.push_back(std::move(prompt));
       }
     }
@@ -181,17 +180,18 @@ StatusOr<std::vector<Record>> run_sweep(engine::Engine& engine, const SweepConfi
       if (samples == nullptr) return;
       for (size_t i = 0; i < mine.size(); ++i) {
         const TaskSample& t = mine[i]->sample;
-        samples->push_back({{"task", task},
-                            {"method", s.method},
-                            {"keep", s.keep ? nlohmann::json(*s.keep) : nlohmann::json()},
-                            {"budget", s.budget ? nlohmann::json(*s.budget) : nlohmann::json()},
-                            {"protocol", protocol_name(s.protocol)},
-                            {"length", t.length},
-                            {"depth", t.depth},
-                            {"index", t.index},
-                            {"expected", t.expected},
-                            {"score", t.scoring == Scoring::kFidelity ? 0.0 : score(t, outputs[i].text)},
-                            {"text", outputs[i].text}});
+        samples->push_back(
+            {{"task", task},
+             {"method", s.method},
+             {"keep", s.keep ? nlohmann::json(*s.keep) : nlohmann::json()},
+             {"budget", s.budget ? nlohmann::json(*s.budget) : nlohmann::json()},
+             {"protocol", protocol_name(s.protocol)},
+             {"length", t.length},
+             {"depth", t.depth},
+             {"index", t.index},
+             {"expected", t.expected},
+             {"score", t.scoring == Scoring::kFidelity ? 0.0 : score(t, outputs[i].text)},
+             {"text", outputs[i].text}});
       }
     };
     auto timed_run = [&](std::vector<engine::Request> requests, double& wall_s) {

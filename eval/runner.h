@@ -21,11 +21,11 @@ struct SweepConfig {
   std::vector<double> keeps;         // keep ratios; or
   std::vector<int> budgets;          // token budgets (when set, keeps is ignored)
   std::vector<Protocol> protocols;
-  std::vector<int> lengths;          // prompt lengths in tokens
-  int samples = 4;                   // per task and length, needle depths spread over (0, 1)
+  std::vector<int> lengths;  // prompt lengths in tokens
+  int samples = 4;           // per task and length, needle depths spread over (0, 1)
   uint64_t seed = 0;
-  int max_tokens = 0;                // 0: each task's own
-  double informative_floor = 0.2;    // full-cache score under which a task's rows are flagged
+  int max_tokens = 0;              // 0: each task's own
+  double informative_floor = 0.2;  // full-cache score under which a task's rows are flagged
 };
 
 // Every prompt of the sweep, task by task, length by length; sample i's depth is (i + 0.5) / n.

@@ -28,8 +28,8 @@ const char* scoring_name(Scoring scoring);
 struct Instruction {
   enum class Kind { kAllCapitals, kAllLowercase, kEndWith, kInclude, kMaxWords, kNoCommas };
   Kind kind = Kind::kAllCapitals;
-  std::string word;  // kEndWith, kInclude
-  int words = 0;     // kMaxWords
+  std::string word;                               // kEndWith, kInclude
+  int words = 0;                                  // kMaxWords
   std::string text() const;                       // as the prompt states it
   bool satisfied(std::string_view output) const;  // the check
 };
@@ -38,10 +38,10 @@ struct Instruction {
 // agnostic protocol compresses before the question is seen) and the question after it.
 struct TaskSample {
   std::string task;
-  int length = 0;     // target prompt length in tokens (the template's included)
-  double depth = 0;   // where the needle sits in the context: 0 = start, 1 = end
-  int index = 0;      // sample number within (task, length)
-  std::string system;    // empty: the template's default system prompt
+  int length = 0;      // target prompt length in tokens (the template's included)
+  double depth = 0;    // where the needle sits in the context: 0 = start, 1 = end
+  int index = 0;       // sample number within (task, length)
+  std::string system;  // empty: the template's default system prompt
   std::string context;
   std::string question;
   Scoring scoring = Scoring::kContains;

@@ -118,7 +118,8 @@ void plot(const std::string& out_dir, const std::string& compare) {
   if (!fs::exists(script)) script = fs::path(SIEVE_SOURCE_DIR) / "bench/eval/plot.py";
   std::string python;
   if (const char* env = std::getenv("SIEVE_PYTHON")) python = env;
-  for (const fs::path& p : {root / ".venv/bin/python", fs::path(SIEVE_SOURCE_DIR) / ".venv/bin/python"}) {
+  for (const fs::path& p :
+       {root / ".venv/bin/python", fs::path(SIEVE_SOURCE_DIR) / ".venv/bin/python"}) {
     if (python.empty() && fs::exists(p)) python = p.string();
   }
   std::string command = "'" + script.string() + "' '" + out_dir + "'";
@@ -146,7 +147,8 @@ Status run_eval(const EvalOptions& o) {
       ASSIGN_OR_RETURN(runner, load_runner(model_options));
       ASSIGN_OR_RETURN(tokenizer, models::load_model_tokenizer(runner.files));
     } else {  // the prompts need only the tokenizer
-      ASSIGN_OR_RETURN(runner.files, models::load_model_files(o.model.model, models::LoadFormat::kAuto));
+      ASSIGN_OR_RETURN(runner.files,
+                       models::load_model_files(o.model.model, models::LoadFormat::kAuto));
       ASSIGN_OR_RETURN(tokenizer, models::load_model_tokenizer(runner.files));
     }
     if (!tokenizer) return InvalidArgumentError(o.model.model + ": the model has no tokenizer");
@@ -158,8 +160,7 @@ Status run_eval(const EvalOptions& o) {
       std::ofstream out(o.dump_prompts);
       if (!out) return NotFoundError(o.dump_prompts + ": cannot write");
       for (const eval::TaskPrompt& p : prompts) {
-        out << prompt_json(p, o.seed).dump(-1, ' ', false,
-                                           nlohmann::json::error_handler_t::replace)
+        out << prompt_json(p, o.seed).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
             << "\n";
       }
       std::fprintf(stderr, "wrote %zu prompts to %s\n", prompts.size(), o.dump_prompts.c_str());
@@ -179,9 +180,9 @@ Status run_eval(const EvalOptions& o) {
     const auto start = std::chrono::steady_clock::now();
     auto progress = [&](int done, int total, const std::string& label) {
       if (show_progress) {
-        progress_bar(done, total,
-                     std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
-                     label);
+        progress_bar(
+            done, total,
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), label);
       }
     };
     std::vector<nlohmann::json> samples;
@@ -211,7 +212,8 @@ Status run_eval(const EvalOptions& o) {
         {"date", date},
         {"elapsed_s",
          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()}};
-    RETURN_IF_ERROR(eval::write_results((fs::path(o.out) / "results.json").string(), meta, records));
+    RETURN_IF_ERROR(
+        eval::write_results((fs::path(o.out) / "results.json").string(), meta, records));
     std::ofstream samples_out(fs::path(o.out) / "samples.jsonl");
     for (const nlohmann::json& s : samples) {
       samples_out << s.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";

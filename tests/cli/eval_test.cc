@@ -88,8 +88,8 @@ void expect_every_row(const json& results, const json& fix) {
       for (const json& protocol : meta["protocols"]) {
         const json keep_values = method == "none" ? json::array({1.0}) : meta["keeps"];
         for (const json& keep : keep_values) {
-          EXPECT_TRUE(rows.count(task.get<std::string>() + "|" + method.get<std::string>() +
-                                 "|" + keep.dump() + "|" + protocol.get<std::string>()))
+          EXPECT_TRUE(rows.count(task.get<std::string>() + "|" + method.get<std::string>() + "|" +
+                                 keep.dump() + "|" + protocol.get<std::string>()))
               << task << " " << method << " " << keep << " " << protocol;
         }
       }
@@ -110,8 +110,8 @@ TEST(EvalCi, TinySweepOnTheDefaultModel) {
   expect_every_row(results, fix);
   EXPECT_NE(output.find("passkey"), std::string::npos) << output;
   // --compare against itself: every joined row's delta is zero.
-  auto [compare_code, compare_output] = run_sieve(
-      "--log-level warn eval --reuse --no-plot --out " + out.string() + " --compare " + out.string());
+  auto [compare_code, compare_output] = run_sieve("--log-level warn eval --reuse --no-plot --out " +
+                                                  out.string() + " --compare " + out.string());
   EXPECT_EQ(compare_code, 0) << compare_output;
   EXPECT_NE(compare_output.find("+0.000"), std::string::npos) << compare_output;
   fs::remove_all(out);

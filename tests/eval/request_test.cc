@@ -39,9 +39,9 @@ TEST(MakeRequest, PolicyListStartsWithTheFullCacheAndHasIssue13sNames) {
   const auto& names = policy_names();
   ASSERT_FALSE(names.empty());
   EXPECT_EQ(names.front(), "none");
-  for (const char* name : {"streaming_llm", "h2o", "tova", "snapkv", "pyramidkv", "adakv",
-                           "expected_attention", "keydiff", "knorm", "gkv", "surface_logic",
-                           "kvzip"}) {
+  for (const char* name :
+       {"streaming_llm", "h2o", "tova", "snapkv", "pyramidkv", "adakv", "expected_attention",
+        "keydiff", "knorm", "gkv", "surface_logic", "kvzip"}) {
     EXPECT_NE(std::find(names.begin(), names.end(), name), names.end()) << name;
   }
 }
