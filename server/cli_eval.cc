@@ -27,8 +27,8 @@ struct EvalOptions {
   std::vector<double> keeps = {0.5, 0.25, 0.1};
   std::vector<int> budgets;
   std::string protocol = "both";
-  std::vector<int> lengths = {512, 1024};
-  int samples = 8;
+  std::vector<int> lengths = {512};
+  int samples = 4;
   uint64_t seed = 0;
   int max_tokens = 0;
   std::string out = "eval_results";
