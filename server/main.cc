@@ -1,4 +1,4 @@
-// The `sieve` command: generate, and (as they land) tokenize, serve and bench.
+// The `sieve` command: generate, tokenize, bench, serve and eval.
 
 #include <unistd.h>
 
@@ -8,6 +8,7 @@
 #include "core/logging.h"
 #include "server/cli_bench.h"
 #include "server/cli_common.h"
+#include "server/cli_eval.h"
 #include "server/cli_generate.h"
 #include "server/cli_serve.h"
 #include "server/cli_tokenize.h"
@@ -43,6 +44,7 @@ int main(int argc, char** argv) {
   sieve::server::register_tokenize(app, exit_code);
   sieve::server::register_bench(app, exit_code);
   sieve::server::register_serve(app, exit_code);
+  sieve::server::register_eval(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
