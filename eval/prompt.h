@@ -20,6 +20,9 @@ struct TaskPrompt {
   // token_ids[0, context_tokens) end with the context: the system message and the user turn up
   // to the question. token_ids[context_tokens, end) are the question and the assistant header.
   int context_tokens = 0;
+  // token_ids[0, system_tokens) are the system message (0 without one): protected from eviction
+  // by default (the Pitfalls protection).
+  int system_tokens = 0;
 };
 
 // Renders system + user("<context>\n\n<question>") with the generation prompt. The two sides of

@@ -1,5 +1,8 @@
 #include "eval/request.h"
 
+#include "kvcache/policies/registry.h"
+#include "nlohmann/json.hpp"
+
 namespace sieve::eval {
 
 const char* protocol_name(Protocol protocol) {
@@ -7,10 +10,11 @@ const char* protocol_name(Protocol protocol) {
 }
 
 const std::vector<std::string>& policy_names() {
-  static const std::vector<std::string> names = {
-      "none",  "streaming_llm",      "h2o",     "tova",  "snapkv", "pyramidkv",
-      "adakv", "expected_attention", "keydiff", "knorm", "gkv",    "surface_logic",
-      "kvzip"};
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> out;
+    for (std::string_view name : kvcache::compression_method_names()) out.emplace_back(name);
+    return out;
+  }();
   return names;
 }
 
@@ -23,13 +27,16 @@ StatusOr<engine::Request> make_request(const TaskPrompt& prompt, const MethodSet
   request.params.logprobs = kFidelityTopLogprobs;
   request.params.seed = 0;
   if (setting.method == "none") return request;
-  // TODO(issue 13): set the request's compression spec here ({method, keep_ratio or budget})
-  // once engine::Request carries one; for Protocol::kAgnostic, compress
-  // prompt.token_ids[0, prompt.context_tokens) through the compressed prefix cache first.
   if (setting.protocol == Protocol::kAgnostic) {
-    return UnimplementedError("agnostic needs the compressed prefix cache (issue 13)");
+    return UnimplementedError("agnostic needs the compressed prefix cache (issue 13 part 5)");
   }
-  return UnimplementedError("the engine applies no compression yet (issue 13)");
+  nlohmann::json compression = {{"method", setting.method}};
+  if (setting.budget) compression["budget"] = *setting.budget;
+  if (setting.keep) compression["keep_ratio"] = *setting.keep;
+  ASSIGN_OR_RETURN(const kvcache::CompressionSpec spec, kvcache::parse_compression(compression));
+  request.compression = std::make_shared<const kvcache::CompressionSpec>(spec);
+  request.system_prompt_tokens = prompt.system_tokens;
+  return request;
 }
 
 }  // namespace sieve::eval

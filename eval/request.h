@@ -26,19 +26,17 @@ struct MethodSetting {
   Protocol protocol = Protocol::kAware;
 };
 
-// The policies a sweep covers by default ("--methods all"), "none" (the full cache) first.
-// TODO(issue 13): return the names of kvcache/policies' registry once it lands; today this is
-// the issue's list, most of which the engine cannot run yet (make_request says which).
+// The policies a sweep covers by default ("--methods all"): "none" (the full cache), then every
+// policy of kvcache/policies' registry.
 const std::vector<std::string>& policy_names();
 
 // Top logprobs asked of every run, for the KL of fidelity: the engine's most.
 inline constexpr int kFidelityTopLogprobs = engine::kMaxLogprobs;
 
-// The engine request for `prompt` under `setting`: greedy, `max_tokens`, top-k logprobs.
-// Unimplemented (an "unsupported" row, never a faked one) for what the engine cannot run yet:
-// any method but "none" (the engine applies no compression), and the agnostic protocol with
-// compression (it needs the compressed prefix cache, issue 13 part 5). With "none" the protocol
-// changes nothing: nothing is compressed before or after the question.
+// The engine request for `prompt` under `setting`: greedy, `max_tokens`, top-k logprobs, the
+// setting's compression (the policy's defaults, the system message protected). Unimplemented (an
+// "unsupported" row, never a faked one) for the agnostic protocol with compression: it needs the
+// compressed prefix cache (issue 13 part 5). With "none" the protocol changes nothing.
 StatusOr<engine::Request> make_request(const TaskPrompt& prompt, const MethodSetting& setting,
                                        int max_tokens);
 

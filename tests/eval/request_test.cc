@@ -1,5 +1,5 @@
-// make_request runs the full cache today and refuses (Unimplemented, an "unsupported" row) what
-// the engine cannot run; results.json round-trips every field.
+// make_request carries the setting's compression and refuses (Unimplemented, an "unsupported"
+// row) what the engine cannot run; results.json round-trips every field.
 
 #include "eval/request.h"
 
@@ -28,20 +28,27 @@ TEST(MakeRequest, FullCacheIsGreedyWithTopLogprobs) {
   }
 }
 
-TEST(MakeRequest, CompressionIsUnsupportedUntilTheEngineHasIt) {
-  for (Protocol protocol : {Protocol::kAware, Protocol::kAgnostic}) {
-    auto r = make_request(prompt(), {"snapkv", 0.25, std::nullopt, protocol}, 12);
-    EXPECT_EQ(r.status().code(), absl::StatusCode::kUnimplemented);
-  }
+TEST(MakeRequest, AwareCarriesTheCompressionAgnosticWaitsForThePrefixCache) {
+  auto aware = make_request(prompt(), {"snapkv", 0.25, std::nullopt, Protocol::kAware}, 12);
+  ASSERT_TRUE(aware.ok()) << aware.status();
+  ASSERT_NE(aware->compression, nullptr);
+  EXPECT_EQ(aware->compression->method, "snapkv");
+  EXPECT_EQ(aware->compression->keep_ratio, 0.25);
+  auto budget = make_request(prompt(), {"gkv", std::nullopt, 64, Protocol::kAware}, 12);
+  ASSERT_TRUE(budget.ok()) << budget.status();
+  EXPECT_EQ(budget->compression->budget, 64);
+  auto agnostic = make_request(prompt(), {"snapkv", 0.25, std::nullopt, Protocol::kAgnostic}, 12);
+  EXPECT_EQ(agnostic.status().code(), absl::StatusCode::kUnimplemented);
+  auto unknown = make_request(prompt(), {"nope", 0.25, std::nullopt, Protocol::kAware}, 12);
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-TEST(MakeRequest, PolicyListStartsWithTheFullCacheAndHasIssue13sNames) {
+TEST(MakeRequest, PolicyListIsTheRegistryAfterTheFullCache) {
   const auto& names = policy_names();
   ASSERT_FALSE(names.empty());
   EXPECT_EQ(names.front(), "none");
   for (const char* name :
-       {"streaming_llm", "h2o", "tova", "snapkv", "pyramidkv", "adakv", "expected_attention",
-        "keydiff", "knorm", "gkv", "surface_logic", "kvzip"}) {
+       {"streaming_llm", "h2o", "tova", "snapkv", "pyramidkv", "adakv", "keydiff", "knorm", "gkv"}) {
     EXPECT_NE(std::find(names.begin(), names.end(), name), names.end()) << name;
   }
 }
