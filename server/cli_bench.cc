@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "kvcache/policies/spec.h"
 #include "models/model_loader.h"
 #include "nlohmann/json.hpp"
 #include "server/cli_common.h"
@@ -24,6 +25,7 @@ struct ThroughputOptions {
   int input_len = 128;
   int output_len = 128;
   uint64_t seed = 0;
+  std::string compression;  // JSON, every request's `compression`
   bool json = false;
 };
 
@@ -46,6 +48,16 @@ Status run_throughput(const ThroughputOptions& o) {
   ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> engine,
                    make_engine(runner, nullptr, model_options,
                                per_request * std::min(o.num_prompts, model_options.max_num_seqs)));
+  std::shared_ptr<const kvcache::CompressionSpec> compression;
+  if (!o.compression.empty()) {
+    const auto json = nlohmann::json::parse(o.compression, nullptr, /*allow_exceptions=*/false);
+    if (json.is_discarded()) return InvalidArgumentError("--compression: not valid JSON");
+    auto spec = kvcache::parse_compression(json);
+    if (!spec.ok()) {
+      return InvalidArgumentError("--compression: " + std::string(spec.status().message()));
+    }
+    if (spec->compresses()) compression = std::make_shared<const kvcache::CompressionSpec>(*spec);
+  }
   // Random prompts, as vLLM's random dataset: ids uniform over the vocabulary.
   std::mt19937_64 rng(o.seed);
   std::uniform_int_distribution<int32_t> token(0, runner.files.config.vocab_size - 1);
@@ -57,6 +69,7 @@ Status run_throughput(const ThroughputOptions& o) {
     request.params.temperature = 0;
     request.params.max_tokens = o.output_len;
     request.params.ignore_eos = true;  // every request generates output_len tokens
+    request.compression = compression;
     ASSIGN_OR_RETURN(auto stream, engine->add_request(std::move(request)));
     streams.push_back(std::move(stream));
   }
@@ -66,7 +79,7 @@ Status run_throughput(const ThroughputOptions& o) {
   // Decode steps (no prompt token in them): their wall times and tokens, for the step time at a
   // batch size and context.
   std::vector<double> decode_ms;
-  int64_t decode_tokens = 0;
+  int64_t decode_tokens = 0, max_batch = 0;
   while (finished < o.num_prompts) {
     const int64_t prompt_before = engine->stats().prompt_tokens.load();
     const int64_t generated_before = engine->stats().generation_tokens.load();
@@ -79,6 +92,7 @@ Status run_throughput(const ThroughputOptions& o) {
     if (engine->stats().prompt_tokens.load() == prompt_before && generated > 0) {
       decode_ms.push_back(step_ms);
       decode_tokens += generated;
+      max_batch = std::max(max_batch, generated);
     }
     for (auto& stream : streams) {
       while (auto out = stream->next(std::chrono::milliseconds(0))) {
@@ -104,6 +118,7 @@ Status run_throughput(const ThroughputOptions& o) {
   nlohmann::json decode = {
       {"steps", decode_steps},
       {"mean_batch", decode_steps ? static_cast<double>(decode_tokens) / decode_steps : 0.0},
+      {"max_batch", max_batch},
       {"mean_ms", decode_steps ? decode_total_ms / decode_steps : 0.0},
       {"p50_ms", decode_steps ? sorted[decode_steps / 2] : 0.0},
       {"p99_ms", decode_steps ? sorted[std::min(decode_steps - 1, decode_steps * 99 / 100)] : 0.0}};
@@ -120,6 +135,12 @@ Status run_throughput(const ThroughputOptions& o) {
       {"steps", engine->stats().steps.load()},
       {"preemptions", engine->stats().preemptions.load()},
       {"decode_step", decode},
+      {"compression",
+       {{"spec", o.compression.empty() ? "none" : o.compression},
+        {"actions", engine->compression_stats().actions.load()},
+        {"evicted_tokens", engine->compression_stats().evicted_tokens.load()},
+        {"skipped_actions", engine->compression_stats().skipped_actions.load()},
+        {"seconds", timer.seconds(engine::StepPhase::kCompress)}}},
       {"step_split_s",
        {{"model_without_attention", model_s - attention_s},
         {"attention", attention_s},
@@ -179,6 +200,8 @@ void register_bench(CLI::App& app, int& exit_code) {
   cmd->add_option("--input-len", o->input_len)->capture_default_str();
   cmd->add_option("--output-len", o->output_len)->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed of the random prompts")->capture_default_str();
+  cmd->add_option("--compression", o->compression,
+                  "Every request's KV compression as JSON, e.g. '{\"method\": \"gkv\", \"budget\": 512}'");
   cmd->add_flag("--json", o->json, "Print one JSON object as the last line of stdout");
   cmd->callback([o, &exit_code] {
     const Status status = run_throughput(*o);

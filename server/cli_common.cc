@@ -36,6 +36,9 @@ void add_model_options(CLI::App& app, ModelOptions& o) {
       ->capture_default_str();
   app.add_flag("--enforce-eager", o.enforce_eager,
                "Run every step eagerly (no CUDA graphs for decode steps)");
+  app.add_option("--max-compressing-seqs", o.max_compressing_seqs,
+                 "Sequences that may gather queries for their compression policy at once")
+      ->capture_default_str();
   app.add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", o.enable_prefix_caching,
                "Share the KV pages of identical prompt prefixes")
       ->capture_default_str();
@@ -79,6 +82,7 @@ StatusOr<std::unique_ptr<engine::Engine>> make_engine(const LoadedRunner& runner
   config.max_num_seqs = o.max_num_seqs;
   config.enable_prefix_caching = o.enable_prefix_caching;
   config.gpu_memory_utilization = o.gpu_memory_utilization;
+  config.max_compressing_seqs = o.max_compressing_seqs;
   const models::ModelConfig& c = runner.files.config;
   if (o.kv_cache_gib > 0) {
     config.kv_cache_bytes = static_cast<size_t>(o.kv_cache_gib * (1ull << 30));

@@ -25,6 +25,7 @@ struct ModelOptions {
   bool enforce_eager = false;  // no decode graphs
   bool enable_prefix_caching = true;
   uint64_t dummy_seed = 0;
+  int max_compressing_seqs = 32;  // sequences gathering queries for their policy at once
 };
 
 void add_model_options(CLI::App& app, ModelOptions& options);
