@@ -1,5 +1,5 @@
 #pragma once
-// The harness's built-in tasks (KV_METHODS.md's list; the long-context ones after RULER): each
+// The harness's tasks (docs/design.md, "Quality harness"; long-context ones after RULER): each
 // sample is generated from (task, length, depth, index, seed) alone, with no downloads, and
 // scored by a rule written next to its generator (tasks.cc).
 

@@ -80,7 +80,7 @@ struct KvWriteArgs {
 // kv_gap_end + (v - head_len) after it (the identity when nothing is compacted); the selection
 // below speaks in virtual slots.
 //
-// Two optional hooks serve compression policies (DESIGN.md, "KV cache"):
+// Two optional hooks serve compression policies (docs/design.md, "Paged KV cache"):
 // - A per-slot additive logit bias, the log of a merge weight (a slot with bias log w weighs as
 //   w copies of itself; -inf drops it, and a row that sees only dropped slots gets zeros). It
 //   lives with the pages, so it persists and follows the page table: slot_bias is f32
@@ -150,7 +150,7 @@ struct CopyRowsArgs {
 };
 
 // Per-slot signals of one sequence's KV cache over every layer, for compression policies
-// (DESIGN.md, "Compression policies"). Slots are virtual (AttentionArgs): head (l, h) has
+// (docs/design.md, "Compression policies"). Slots are virtual (AttentionArgs): head (l, h) has
 // valid_len(l, h) = head_lens[l][h] + num_tokens - gap_end valid slots when head_lens is given,
 // else num_tokens. Each output is f32 [num_layers, heads, slot_stride] with slot_stride >= every
 // valid_len; entries past a head's valid_len are left as they are. Empty outputs are skipped.

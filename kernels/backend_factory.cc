@@ -1,4 +1,4 @@
-// The one place that asks whether CUDA was built (ARCHITECTURE_NOTES B3).
+// The one place that asks whether CUDA was built (docs/design.md, "Backends").
 
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"

@@ -1,5 +1,5 @@
 #pragma once
-// KV storage formats as data (ARCHITECTURE_NOTES B10): a format is one row of kKvFormats. Pages
+// KV storage formats (docs/design.md, "Paged KV cache"): a format is one row of kKvFormats. Pages
 // have a fixed number of bytes, so a sequence's format decides how many of its tokens fit in a
 // page; sequences of different formats share one pool and one accounting.
 

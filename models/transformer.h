@@ -14,7 +14,7 @@
 
 namespace sieve::models {
 
-// One step's flat batch (ARCHITECTURE_NOTES B5), as host arrays; the runner copies them to the
+// One step's flat batch (docs/design.md, "The step batch"), host arrays the runner copies to the
 // device. Sequence s owns tokens [qo_indptr[s], qo_indptr[s+1]) and pages
 // kv_indices[kv_indptr[s] .. kv_indptr[s+1]); kv_lens[s] counts its valid slots including this
 // step's tokens.

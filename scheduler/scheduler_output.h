@@ -1,5 +1,5 @@
 #pragma once
-// The scheduler's seam to the engine (ARCHITECTURE_NOTES B5): what each step runs, in tokens and
+// The scheduler's seam to the engine (docs/design.md, "Scheduler"): each step's work, in tokens and
 // pages, and what the engine reports back after running it.
 
 #include <cstdint>

@@ -1,5 +1,5 @@
 #pragma once
-// Checks of CUDA runtime and cuBLAS calls (ARCHITECTURE_NOTES B6): a failed call is a broken
+// Checks of CUDA runtime and cuBLAS calls (docs/design.md, "Errors"): a failed call is a broken
 // invariant (sticky errors poison the context), so it prints the call's text, the error string,
 // file and line, then aborts. Start-up paths that must return a Status test the result themselves.
 //

@@ -1,5 +1,5 @@
 // The CUDA backend op by op: TensorView checks, unpacking into the launchers' plain arguments,
-// and the launch on the backend's one stream (ARCHITECTURE_NOTES B4). Small index arrays that
+// and the launch on the backend's one stream (docs/design.md, "Backends"). Small index arrays that
 // arrive in host memory (sampling parameters, say) are staged into device buffers first.
 
 #include "kernels/cuda/cuda_backend.h"

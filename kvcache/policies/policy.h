@@ -1,5 +1,5 @@
 #pragma once
-// The KV compression policy interface (DESIGN.md, "Compression policies"). A policy is one small
+// The compression policy interface (docs/design.md, "Compression policies"). A policy is one small
 // file in this folder: it parses its own parameters, declares the signals it needs, and decides
 // which token slots each (layer, KV head) keeps. decide() is a pure function of its input: it
 // touches no pages and keeps no per-sequence state (running per-slot statistics arrive in

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes one file per paged-attention instance group (KV element type x head_dim, and the hooks
 variants apart), so nvcc compiles them in parallel and a change to one tuned head_dim rebuilds only
-its file (ARCHITECTURE_NOTES B2). Run from this folder after changing the lists; commit the output.
+its file (docs/design.md, "Backends"). Run here after changing the lists; commit the output.
 
 The hooks instances (per-slot logit bias and selected slots, attention.cuh) exist for bf16 K/V
 only, the CUDA backend's KV dtype, with one row per warp in the FMA kernel: five instances instead

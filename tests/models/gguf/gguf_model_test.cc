@@ -238,7 +238,7 @@ TEST_F(GgufModelTest, BadModelsNameTheFileAndTheProblem) {
   expect_load_error(bad_dir + "/eos.gguf", "'tokenizer.ggml.eos_token_id' is 64, not a token id");
 }
 
-// The embedded default model (DESIGN.md), when it has been downloaded.
+// The embedded default model (docs/design.md, "Default model"), when it has been downloaded.
 TEST(GgufRealModelTest, SmolLM2) {
   const char* home = std::getenv("HOME");
   const std::string path =
