@@ -212,11 +212,14 @@ bool Compressor::act_on(SeqId seq, SeqState& st, bool at_prefill_end, int cached
   }
   kvcache::Signals signals;
   signals.num_queries = st.needs.any_window() ? num_queries : 0;
-  if (!ensure_signal_buffers(slot_stride).ok()) {
-    ++stats_.skipped_actions;
-    return false;
+  const kvcache::PolicyNeeds& n = st.needs;
+  if (n.any_window() || n.key_norms || n.value_norms || n.key_anchor_dot) {
+    if (!ensure_signal_buffers(slot_stride).ok()) {
+      ++stats_.skipped_actions;
+      return false;
+    }
+    compute_signals(seq, st, st.needs, slot_stride, &signals);
   }
-  compute_signals(seq, st, st.needs, slot_stride, &signals);
 
   kvcache::PolicyInput in;
   in.num_layers = layout_.num_layers;
@@ -370,8 +373,8 @@ bool Compressor::apply(SeqId seq, SeqState& st, const kvcache::KeepSlots& keep,
                                   {static_cast<int64_t>(result->source_pages.size())}),
                        TensorView(physical.data(), DType::kI32, {l, hkv, max_keep}),
                        TensorView(counts.data(), DType::kI32, {l * hkv})});
-  // The host arrays above must outlive the copies an asynchronous backend stages from them.
-  backend_.synchronize();
+  // No synchronize: a backend reads host index arrays before its op returns (CUDA stages them
+  // with copies that return once the pageable source was read), and later work is stream-ordered.
   st.kept_positions.assign(rows, {});
   for (int r = 0; r < rows; ++r) {
     for (int i = keep.indptr[r]; i < keep.indptr[r + 1]; ++i) {

@@ -31,9 +31,14 @@ KeepSlots keep_top(const PolicyInput& input, std::span<const float> scores,
     }
     const int want = std::clamp(keep_counts[r], num_protected, n);
     const int extra = want - num_protected;
-    std::partial_sort(order.begin(), order.begin() + extra, order.end(), [&](int32_t a, int32_t b) {
-      return score[a] > score[b] || (score[a] == score[b] && a < b);
-    });
+    // The set of the `extra` best under a strict order (score, then the earlier slot): linear
+    // time, the same set a full sort would give.
+    if (extra > 0 && extra < static_cast<int>(order.size())) {
+      std::nth_element(order.begin(), order.begin() + extra - 1, order.end(),
+                       [&](int32_t a, int32_t b) {
+                         return score[a] > score[b] || (score[a] == score[b] && a < b);
+                       });
+    }
     const size_t begin = keep.slots.size();
     for (int v = 0; v < n; ++v) {
       if (protect[v]) keep.slots.push_back(v);

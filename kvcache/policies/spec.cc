@@ -35,6 +35,14 @@ double CompressionSpec::exact_budget_for(int prompt_tokens) const {
 
 namespace {
 
+// A field name as the client sent it, when it is short and printable (it goes into messages).
+std::string printable_name(const std::string& name) {
+  const bool printable = name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
+                           return c >= 0x20 && c < 0x7f;
+                         });
+  return printable ? name : "<unprintable name>";
+}
+
 std::string join(const std::vector<std::string_view>& items) {
   std::string out;
   for (std::string_view item : items) out += (out.empty() ? "" : ", ") + std::string(item);
@@ -100,8 +108,9 @@ Status read_fields(const nlohmann::json& json, CompressionSpec* spec, const nloh
       if (!value.is_object()) return InvalidArgumentError("compression.params: must be an object");
       *params = &value;
     } else {
-      return InvalidArgumentError("compression: unknown field (expected method, budget, "
-                                  "keep_ratio, kv_format or params)");
+      return InvalidArgumentError("compression." + printable_name(key) +
+                                  ": unknown field (expected method, budget, keep_ratio, "
+                                  "kv_format or params)");
     }
   }
   return OkStatus();

@@ -103,8 +103,9 @@ TEST(Compression, EveryPolicyCompactsAndKeepsGenerating) {
     EXPECT_EQ(r.finish, "length");
     EXPECT_EQ(r.tokens.size(), 96u);
     // At its end a sequence holds at most budget + interval slots (pyramidkv's first layers hold
-    // more, its last fewer; the mean counts).
-    EXPECT_LE(r.usage.kv_tokens_kept, 48 + 32) << "kept " << r.usage.kv_tokens_kept;
+    // more, its last fewer; the mean counts, and its rounded layer budgets may add one).
+    EXPECT_LE(r.usage.kv_tokens_kept, 48 + 32 + (policy->name() == "pyramidkv"))
+        << "kept " << r.usage.kv_tokens_kept;
     EXPECT_LT(r.usage.kv_bytes, full.usage.kv_bytes);
     EXPECT_EQ(engine->stats().kv_pages_used.load(), 0);
   }

@@ -271,7 +271,8 @@ TEST(CompressionSpec, ParsesAndNamesEveryBadField) {
   EXPECT_EQ(parse_error({{"method", "knorm"}, {"budget", 8}, {"params", {{"sink", "x"}}}})
                 .rfind("compression.params.sink", 0),
             0u);
-  EXPECT_EQ(parse_error({{"method", "knorm"}, {"surprise", 1}}).rfind("compression:", 0), 0u);
+  EXPECT_EQ(parse_error({{"method", "knorm"}, {"surprise", 1}}).rfind("compression.surprise:", 0),
+            0u);
   EXPECT_EQ(parse_error(json::array()), "compression: must be an object");
 }
 
