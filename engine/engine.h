@@ -35,6 +35,10 @@ struct EngineConfig {
   double gpu_memory_utilization = 0.9;
   int page_tokens = 16;         // tokens of a bf16 page; a page's bytes are fixed by this
   bool enable_prefix_caching = true;
+  // Prefill fairness (scheduler::SchedulerConfig): 0 = max_num_batched_tokens / 2.
+  int long_prefill_token_threshold = 0;
+  int max_num_partial_prefills = 4;
+  int max_long_partial_prefills = 1;
 };
 
 // Counters and gauges for metrics and benchmarks (read from any thread).
