@@ -80,6 +80,16 @@ Status Engine::init() {
         std::to_string(model_.limits().max_num_tokens) + " / " +
         std::to_string(model_.limits().max_num_seqs));
   }
+  if (config_.long_prefill_token_threshold < 0 || config_.max_num_partial_prefills < 1 ||
+      config_.max_long_partial_prefills < 1 ||
+      config_.max_long_partial_prefills > config_.max_num_partial_prefills) {
+    return InvalidArgumentError(
+        "long_prefill_token_threshold must be >= 0 and 1 <= max_long_partial_prefills <= "
+        "max_num_partial_prefills; got " +
+        std::to_string(config_.long_prefill_token_threshold) + ", " +
+        std::to_string(config_.max_long_partial_prefills) + ", " +
+        std::to_string(config_.max_num_partial_prefills));
+  }
   const DType dtype = backend_.compute_dtype();
   if (dtype != DType::kF32 && dtype != DType::kBF16) {
     return InvalidArgumentError("no KV format for the backend's compute dtype");
@@ -139,6 +149,9 @@ Status Engine::init() {
   sched.max_num_batched_tokens = config_.max_num_batched_tokens;
   sched.max_num_seqs = config_.max_num_seqs;
   sched.max_model_len = max_model_len_;
+  sched.long_prefill_token_threshold = config_.long_prefill_token_threshold;
+  sched.max_num_partial_prefills = config_.max_num_partial_prefills;
+  sched.max_long_partial_prefills = config_.max_long_partial_prefills;
   scheduler_ = std::make_unique<scheduler::Scheduler>(sched, *kv_);
   stats_.kv_pages_total = num_pages;
   spdlog::info("KV cache: {} pages of {} tokens: {} tokens fit ({:.2f} GiB; {:.1f} requests of "

@@ -39,6 +39,10 @@ struct EngineConfig {
   // Sequences that may gather queries for their compression policy at once (each holds
   // kMaxQueryWindow rows of every layer's queries while it does; 0: no query-scored policy acts).
   int max_compressing_seqs = 32;
+  // Prefill fairness (scheduler::SchedulerConfig): 0 = max_num_batched_tokens / 2.
+  int long_prefill_token_threshold = 0;
+  int max_num_partial_prefills = 4;
+  int max_long_partial_prefills = 1;
 };
 
 // Counters and gauges for metrics and benchmarks (read from any thread).

@@ -18,6 +18,10 @@ struct Scheduler::Step {
   SchedulerOutput& output;
   int budget_left = 0;
   bool preempted_any = false;
+  // Running sequences with prefill tokens left after what the step scheduled so far (partial
+  // prefills), and how many of them are long.
+  int num_partial_prefills = 0;
+  int num_long_partial_prefills = 0;
 };
 
 Scheduler::Scheduler(const SchedulerConfig& config, kvcache::KvManager& kv)
@@ -27,6 +31,12 @@ Scheduler::Scheduler(const SchedulerConfig& config, kvcache::KvManager& kv)
   SIEVE_CHECK_GE(config.max_num_batched_tokens, config.max_num_seqs);
   SIEVE_CHECK_GT(config.max_model_len, 1);
   SIEVE_CHECK_GE(config.watermark_pages, 0);
+  SIEVE_CHECK_GE(config.long_prefill_token_threshold, 0);
+  SIEVE_CHECK_GT(config.max_num_partial_prefills, 0);
+  SIEVE_CHECK_GT(config.max_long_partial_prefills, 0);
+  long_prefill_threshold_ = config.long_prefill_token_threshold > 0
+                                ? config.long_prefill_token_threshold
+                                : std::max(1, config.max_num_batched_tokens / 2);
 }
 
 StatusOr<SeqId> Scheduler::add_request(RequestSpec spec) {
@@ -99,6 +109,7 @@ const SchedulerOutput& Scheduler::schedule() {
   step.budget_left = config_.max_num_batched_tokens;
   finish_aborted(step);
   schedule_running(step, /*decodes=*/true);
+  count_partial_prefills(step);
   schedule_running(step, /*decodes=*/false);
   // As in vLLM: a step that had to preempt admits nobody (it would only thrash).
   if (!step.preempted_any) schedule_waiting(step);
@@ -117,6 +128,9 @@ void Scheduler::finish_aborted(Step& step) {
 }
 
 void Scheduler::schedule_running(Step& step, bool decodes) {
+  // Long prefills leave room in the budget when another prefill could use it.
+  const bool contended =
+      !decodes && (step.num_partial_prefills > 1 || waiting_prefill_could_start(nullptr, step));
   for (size_t i = 0; i < running_.size() && step.budget_left > 0;) {
     Sequence& seq = *running_[i];
     const int num_left = seq.num_tokens() - seq.num_computed_tokens;
@@ -124,9 +138,12 @@ void Scheduler::schedule_running(Step& step, bool decodes) {
       ++i;
       continue;
     }
+    int num_tokens = std::min(num_left, step.budget_left);
+    if (contended && is_long_prefill(seq)) {
+      num_tokens = std::min(num_tokens, long_prefill_threshold_);
+    }
     // Victims are newer than `seq`, so only a removal of `seq` itself shifts index i.
-    if (schedule_running_seq(seq, std::min(num_left, step.budget_left), step) !=
-        RunResult::kRemoved) {
+    if (schedule_running_seq(seq, num_tokens, step) != RunResult::kRemoved) {
       ++i;
     }
   }
@@ -157,20 +174,62 @@ Scheduler::RunResult Scheduler::schedule_running_seq(Sequence& seq, int num_toke
 void Scheduler::schedule_waiting(Step& step) {
   int num_seats = 0;  // sequences running now or forking later, against max_num_seqs
   for (const Sequence* seq : running_) num_seats += seq->num_pending_samples;
-  while (!waiting_.empty() && step.budget_left > 0) {
-    Sequence& seq = *waiting_.front();
+  count_partial_prefills(step);
+  // FCFS, except that a long prefill with no slot lets the requests behind it pass.
+  for (size_t i = 0; i < waiting_.size() && step.budget_left > 0;) {
+    Sequence& seq = *waiting_[i];
     const int seats = seq.num_pending_samples;
     if (num_seats + seats > config_.max_num_seqs) break;
-    if (!admit(seq, step)) break;
+    if (!may_start_prefill(seq, step)) {
+      if (!is_long_prefill(seq)) break;
+      ++i;
+      continue;
+    }
+    if (!admit(i, step)) break;  // admitted (or finished): no longer in the queue
     num_seats += seats;
   }
 }
 
-bool Scheduler::admit(Sequence& seq, Step& step) {
+bool Scheduler::is_long_prefill(const Sequence& seq) const {
+  return seq.num_tokens() > long_prefill_threshold_;
+}
+
+// A long prefill needs a long slot; a short one needs a slot only when this step's budget cannot
+// finish it.
+bool Scheduler::may_start_prefill(const Sequence& seq, const Step& step) const {
+  const bool partial_slot = step.num_partial_prefills < config_.max_num_partial_prefills;
+  if (is_long_prefill(seq)) {
+    return partial_slot && step.num_long_partial_prefills < config_.max_long_partial_prefills;
+  }
+  return partial_slot || seq.num_tokens() <= step.budget_left;
+}
+
+bool Scheduler::waiting_prefill_could_start(const Sequence* except, const Step& step) const {
+  return std::any_of(waiting_.begin(), waiting_.end(), [&](const Sequence* seq) {
+    return seq != except && may_start_prefill(*seq, step);
+  });
+}
+
+void Scheduler::count_partial_prefills(Step& step) const {
+  step.num_partial_prefills = 0;
+  step.num_long_partial_prefills = 0;
+  for (const Sequence* seq : running_) {
+    if (seq->num_computed_tokens == seq->num_tokens() || seq->is_decode()) continue;
+    ++step.num_partial_prefills;
+    if (is_long_prefill(*seq)) ++step.num_long_partial_prefills;
+  }
+}
+
+bool Scheduler::admit(size_t waiting_index, Step& step) {
+  Sequence& seq = *waiting_[waiting_index];
   const SeqId id = seq.seq_id;
   kv_.add_sequence(id, seq.kv_format);
   seq.num_computed_tokens = seq.use_prefix_cache ? kv_.attach_cached_prefix(id, seq.token_ids) : 0;
   int num_tokens = std::min(seq.num_tokens() - seq.num_computed_tokens, step.budget_left);
+  if (is_long_prefill(seq) &&
+      (step.num_partial_prefills > 0 || waiting_prefill_could_start(&seq, step))) {
+    num_tokens = std::min(num_tokens, long_prefill_threshold_);
+  }
   // With nothing running, the head of the queue may use the whole pool: the queue always moves.
   const bool alone = running_.empty();
   const int spare =
@@ -190,13 +249,17 @@ bool Scheduler::admit(Sequence& seq, Step& step) {
       return true;
     }
   }
-  waiting_.pop_front();
+  waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(waiting_index));
   seq.status = SeqStatus::kRunning;
   seq.admit_order = next_admit_order_++;
   running_.push_back(&seq);
   // Even a lone last token (the rest came from the prefix cache) is a prefill chunk here: it
   // comes after the step's decodes in the batch.
   commit(seq, num_tokens, /*is_prefill_chunk=*/true, step);
+  if (seq.num_computed_tokens < seq.num_tokens()) {
+    ++step.num_partial_prefills;
+    if (is_long_prefill(seq)) ++step.num_long_partial_prefills;
+  }
   return true;
 }
 

@@ -36,6 +36,15 @@ struct SchedulerConfig {
   int watermark_pages = 0;
   // Unset: admission needs only the pages of the step's tokens (vLLM).
   KvTokensToHold kv_tokens_to_hold;
+  // Fairness between prefills (vLLM's flags of the same names). A sequence with more tokens
+  // than long_prefill_token_threshold to prefill is a long prefill: in a step where another
+  // prefill could run, it gets at most that many tokens, so a request that arrives during it is
+  // admitted in the next step. Alone, it takes the whole budget. 0: max_num_batched_tokens / 2.
+  int long_prefill_token_threshold = 0;
+  // Prefills left unfinished by a step (partial) at once, and how many of them may be long. A
+  // waiting long prefill with no long slot is passed by shorter requests behind it.
+  int max_num_partial_prefills = 4;
+  int max_long_partial_prefills = 1;
 };
 
 class Scheduler {
@@ -74,9 +83,15 @@ class Scheduler {
   void schedule_running(Step& step, bool decodes);
   void schedule_waiting(Step& step);
 
+  // Prefill fairness: the long-prefill cap and the partial-prefill slots.
+  bool is_long_prefill(const Sequence& seq) const;
+  bool may_start_prefill(const Sequence& seq, const Step& step) const;
+  bool waiting_prefill_could_start(const Sequence* except, const Step& step) const;
+  void count_partial_prefills(Step& step) const;
+
   // Helpers of the steps: allocation with preemption, admission, bookkeeping.
   RunResult schedule_running_seq(Sequence& seq, int num_tokens, Step& step);
-  bool admit(Sequence& seq, Step& step);
+  bool admit(size_t waiting_index, Step& step);
   Sequence* pick_victim(const Sequence& seq) const;
   void preempt(Sequence& seq, Step& step);
   void commit(Sequence& seq, int num_tokens, bool is_prefill_chunk, Step& step);
@@ -91,6 +106,7 @@ class Scheduler {
   Sequence& new_sequence(RequestId request_id);
 
   SchedulerConfig config_;
+  int long_prefill_threshold_ = 0;  // config_'s, 0 resolved
   kvcache::KvManager& kv_;
   std::unordered_map<SeqId, std::unique_ptr<Sequence>> seqs_;
   std::unordered_map<RequestId, std::vector<SeqId>> request_seqs_;

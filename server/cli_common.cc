@@ -42,6 +42,19 @@ void add_model_options(CLI::App& app, ModelOptions& o) {
   app.add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", o.enable_prefix_caching,
                "Share the KV pages of identical prompt prefixes")
       ->capture_default_str();
+  app.add_option("--long-prefill-token-threshold", o.long_prefill_token_threshold,
+                 "A prompt longer than this is a long prefill: while other requests wait, it runs "
+                 "at most this many tokens a step (0: half of --max-num-batched-tokens)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--max-num-partial-prefills", o.max_num_partial_prefills,
+                 "Most prefills in progress at once")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  app.add_option("--max-long-partial-prefills", o.max_long_partial_prefills,
+                 "Most long prefills in progress at once (shorter prompts pass waiting long ones)")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
 }
 
 StatusOr<LoadedRunner> load_runner(const ModelOptions& o) {
@@ -81,6 +94,9 @@ StatusOr<std::unique_ptr<engine::Engine>> make_engine(const LoadedRunner& runner
   config.max_num_batched_tokens = o.max_num_batched_tokens;
   config.max_num_seqs = o.max_num_seqs;
   config.enable_prefix_caching = o.enable_prefix_caching;
+  config.long_prefill_token_threshold = o.long_prefill_token_threshold;
+  config.max_num_partial_prefills = o.max_num_partial_prefills;
+  config.max_long_partial_prefills = o.max_long_partial_prefills;
   config.gpu_memory_utilization = o.gpu_memory_utilization;
   config.max_compressing_seqs = o.max_compressing_seqs;
   const models::ModelConfig& c = runner.files.config;

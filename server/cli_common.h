@@ -24,6 +24,9 @@ struct ModelOptions {
   double gpu_memory_utilization = 0.9;
   bool enforce_eager = false;  // no decode graphs
   bool enable_prefix_caching = true;
+  int long_prefill_token_threshold = 0;  // 0 = max_num_batched_tokens / 2
+  int max_num_partial_prefills = 4;
+  int max_long_partial_prefills = 1;
   uint64_t dummy_seed = 0;
   int max_compressing_seqs = 32;  // sequences gathering queries for their policy at once
 };

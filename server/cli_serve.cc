@@ -94,6 +94,9 @@ StatusOr<std::unique_ptr<engine::Engine>> make_serving_engine(const LoadedRunner
   config.max_num_seqs = o.model.max_num_seqs;
   config.max_model_len = o.max_model_len;
   config.enable_prefix_caching = o.model.enable_prefix_caching;
+  config.long_prefill_token_threshold = o.model.long_prefill_token_threshold;
+  config.max_num_partial_prefills = o.model.max_num_partial_prefills;
+  config.max_long_partial_prefills = o.model.max_long_partial_prefills;
   if (o.model.kv_cache_gib > 0) {
     config.kv_cache_bytes = static_cast<size_t>(o.model.kv_cache_gib * (1ull << 30));
   }

@@ -149,6 +149,7 @@ class Driver {
     }
     EXPECT_EQ(num_tokens, out.num_scheduled_tokens);
     EXPECT_LE(num_tokens, scenario_.config.max_num_batched_tokens);
+    check_partial_prefills(out);
     EXPECT_LE(scheduler_.num_running(), scenario_.config.max_num_seqs);
     for (const Fork& fork : out.forks) ids.insert(fork.child);
     for (SeqId id : out.preempted) {
@@ -167,6 +168,24 @@ class Driver {
     for (const FinishedSeq& f : out.finished) on_finished(f);
     totals_.num_forks += static_cast<int>(out.forks.size());
     for (const Fork& fork : out.forks) seqs_.insert(fork.child);
+  }
+
+  // Prefills the step leaves unfinished stay within max_num_partial_prefills, the long ones
+  // within max_long_partial_prefills. (A recompute with one token left decodes it next.)
+  void check_partial_prefills(const SchedulerOutput& out) {
+    const SchedulerConfig& c = scenario_.config;
+    const int threshold = c.long_prefill_token_threshold > 0 ? c.long_prefill_token_threshold
+                                                             : c.max_num_batched_tokens / 2;
+    int num_partial = 0;
+    int num_long = 0;
+    for (const ScheduledSeq& s : out.scheduled) {
+      const Sequence& seq = *scheduler_.find(s.seq_id);
+      if (!s.is_prefill_chunk || s.sample || seq.is_decode()) continue;
+      ++num_partial;
+      if (seq.num_tokens() > threshold) ++num_long;
+    }
+    EXPECT_LE(num_partial, c.max_num_partial_prefills);
+    EXPECT_LE(num_long, c.max_long_partial_prefills);
   }
 
   // Plays the backend: copies, then each new token's K/V into its slot.
@@ -377,6 +396,14 @@ TEST(SchedulerRandom, SmallBudgetChunksEveryPromptAndFinishes) {
 
 TEST(SchedulerRandom, WatermarkKeepsPagesForRunningSequences) {
   run_scenario({"watermark", 16, config(16, 6, /*watermark_pages=*/2)}, 20);
+}
+
+TEST(SchedulerRandom, FewPartialPrefillSlotsAndASmallThresholdFinishEveryRequest) {
+  Scenario scenario{"partial_prefills", 24, config(16, 6)};
+  scenario.config.long_prefill_token_threshold = 3;
+  scenario.config.max_num_partial_prefills = 2;
+  scenario.config.max_long_partial_prefills = 1;
+  run_scenario(scenario, 20);
 }
 
 TEST(SchedulerRandom, CompactedSequencesKeepTheirSurvivorsAndFinish) {

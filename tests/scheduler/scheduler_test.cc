@@ -374,6 +374,97 @@ TEST(Scheduler, ShrinksAPrefillChunkToTheSlotsLeft) {
   EXPECT_FALSE(out.scheduled[1].sample);
 }
 
+// Issue 12, item 7: a short request that arrives during a long chunked prefill runs in the next
+// step, with its whole prompt; the long prefill alone keeps the whole budget.
+TEST(Scheduler, ShortRequestArrivingDuringALongPrefillRunsInTheNextStep) {
+  SchedulerConfig config = small_config();  // budget 16: prefills over 8 tokens are long
+  Harness h(32, config);
+  const SeqId long_seq = h.add(1, 60, 2);
+  SchedulerOutput out = h.scheduler.schedule();
+  ASSERT_EQ(out.scheduled.size(), 1u);
+  EXPECT_EQ(out.scheduled[0].num_new_tokens, 16);  // alone: the whole budget
+  h.sample(out, 7);
+
+  const SeqId short_seq = h.add(2, 5, 2, 1, /*first=*/500);
+  out = h.scheduler.schedule();
+  ASSERT_EQ(out.scheduled.size(), 2u);
+  EXPECT_EQ(out.scheduled[0].seq_id, long_seq);
+  EXPECT_EQ(out.scheduled[0].num_new_tokens, 8);  // capped at the threshold
+  EXPECT_EQ(out.scheduled[1].seq_id, short_seq);
+  EXPECT_EQ(out.scheduled[1].num_new_tokens, 5);
+  EXPECT_TRUE(out.scheduled[1].sample);  // its first token comes from this step
+  h.sample(out, 7);
+
+  // The short one decodes while the long one goes on; with nobody waiting, the long one takes
+  // the rest of the budget again.
+  out = h.scheduler.schedule();
+  ASSERT_EQ(out.scheduled.size(), 2u);
+  EXPECT_EQ(out.scheduled[0].seq_id, short_seq);
+  EXPECT_EQ(out.scheduled[0].num_new_tokens, 1);
+  EXPECT_EQ(out.scheduled[1].seq_id, long_seq);
+  EXPECT_EQ(out.scheduled[1].num_new_tokens, 15);
+}
+
+TEST(Scheduler, ShortRequestsPassALongPrefillWaitingForItsSlot) {
+  SchedulerConfig config = small_config();
+  config.max_num_seqs = 8;
+  Harness h(64, config);
+  const SeqId first = h.add(1, 40, 2);
+  const SeqId second = h.add(2, 40, 2, 1, /*first=*/300);
+  const SeqId third = h.add(3, 4, 2, 1, /*first=*/600);
+  SchedulerOutput out = h.scheduler.schedule();
+  // The first long prefill takes the one long slot and leaves room; the second waits for the
+  // slot, and the short one behind it runs now.
+  ASSERT_EQ(out.scheduled.size(), 2u);
+  EXPECT_EQ(out.scheduled[0].seq_id, first);
+  EXPECT_EQ(out.scheduled[0].num_new_tokens, 8);
+  EXPECT_EQ(out.scheduled[1].seq_id, third);
+  EXPECT_TRUE(out.scheduled[1].sample);
+  EXPECT_EQ(h.scheduler.find(second)->status, SeqStatus::kWaiting);
+  h.sample(out, 7);
+  // The second starts once the first has its whole prompt; a blocked long prefill does not cap
+  // the running one, which takes what the decodes leave.
+  int computed = 8;
+  bool second_ran = false;
+  for (int step = 0; step < 10 && !second_ran; ++step) {
+    out = h.scheduler.schedule();
+    int budget_left = 16;
+    for (const ScheduledSeq& s : out.scheduled) {
+      if (s.seq_id == first) {
+        EXPECT_EQ(s.num_new_tokens, std::min(40 - computed, budget_left));
+        computed += s.num_new_tokens;
+      } else if (s.seq_id == second) {
+        EXPECT_EQ(computed, 40);
+        second_ran = true;
+      }
+      budget_left -= s.num_new_tokens;
+    }
+    h.sample(out, 7);
+  }
+  EXPECT_TRUE(second_ran);
+}
+
+TEST(Scheduler, LimitsThePrefillsInProgress) {
+  SchedulerConfig config = small_config();
+  config.long_prefill_token_threshold = 4;
+  config.max_num_partial_prefills = 2;
+  config.max_long_partial_prefills = 2;
+  Harness h(64, config);
+  const SeqId a = h.add(1, 20, 2);
+  const SeqId b = h.add(2, 20, 2, 1, /*first=*/300);
+  const SeqId c = h.add(3, 20, 2, 1, /*first=*/600);
+  for (int step = 0; step < 2; ++step) {
+    const SchedulerOutput& out = h.scheduler.schedule();
+    ASSERT_EQ(out.scheduled.size(), 2u);
+    EXPECT_EQ(out.scheduled[0].seq_id, a);
+    EXPECT_EQ(out.scheduled[1].seq_id, b);
+    EXPECT_EQ(out.scheduled[0].num_new_tokens, 4);
+    EXPECT_EQ(out.scheduled[1].num_new_tokens, 4);
+    EXPECT_EQ(h.scheduler.find(c)->status, SeqStatus::kWaiting);
+    h.sample(out, 7);
+  }
+}
+
 TEST(SchedulerDeathTest, ScheduleBeforeUpdateIsABug) {
   Harness h(4, small_config());
   h.add(1, 4, 8);
