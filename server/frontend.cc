@@ -89,6 +89,26 @@ Frontend::Frontend(engine::Engine& engine, const ModelContext& model, int max_qu
                                         "Prompt length of finished requests.", kTokenBuckets);
   generation_tokens_ = &registry_.histogram(
       "sieve:request_generation_tokens", "Tokens generated per finished request.", kTokenBuckets);
+  const engine::CompressionStats& c = engine.compression_stats();
+  counter("sieve:kv_compression_actions_total", "KV compactions applied by compression policies.",
+          [&c] { return static_cast<double>(c.actions.load()); });
+  counter("sieve:kv_evicted_tokens_total",
+          "KV tokens evicted by compression policies (mean over layers and KV heads).",
+          [&c] { return static_cast<double>(c.evicted_tokens.load()); });
+  counter("sieve:kv_compression_skipped_total",
+          "Compression actions due but not applied (no query ring free, pool short of pages).",
+          [&c] { return static_cast<double>(c.skipped_actions.load()); });
+  requests_by_method_ = &registry_.counter("sieve:requests_by_compression_method_total",
+                                           "Requests admitted, by compression method.", "method");
+  compression_seconds_ = &registry_.histogram(
+      "sieve:kv_compression_seconds",
+      "Time of one compression action: signals, decision and compaction of a sequence.",
+      {0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0});
+}
+
+std::string Frontend::render_metrics() const {
+  for (double seconds : engine_.take_compression_seconds()) compression_seconds_->observe(seconds);
+  return registry_.render();
 }
 
 StatusOr<std::vector<std::unique_ptr<TrackedRequest>>> Frontend::submit(
@@ -109,6 +129,7 @@ StatusOr<std::vector<std::unique_ptr<TrackedRequest>>> Frontend::submit(
   std::vector<std::unique_ptr<TrackedRequest>> tracked;
   for (size_t i = 0; i < requests.size(); ++i) {
     const int num_prompt_tokens = static_cast<int>(requests[i].prompt_token_ids.size());
+    const std::string method = requests[i].compression ? requests[i].compression->method : "none";
     auto stream = engine_.add_request(std::move(requests[i]));
     if (!stream.ok()) {
       // Earlier prompts of the call are dropped (and so aborted) with `tracked`.
@@ -116,6 +137,7 @@ StatusOr<std::vector<std::unique_ptr<TrackedRequest>>> Frontend::submit(
       count_rejected("invalid_argument");
       return stream.status();
     }
+    requests_by_method_->add(1, method);
     {
       std::lock_guard<std::mutex> lock(mutex_);
       in_flight_.insert((*stream)->id());

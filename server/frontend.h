@@ -100,7 +100,8 @@ class Frontend {
   engine::Engine& engine() { return engine_; }
   const ModelContext& model() const { return model_; }
   // The Prometheus text of all metrics.
-  std::string render_metrics() const { return registry_.render(); }
+  // The Prometheus text; first moves the engine's compression timings into their histogram.
+  std::string render_metrics() const;
 
  private:
   friend class TrackedRequest;
@@ -118,6 +119,7 @@ class Frontend {
   MetricsRegistry registry_;
   Counter* requests_finished_;
   Counter* requests_rejected_;
+  Counter* requests_by_method_;
   Counter* prefix_cache_queries_;
   Counter* prefix_cache_hits_;
   Histogram* ttft_;
@@ -126,6 +128,7 @@ class Frontend {
   Histogram* queue_;
   Histogram* prompt_tokens_;
   Histogram* generation_tokens_;
+  Histogram* compression_seconds_;
 };
 
 }  // namespace sieve::server
