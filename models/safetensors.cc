@@ -71,6 +71,13 @@ StatusOr<Tensor> parse_entry(const std::string& name, const json& entry,
                                 std::to_string(numel * dtype_size(*dtype)));
   }
   auto* ptr = const_cast<std::byte*>(data.data() + begin);  // read-only mapping; see header
+  if (reinterpret_cast<uintptr_t>(ptr) % dtype_size(*dtype) != 0) {
+    // The format does not require aligned data (the header length is free): such a tensor is
+    // copied to aligned memory rather than read through a misaligned pointer.
+    Tensor copy = Tensor::empty(*dtype, std::span<const int64_t>(shape));
+    std::memcpy(copy.view().raw(), ptr, end - begin);
+    return copy;
+  }
   return Tensor(TensorView(ptr, *dtype, shape), owner);
 }
 
