@@ -37,18 +37,16 @@ Compressor::Compressor(kernels::Backend& backend, kvcache::KvManager& kv, const 
 
 Compressor::~Compressor() = default;
 
-StatusOr<std::unique_ptr<Compressor>> Compressor::create(kernels::Backend& backend,
-                                                         models::Transformer& model,
-                                                         kvcache::KvManager& kv,
-                                                         const TensorView& arena,
-                                                         const kernels::KvCacheLayout& layout,
-                                                         int num_rings) {
+StatusOr<std::unique_ptr<Compressor>> Compressor::create(
+    kernels::Backend& backend, models::Transformer& model, kvcache::KvManager& kv,
+    const TensorView& arena, const kernels::KvCacheLayout& layout, int num_rings) {
   const models::ModelConfig& c = model.config();
   std::unique_ptr<Compressor> compressor(new Compressor(backend, kv, arena, layout, c.num_heads));
   if (num_rings > 0) {
-    ASSIGN_OR_RETURN(compressor->query_store_,
-                     backend.allocate(backend.compute_dtype(),
-                                      {c.num_layers, int64_t{num_rings} * kMaxQueryWindow, c.q_dim()}));
+    ASSIGN_OR_RETURN(
+        compressor->query_store_,
+        backend.allocate(backend.compute_dtype(),
+                         {c.num_layers, int64_t{num_rings} * kMaxQueryWindow, c.q_dim()}));
     model.set_query_store(compressor->query_store_);
     for (int r = num_rings - 1; r >= 0; --r) compressor->free_rings_.push_back(r);
   }
@@ -378,7 +376,8 @@ bool Compressor::apply(SeqId seq, SeqState& st, const kvcache::KeepSlots& keep,
   st.kept_positions.assign(rows, {});
   for (int r = 0; r < rows; ++r) {
     for (int i = keep.indptr[r]; i < keep.indptr[r + 1]; ++i) {
-      st.kept_positions[r].push_back(positions[static_cast<size_t>(r) * slot_stride + keep.slots[i]]);
+      st.kept_positions[r].push_back(
+          positions[static_cast<size_t>(r) * slot_stride + keep.slots[i]]);
     }
   }
   if (observer_) observer_(seq, st.kept_positions);

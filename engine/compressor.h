@@ -9,9 +9,9 @@
 //     compact_kv. The freed pages return to the pool in the same step.
 // One thread (the engine's) owns it.
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
-#include <atomic>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -40,12 +40,9 @@ class Compressor {
  public:
   // `arena` and `layout` are the engine's KV arena; `num_rings` sequences may gather queries at
   // once (0: policies that score with queries never act).
-  static StatusOr<std::unique_ptr<Compressor>> create(kernels::Backend& backend,
-                                                      models::Transformer& model,
-                                                      kvcache::KvManager& kv,
-                                                      const TensorView& arena,
-                                                      const kernels::KvCacheLayout& layout,
-                                                      int num_rings);
+  static StatusOr<std::unique_ptr<Compressor>> create(
+      kernels::Backend& backend, models::Transformer& model, kvcache::KvManager& kv,
+      const TensorView& arena, const kernels::KvCacheLayout& layout, int num_rings);
   ~Compressor();
 
   // A sequence starts with a compression request (or starts again after a preemption).

@@ -21,7 +21,7 @@ struct HeadSlots {
   int kv_head;
   int64_t prefix_end;  // virtual v < prefix_end is physical v; later ones follow gap_end
   int64_t gap_end;
-  int64_t count;       // valid slots
+  int64_t count;  // valid slots
 
   const float* row(int64_t v, int kv) const {  // kv: 0 = K, 1 = V
     const int64_t j = v < prefix_end ? v : gap_end + (v - prefix_end);

@@ -15,7 +15,7 @@ namespace sieve::kernels::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kMaxGroup = 16;    // query heads per KV head
+constexpr int kMaxGroup = 16;  // query heads per KV head
 constexpr int kMaxHeadDim = 256;
 
 // One block per row; Unit is the widest access (16 bytes down to 1) that the pointers, strides
@@ -30,7 +30,8 @@ __global__ void copy_rows_kernel(Unit* dst, int64_t dst_stride, int64_t num_dst_
     if (threadIdx.x == 0) printf("copy_rows: row %d -> %d\n", s, d);
     __trap();
   }
-  for (int u = threadIdx.x; u < units; u += blockDim.x) dst[d * dst_stride + u] = src[s * src_stride + u];
+  for (int u = threadIdx.x; u < units; u += blockDim.x)
+    dst[d * dst_stride + u] = src[s * src_stride + u];
 }
 
 __device__ float block_sum(float x, float* scratch) {
@@ -56,8 +57,7 @@ __device__ float block_max(float x, float* scratch) {
 }
 
 template <typename KvT, typename QT>
-__global__ void __launch_bounds__(kThreads)
-    kv_signals_kernel(KvArena a, SignalPointers p) {
+__global__ void __launch_bounds__(kThreads) kv_signals_kernel(KvArena a, SignalPointers p) {
   __shared__ float q_s[kMaxGroup][kMaxHeadDim];
   __shared__ float anchor_s[kMaxHeadDim];
   __shared__ float max_s[kMaxGroup], inv_sum_s[kMaxGroup];
@@ -118,8 +118,8 @@ __global__ void __launch_bounds__(kThreads)
         s += to_float(k[i]) * anchor_s[i];
         n += to_float(k[i]) * to_float(k[i]);
       }
-      p.key_anchor_dot[out_row + v] = s / fmaxf(static_cast<float>(count), 1.0f) /
-                                      fmaxf(sqrtf(n), 1e-12f);
+      p.key_anchor_dot[out_row + v] =
+          s / fmaxf(static_cast<float>(count), 1.0f) / fmaxf(sqrtf(n), 1e-12f);
     }
     __syncthreads();
   }
@@ -128,12 +128,14 @@ __global__ void __launch_bounds__(kThreads)
   const int w = p.num_queries;
   for (int g = 0; g < group; ++g) {
     if (p.window_attention) {
-      float* out = p.window_attention + (static_cast<int64_t>(layer) * p.num_heads + head * group + g) * p.slot_stride;
+      float* out = p.window_attention +
+                   (static_cast<int64_t>(layer) * p.num_heads + head * group + g) * p.slot_stride;
       for (int v = threadIdx.x; v < count; v += kThreads) out[v] = 0;
     }
   }
   if (p.window_attention_group_max) {
-    for (int v = threadIdx.x; v < count; v += kThreads) p.window_attention_group_max[out_row + v] = 0;
+    for (int v = threadIdx.x; v < count; v += kThreads)
+      p.window_attention_group_max[out_row + v] = 0;
   }
   for (int j = 0; j < w; ++j) {
     const int limit = count - (w - 1 - j);
@@ -148,10 +150,12 @@ __global__ void __launch_bounds__(kThreads)
     // Pass 1: each query head's max and normaliser over the slots it sees.
     for (int g = 0; g < group; ++g) {
       float m = -FLT_MAX;
-      for (int v = threadIdx.x; v < limit; v += kThreads) m = fmaxf(m, dot(q_s[g], row(v, 0)) * p.scale);
+      for (int v = threadIdx.x; v < limit; v += kThreads)
+        m = fmaxf(m, dot(q_s[g], row(v, 0)) * p.scale);
       m = block_max(m, scratch);
       float s = 0;
-      for (int v = threadIdx.x; v < limit; v += kThreads) s += __expf(dot(q_s[g], row(v, 0)) * p.scale - m);
+      for (int v = threadIdx.x; v < limit; v += kThreads)
+        s += __expf(dot(q_s[g], row(v, 0)) * p.scale - m);
       s = block_sum(s, scratch);
       if (threadIdx.x == 0) {
         max_s[g] = m;
@@ -167,7 +171,9 @@ __global__ void __launch_bounds__(kThreads)
         const float prob = __expf(dot(q_s[g], k) * p.scale - max_s[g]) * inv_sum_s[g];
         best = fmaxf(best, prob);
         if (p.window_attention) {
-          p.window_attention[(static_cast<int64_t>(layer) * p.num_heads + head * group + g) * p.slot_stride + v] += prob;
+          p.window_attention[(static_cast<int64_t>(layer) * p.num_heads + head * group + g) *
+                                 p.slot_stride +
+                             v] += prob;
         }
       }
       if (p.window_attention_group_max) p.window_attention_group_max[out_row + v] += best;
@@ -194,11 +200,21 @@ void launch_copy_rows(void* dst, int64_t dst_stride_bytes, int64_t num_dst_rows,
         src_stride_bytes / unit, num_src_rows, src_rows, row_bytes / unit);
   };
   switch (unit) {
-    case 16: launch(static_cast<uint4*>(dst)); break;
-    case 8: launch(static_cast<uint2*>(dst)); break;
-    case 4: launch(static_cast<uint32_t*>(dst)); break;
-    case 2: launch(static_cast<uint16_t*>(dst)); break;
-    default: launch(static_cast<uint8_t*>(dst)); break;
+    case 16:
+      launch(static_cast<uint4*>(dst));
+      break;
+    case 8:
+      launch(static_cast<uint2*>(dst));
+      break;
+    case 4:
+      launch(static_cast<uint32_t*>(dst));
+      break;
+    case 2:
+      launch(static_cast<uint16_t*>(dst));
+      break;
+    default:
+      launch(static_cast<uint8_t*>(dst));
+      break;
   }
   SIEVE_CUDA_CHECK_LAUNCH();
 }

@@ -2,9 +2,9 @@
 // training-free policy with the authors' defaults. Every `interval` generated tokens (128):
 //   local_i = mean over the last w queries (16) of max over the KV head's query heads of the
 //             attention probability on token i, divided by its head's maximum;
-//   g_i     = max(alpha·g_i_prev, local_i)       (combine "max"; "mean": alpha·g_prev + (1-alpha)·local)
-//   sim_i   = mean cosine similarity of k_i to the head's other keys, over its head's max |sim|
-//   final_i = lambda·g_i - (1 - lambda)·sim_i     (alpha 0.8, lambda 0.5)
+//   g_i     = max(alpha·g_i_prev, local_i)       (combine "max"; "mean": alpha·g_prev +
+//   (1-alpha)·local) sim_i   = mean cosine similarity of k_i to the head's other keys, over its
+//   head's max |sim| final_i = lambda·g_i - (1 - lambda)·sim_i     (alpha 0.8, lambda 0.5)
 // keep the recent window plus the top budget - window by final_i; g survives with its slot.
 // sim_i comes from k̂_i·ā (ā the mean of k̂): mean_{j≠i} k̂_i·k̂_j = (n k̂_i·ā - 1) / (n - 1).
 

@@ -15,9 +15,9 @@ const nlohmann::json* ParamReader::find(std::string_view name) {
 Status ParamReader::read_int(std::string_view name, int lo, int hi, int* out) {
   const nlohmann::json* v = find(name);
   if (!v) return OkStatus();
-  const bool integral = v->is_number_integer() ||
-                        (v->is_number_float() && std::isfinite(v->get<double>()) &&
-                         std::floor(v->get<double>()) == v->get<double>());
+  const bool integral =
+      v->is_number_integer() || (v->is_number_float() && std::isfinite(v->get<double>()) &&
+                                 std::floor(v->get<double>()) == v->get<double>());
   if (!integral) return InvalidArgumentError(field(name) + ": must be an integer");
   const double x = v->get<double>();
   if (x < lo || x > hi) {
@@ -76,8 +76,7 @@ Status ParamReader::finish(std::string_view method) const {
                                return c >= 0x20 && c < 0x7f;
                              });
       return InvalidArgumentError(field(printable ? key : "<unprintable name>") +
-                                  ": unknown parameter for method '" +
-                                  std::string(method) + "'");
+                                  ": unknown parameter for method '" + std::string(method) + "'");
     }
   }
   return OkStatus();

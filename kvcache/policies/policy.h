@@ -42,8 +42,8 @@ struct PolicyParams {
 // Views of the signals PolicyNeeds asked for (empty otherwise). Every array is f32 with rows of
 // `slot_stride` entries: row (layer, head) holds its head's valid slots first.
 struct Signals {
-  int num_queries = 0;  // queries summed into the window-attention signals
-  std::span<const float> window_attention;            // rows (layer, query head)
+  int num_queries = 0;                      // queries summed into the window-attention signals
+  std::span<const float> window_attention;  // rows (layer, query head)
   std::span<const float> window_attention_group_max;  // rows (layer, KV head)
   std::span<const float> key_norms, value_norms, key_anchor_dot;
 };
@@ -53,21 +53,21 @@ struct Signals {
 struct PolicyInput {
   int num_layers = 0;
   int num_kv_heads = 0;
-  int num_heads = 0;  // query heads
+  int num_heads = 0;                    // query heads
   std::span<const int32_t> valid_lens;  // [L * Hkv]
   int slot_stride = 0;                  // row length of every per-slot array
   // Slots the decision must keep (sinks, the recent window, protected spans): [L * Hkv * S].
   std::span<const uint8_t> protected_slots;
   // Each slot's token position in the sequence: [L * Hkv * S].
   std::span<const int32_t> positions;
-  int budget = 0;               // slots to keep per (layer, KV head), on average
+  int budget = 0;  // slots to keep per (layer, KV head), on average
   // The budget before rounding: n·keep_ratio in double for a keep_ratio (KVPress's n(1 - r)),
   // else `budget`. PyramidKV's layer budgets are computed from it.
   double budget_exact = 0;
   int window = 0;               // the recent window the request keeps (also the query window)
   bool at_prefill_end = false;  // else a decode-time action
   Signals signals;
-  std::span<float> state;       // with PolicyNeeds::slot_state: [L * Hkv * S], read and written
+  std::span<float> state;  // with PolicyNeeds::slot_state: [L * Hkv * S], read and written
   const PolicyParams* params = nullptr;
 
   int row(int layer, int kv_head) const { return layer * num_kv_heads + kv_head; }

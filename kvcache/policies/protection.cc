@@ -14,8 +14,7 @@ std::vector<uint8_t> protected_slots(const Protection& protection, int system_pr
     const size_t base = r * slot_stride;
     for (int v = 0; v < n; ++v) {
       const int position = positions[base + v];
-      bool keep = position < protection.sink || position < system_end ||
-                  v >= n - protection.window;
+      bool keep = position < protection.sink || position < system_end || v >= n - protection.window;
       for (const auto& [begin, end] : protection.spans) {
         keep = keep || (position >= begin && position < end);
       }
@@ -32,7 +31,8 @@ void check_decision(const PolicyInput& input, const KeepSlots& keep, std::string
   SIEVE_CHECK(keep.indptr[0] == 0 && keep.indptr[rows] == static_cast<int>(keep.slots.size()));
   for (int r = 0; r < rows; ++r) {
     const int n = input.valid_lens[r];
-    const uint8_t* protect = input.protected_slots.data() + static_cast<size_t>(r) * input.slot_stride;
+    const uint8_t* protect =
+        input.protected_slots.data() + static_cast<size_t>(r) * input.slot_stride;
     int next_protected = 0;
     for (int i = keep.indptr[r]; i < keep.indptr[r + 1]; ++i) {
       const int v = keep.slots[i];
@@ -40,9 +40,8 @@ void check_decision(const PolicyInput& input, const KeepSlots& keep, std::string
           << "policy " << policy << ": row " << r << " keeps slot " << v << " of " << n
           << " out of order";
       for (; next_protected < v; ++next_protected) {
-        SIEVE_CHECK(!protect[next_protected])
-            << "policy " << policy << " evicts protected slot " << next_protected << " of row "
-            << r;
+        SIEVE_CHECK(!protect[next_protected]) << "policy " << policy << " evicts protected slot "
+                                              << next_protected << " of row " << r;
       }
       next_protected = v + 1;
     }

@@ -43,7 +43,8 @@ class PyramidKv final : public KvPolicy {
     const auto& p = static_cast<const PyramidKvParams&>(*in.params);
     const std::vector<int> budgets = layer_budgets(in, p.beta);
     std::vector<int> counts;
-    for (int l = 0; l < in.num_layers; ++l) counts.insert(counts.end(), in.num_kv_heads, budgets[l]);
+    for (int l = 0; l < in.num_layers; ++l)
+      counts.insert(counts.end(), in.num_kv_heads, budgets[l]);
     return keep_top(in, snapkv_scores(in, p.kernel_size, p.max_pooling), counts);
   }
 

@@ -88,8 +88,8 @@ std::vector<float> group_mean(const PolicyInput& input, std::span<const float> p
       float* dst = out.data() + input.row(l, h) * stride;
       const int n = input.valid_len(l, h);
       for (int g = 0; g < group; ++g) {
-        const float* src =
-            per_query_head.data() + (static_cast<size_t>(l) * input.num_heads + h * group + g) * stride;
+        const float* src = per_query_head.data() +
+                           (static_cast<size_t>(l) * input.num_heads + h * group + g) * stride;
         for (int v = 0; v < n; ++v) dst[v] += src[v];
       }
       for (int v = 0; v < n; ++v) dst[v] /= static_cast<float>(group);

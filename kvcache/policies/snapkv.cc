@@ -22,9 +22,9 @@ std::vector<float> snapkv_scores(const PolicyInput& in, int kernel_size, bool ma
   for (int l = 0; l < in.num_layers; ++l) {
     for (int h = 0; h < in.num_heads; ++h) {
       const int n = in.valid_len(l, h / group) - w;
-      std::span<float> row(per_head.data() + (static_cast<size_t>(l) * in.num_heads + h) *
-                                                 in.slot_stride,
-                           in.slot_stride);
+      std::span<float> row(
+          per_head.data() + (static_cast<size_t>(l) * in.num_heads + h) * in.slot_stride,
+          in.slot_stride);
       for (int v = 0; v < n; ++v) row[v] /= static_cast<float>(w);
       for (int v = std::max(n, 0); v < in.valid_len(l, h / group); ++v) row[v] = 0;
       if (n <= 0) continue;

@@ -72,9 +72,9 @@ Status read_spans(ParamReader& reader, Protection* protection) {
 }
 
 Status read_budget(const nlohmann::json& value, CompressionSpec* spec) {
-  const bool integral = value.is_number_integer() ||
-                        (value.is_number_float() && std::isfinite(value.get<double>()) &&
-                         std::floor(value.get<double>()) == value.get<double>());
+  const bool integral =
+      value.is_number_integer() || (value.is_number_float() && std::isfinite(value.get<double>()) &&
+                                    std::floor(value.get<double>()) == value.get<double>());
   if (!integral) return InvalidArgumentError("compression.budget: must be an integer");
   const double budget = value.get<double>();
   if (budget < 1 || budget > 1e9) {
@@ -84,7 +84,8 @@ Status read_budget(const nlohmann::json& value, CompressionSpec* spec) {
   return OkStatus();
 }
 
-Status read_fields(const nlohmann::json& json, CompressionSpec* spec, const nlohmann::json** params) {
+Status read_fields(const nlohmann::json& json, CompressionSpec* spec,
+                   const nlohmann::json** params) {
   for (const auto& [key, value] : json.items()) {
     if (key == "method") {
       if (!value.is_string()) return InvalidArgumentError("compression.method: must be a string");
@@ -93,15 +94,18 @@ Status read_fields(const nlohmann::json& json, CompressionSpec* spec, const nloh
       if (!value.is_null()) RETURN_IF_ERROR(read_budget(value, spec));
     } else if (key == "keep_ratio") {
       if (value.is_null()) continue;
-      if (!value.is_number()) return InvalidArgumentError("compression.keep_ratio: must be a number");
+      if (!value.is_number())
+        return InvalidArgumentError("compression.keep_ratio: must be a number");
       const double ratio = value.get<double>();
       if (!(ratio > 0.0 && ratio <= 1.0)) {
-        return InvalidArgumentError("compression.keep_ratio: must be in (0, 1], got " + value.dump());
+        return InvalidArgumentError("compression.keep_ratio: must be in (0, 1], got " +
+                                    value.dump());
       }
       spec->keep_ratio = ratio;
     } else if (key == "kv_format") {
       if (value.is_null()) continue;
-      if (!value.is_string()) return InvalidArgumentError("compression.kv_format: must be a string");
+      if (!value.is_string())
+        return InvalidArgumentError("compression.kv_format: must be a string");
       spec->kv_format = value.get<std::string>();
     } else if (key == "params") {
       if (value.is_null()) continue;

@@ -2,7 +2,8 @@
 // The per-request `compression` object of both APIs, parsed and validated once (servers, CLI and
 // eval all call parse_compression), so every bad field is INVALID_ARGUMENT naming it:
 //
-//   {"method": "snapkv", "keep_ratio": 0.25, "params": {"window": 32, "protect_system_prompt": true}}
+//   {"method": "snapkv", "keep_ratio": 0.25, "params": {"window": 32, "protect_system_prompt":
+//   true}}
 //   {"method": "gkv", "budget": 512, "kv_format": "bf16"}
 
 #include <memory>
@@ -20,8 +21,8 @@ namespace sieve::kvcache {
 // Slots a decision keeps whatever their scores (The Pitfalls of KV Cache Compression, Chen et
 // al. 2025): counted within the budget; where they exceed it, protection wins.
 struct Protection {
-  int sink = 4;     // the first tokens of the sequence
-  int window = 32;  // the most recent tokens (also the policy's query window)
+  int sink = 4;                       // the first tokens of the sequence
+  int window = 32;                    // the most recent tokens (also the policy's query window)
   bool protect_system_prompt = true;  // Request::system_prompt_tokens
   std::vector<std::pair<int, int>> spans;  // token positions [begin, end)
 };

@@ -30,8 +30,8 @@ class Tova final : public KvPolicy {
       const int n = in.valid_len(l, 0);
       std::vector<float> mean(n, 0.0f);
       for (int h = 0; h < in.num_heads; ++h) {
-        const float* row =
-            in.signals.window_attention.data() + (static_cast<size_t>(l) * in.num_heads + h) * stride;
+        const float* row = in.signals.window_attention.data() +
+                           (static_cast<size_t>(l) * in.num_heads + h) * stride;
         for (int v = 0; v < n; ++v) mean[v] += row[v];
       }
       for (int kv = 0; kv < in.num_kv_heads; ++kv) {

@@ -70,13 +70,15 @@ struct Result {
   std::string finish;
 };
 
-std::vector<Result> run_all(Engine& engine, const std::vector<std::shared_ptr<OutputStream>>& streams) {
+std::vector<Result> run_all(Engine& engine,
+                            const std::vector<std::shared_ptr<OutputStream>>& streams) {
   int guard = 0;
   while (engine.has_work() && ++guard < 100000) engine.step();
   std::vector<Result> results(streams.size());
   for (size_t i = 0; i < streams.size(); ++i) {
     while (auto out = streams[i]->next(std::chrono::milliseconds(0))) {
-      results[i].tokens.insert(results[i].tokens.end(), out->token_ids.begin(), out->token_ids.end());
+      results[i].tokens.insert(results[i].tokens.end(), out->token_ids.begin(),
+                               out->token_ids.end());
       if (out->finished_request) {
         results[i].usage = out->usage;
         results[i].finish = out->finish_reason.value_or("");
@@ -92,7 +94,8 @@ TEST(Compression, EveryPolicyCompactsAndKeepsGenerating) {
   Fixture f = load("llama3");
   const std::vector<int32_t> prompt = random_prompt(f.model->config().vocab_size, 150, 1);
   auto engine = make_engine(f);
-  const Result full = run_all(*engine, {*engine->add_request(request(prompt, 96, {{"method", "none"}}))})[0];
+  const Result full =
+      run_all(*engine, {*engine->add_request(request(prompt, 96, {{"method", "none"}}))})[0];
   EXPECT_EQ(full.usage.kv_tokens_kept, 150 + 96 - 1);
   for (const kvcache::KvPolicy* policy : kvcache::registered_policies()) {
     SCOPED_TRACE(std::string(policy->name()));
@@ -171,9 +174,10 @@ TEST(Compression, ForksAndPreemptionsKeepTheAccounting) {
     auto engine = make_engine(f, /*num_kv_pages=*/40);
     std::vector<std::shared_ptr<OutputStream>> streams;
     for (int i = 0; i < 10; ++i) {
-      streams.push_back(*engine->add_request(request(
-          random_prompt(vocab, 90, 20 + i), 64,
-          {{"method", i % 2 ? "knorm" : "snapkv"}, {"budget", 32}, {"params", {{"interval", 32}}}})));
+      streams.push_back(*engine->add_request(request(random_prompt(vocab, 90, 20 + i), 64,
+                                                     {{"method", i % 2 ? "knorm" : "snapkv"},
+                                                      {"budget", 32},
+                                                      {"params", {{"interval", 32}}}})));
     }
     for (const Result& r : run_all(*engine, streams)) {
       EXPECT_EQ(r.finish, "length");

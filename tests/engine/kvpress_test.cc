@@ -55,7 +55,8 @@ std::unique_ptr<Engine> make_engine() {
   config.max_num_seqs = 4;
   config.kv_cache_bytes = 64 << 20;
   config.enable_prefix_caching = false;
-  auto engine = Engine::create(*default_model().model, *default_model().backend, nullptr, {}, config);
+  auto engine =
+      Engine::create(*default_model().model, *default_model().backend, nullptr, {}, config);
   SIEVE_CHECK(engine.ok()) << engine.status();
   return *std::move(engine);
 }
@@ -72,7 +73,7 @@ json sieve_compression(const std::string& press, double keep) {
   return {{"method", method}, {"keep_ratio", keep}, {"params", params}};
 }
 
-const std::vector<std::string> kPresses = {"snapkv", "tova",         "knorm", "keydiff",
+const std::vector<std::string> kPresses = {"snapkv",        "tova",      "knorm",        "keydiff",
                                            "streaming_llm", "pyramidkv", "pyramidkv_w8", "adakv"};
 
 class KvPress : public ::testing::TestWithParam<std::string> {};
@@ -85,7 +86,9 @@ TEST_P(KvPress, KeptSetsEqualKvPress) {
   auto engine = make_engine();
   std::vector<std::vector<int32_t>> kept;
   engine->set_compression_observer(
-      [&](kvcache::SeqId, const std::vector<std::vector<int32_t>>& positions) { kept = positions; });
+      [&](kvcache::SeqId, const std::vector<std::vector<int32_t>>& positions) {
+        kept = positions;
+      });
 
   // The two models agree first: the same greedy continuation as transformers' on this prompt.
   Request full;
@@ -112,7 +115,8 @@ TEST_P(KvPress, KeptSetsEqualKvPress) {
       r.prompt_token_ids = prompt;
       r.params.temperature = 0;
       r.params.max_tokens = 2;  // one token would finish the request before its policy acts
-      auto spec = kvcache::parse_compression(sieve_compression(press, std::round(keep * 100) / 100));
+      auto spec =
+          kvcache::parse_compression(sieve_compression(press, std::round(keep * 100) / 100));
       ASSERT_TRUE(spec.ok()) << spec.status();
       r.compression = std::make_shared<const kvcache::CompressionSpec>(*spec);
       kept.clear();
@@ -141,9 +145,10 @@ TEST_P(KvPress, KeptSetsEqualKvPress) {
           }
         }
       }
-      std::printf("kvpress %s %s: %d heads equal, %d tied at the cut-off, %d budget below the "
-                  "window, %d different\n",
-                  GetParam().c_str(), label.c_str(), equal, ties, window_subsets, wrong);
+      std::printf(
+          "kvpress %s %s: %d heads equal, %d tied at the cut-off, %d budget below the "
+          "window, %d different\n",
+          GetParam().c_str(), label.c_str(), equal, ties, window_subsets, wrong);
     }
   }
 }

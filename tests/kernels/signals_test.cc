@@ -33,10 +33,10 @@ void run_case(const SignalCase& c, uint32_t seed) {
   table.resize(pages);
   // Physical slots: K and V of every (layer, head, slot), written through the page table.
   auto slot_ptr = [&](int l, int kv, int h, int j) {
-    const size_t offset = (static_cast<size_t>(l) * layout.num_pages + table[j / c.tpp]) *
-                              layout.layer_page_bytes() +
-                          ((static_cast<size_t>(kv) * c.kv_heads + h) * c.tpp + j % c.tpp) *
-                              c.head_dim * sizeof(float);
+    const size_t offset =
+        (static_cast<size_t>(l) * layout.num_pages + table[j / c.tpp]) * layout.layer_page_bytes() +
+        ((static_cast<size_t>(kv) * c.kv_heads + h) * c.tpp + j % c.tpp) * c.head_dim *
+            sizeof(float);
     return reinterpret_cast<float*>(static_cast<std::byte*>(arena.view().raw()) + offset);
   };
   for (int l = 0; l < c.layers; ++l) {
@@ -67,15 +67,17 @@ void run_case(const SignalCase& c, uint32_t seed) {
   std::vector<float> queries(static_cast<size_t>(c.layers) * rows * heads * c.head_dim);
   for (float& x : queries) x = normal(rng);
   const int stride = c.num_tokens;
-  std::vector<float> window(size_t(c.layers) * heads * stride, -1), group_max(size_t(c.layers) * c.kv_heads * stride, -1),
-      key_norms(group_max), value_norms(group_max), anchor(group_max);
+  std::vector<float> window(size_t(c.layers) * heads * stride, -1),
+      group_max(size_t(c.layers) * c.kv_heads * stride, -1), key_norms(group_max),
+      value_norms(group_max), anchor(group_max);
   KvSignalArgs a;
   a.arena = arena.view();
   a.layout = layout;
   a.page_table = TensorView(table.data(), DType::kI32, {pages});
   a.num_tokens = c.num_tokens;
   if (c.compacted) {
-    a.head_lens = TensorView(head_lens.data(), DType::kI32, {static_cast<int64_t>(head_lens.size())});
+    a.head_lens =
+        TensorView(head_lens.data(), DType::kI32, {static_cast<int64_t>(head_lens.size())});
     a.gap_end = gap_end;
   }
   a.queries = TensorView(queries.data(), DType::kF32, {c.layers, rows, heads, c.head_dim})
@@ -84,7 +86,8 @@ void run_case(const SignalCase& c, uint32_t seed) {
   a.scale = 0.125f;
   a.slot_stride = stride;
   a.window_attention = TensorView(window.data(), DType::kF32, {c.layers, heads, stride});
-  a.window_attention_group_max = TensorView(group_max.data(), DType::kF32, {c.layers, c.kv_heads, stride});
+  a.window_attention_group_max =
+      TensorView(group_max.data(), DType::kF32, {c.layers, c.kv_heads, stride});
   a.key_norms = TensorView(key_norms.data(), DType::kF32, {c.layers, c.kv_heads, stride});
   a.value_norms = TensorView(value_norms.data(), DType::kF32, {c.layers, c.kv_heads, stride});
   a.key_anchor_dot = TensorView(anchor.data(), DType::kF32, {c.layers, c.kv_heads, stride});
@@ -94,12 +97,14 @@ void run_case(const SignalCase& c, uint32_t seed) {
     for (int h = 0; h < c.kv_heads; ++h) {
       const int n = valid(l, h);
       const size_t row = (static_cast<size_t>(l) * c.kv_heads + h) * stride;
-      std::vector<double> sum_probs(size_t(c.group) * n, 0), sum_max(n, 0), anchor_ref(c.head_dim, 0);
+      std::vector<double> sum_probs(size_t(c.group) * n, 0), sum_max(n, 0),
+          anchor_ref(c.head_dim, 0);
       for (int j = 0; j < c.num_queries; ++j) {
         const int limit = n - (c.num_queries - 1 - j);
         std::vector<double> best(limit, 0);
         for (int g = 0; g < c.group; ++g) {
-          const float* q = queries.data() + ((size_t(l) * rows + j) * heads + h * c.group + g) * c.head_dim;
+          const float* q =
+              queries.data() + ((size_t(l) * rows + j) * heads + h * c.group + g) * c.head_dim;
           std::vector<double> logits(limit);
           for (int v = 0; v < limit; ++v) {
             const float* k = slot_ptr(l, 0, h, physical(l, h, v));
@@ -119,7 +124,8 @@ void run_case(const SignalCase& c, uint32_t seed) {
       }
       for (int v = 0; v < n; ++v) {
         for (int g = 0; g < c.group; ++g) {
-          EXPECT_NEAR(window[(size_t(l) * heads + h * c.group + g) * stride + v], sum_probs[size_t(g) * n + v], 1e-5)
+          EXPECT_NEAR(window[(size_t(l) * heads + h * c.group + g) * stride + v],
+                      sum_probs[size_t(g) * n + v], 1e-5)
               << "window attention, layer " << l << " head " << h * c.group + g << " slot " << v;
         }
         EXPECT_NEAR(group_max[row + v], sum_max[v], 1e-5) << "group max, slot " << v;
@@ -157,7 +163,8 @@ TEST(CopyRows, GathersStridedRows) {
   std::vector<float> src(50), dst(48, 0);
   std::iota(src.begin(), src.end(), 0.0f);
   std::vector<int32_t> src_rows = {4, 1, 2}, dst_rows = {3, 0, 7};
-  copy_rows({TensorView(dst.data(), DType::kF32, {8, 6}), TensorView(dst_rows.data(), DType::kI32, {3}),
+  copy_rows({TensorView(dst.data(), DType::kF32, {8, 6}),
+             TensorView(dst_rows.data(), DType::kI32, {3}),
              TensorView(src.data(), DType::kF32, {5, 10}).slice(1, 0, 6),
              TensorView(src_rows.data(), DType::kI32, {3})});
   for (int i = 0; i < 3; ++i) {

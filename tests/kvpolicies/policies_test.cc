@@ -73,7 +73,8 @@ std::vector<std::vector<int32_t>> rows_of(const KeepSlots& keep) {
 }
 
 TEST(PolicyGoldens, MatchTheNumpyReference) {
-  std::ifstream in(std::filesystem::path(SIEVE_SOURCE_DIR) / "tests/fixtures/policies/goldens.json");
+  std::ifstream in(std::filesystem::path(SIEVE_SOURCE_DIR) /
+                   "tests/fixtures/policies/goldens.json");
   ASSERT_TRUE(in) << "missing goldens.json";
   const json goldens = json::parse(in);
   for (const json& g : goldens["cases"]) {
@@ -93,7 +94,8 @@ TEST(PolicyGoldens, MatchTheNumpyReference) {
     c.anchor_dot = g["key_anchor_dot"].get<std::vector<float>>();
     const int budget = g["budget"];
     const int sink = g["sink"];
-    const json params = {{"sink", sink}, {"window", c.num_queries}, {"protect_system_prompt", false}};
+    const json params = {
+        {"sink", sink}, {"window", c.num_queries}, {"protect_system_prompt", false}};
     for (const char* method : {"h2o", "gkv"}) {
       SCOPED_TRACE(method);
       c.state = g["state"].get<std::vector<float>>();
@@ -133,10 +135,12 @@ Case random_case(std::mt19937& rng, bool equal_lengths) {
   c.layers = 3, c.kv_heads = 2, c.heads = 6, c.stride = 90, c.num_queries = 8;
   std::uniform_int_distribution<int> len(40, 90);
   const int shared = len(rng);
-  for (int r = 0; r < c.layers * c.kv_heads; ++r) c.valid_lens.push_back(equal_lengths ? shared : len(rng));
+  for (int r = 0; r < c.layers * c.kv_heads; ++r)
+    c.valid_lens.push_back(equal_lengths ? shared : len(rng));
   std::uniform_real_distribution<float> u(0.0f, 1.0f);
   const size_t kv_size = static_cast<size_t>(c.layers) * c.kv_heads * c.stride;
-  for (size_t i = 0; i < kv_size; ++i) c.positions.push_back(static_cast<int32_t>(i % c.stride) * 3);
+  for (size_t i = 0; i < kv_size; ++i)
+    c.positions.push_back(static_cast<int32_t>(i % c.stride) * 3);
   auto fill = [&](std::vector<float>& v, size_t n) {
     v.resize(n);
     for (float& x : v) x = u(rng);
@@ -160,7 +164,8 @@ TEST(EveryPolicy, KeepsProtectedSlotsAndStaysWithinBudget) {
       const int budget = 20 + seed;
       json params = {{"sink", 3}, {"protected_spans", {{30, 36}}}};
       if (policy->name() != "tova" && policy->name() != "streaming_llm") params["window"] = 8;
-      const CompressionSpec spec = parse_ok({{"method", policy->name()}, {"budget", budget}, {"params", params}});
+      const CompressionSpec spec =
+          parse_ok({{"method", policy->name()}, {"budget", budget}, {"params", params}});
       const PolicyInput input = c.input(spec, budget);
       const KeepSlots keep = policy->decide(input);
       check_decision(input, keep, policy->name());  // ascending, valid, protected kept
@@ -173,7 +178,8 @@ TEST(EveryPolicy, KeepsProtectedSlotsAndStaysWithinBudget) {
         kept += n;
         if (policy->name() != "pyramidkv" && policy->name() != "adakv") {
           int num_protected = 0;
-          for (int v = 0; v < c.valid_lens[r]; ++v) num_protected += input.protected_slots[r * c.stride + v];
+          for (int v = 0; v < c.valid_lens[r]; ++v)
+            num_protected += input.protected_slots[r * c.stride + v];
           EXPECT_EQ(n, std::min(c.valid_lens[r], std::max(budget, num_protected))) << "row " << r;
         }
       }
@@ -217,7 +223,7 @@ TEST(Protection, CoversTheSystemPromptAndSpansByPosition) {
 
 TEST(Select, PoolsAsPyTorchDoes) {
   std::vector<float> row = {1, 2, 3, 4, 5, 100};
-  avg_pool(row, 5, 3);  // the sixth entry is outside the pooled range and stays
+  avg_pool(row, 5, 3);            // the sixth entry is outside the pooled range and stays
   EXPECT_FLOAT_EQ(row[0], 1.0f);  // (0 + 1 + 2) / 3: zero padding counts
   EXPECT_FLOAT_EQ(row[2], 3.0f);
   EXPECT_FLOAT_EQ(row[4], 3.0f);  // (4 + 5 + 0) / 3
@@ -246,7 +252,9 @@ TEST(CompressionSpec, ParsesAndNamesEveryBadField) {
   EXPECT_EQ(parse_error({{"method", "knorm"}, {"budget", 4}, {"keep_ratio", 0.5}})
                 .rfind("compression.budget", 0),
             0u);
-  EXPECT_EQ(parse_error({{"method", "knorm"}, {"keep_ratio", 1.5}}).rfind("compression.keep_ratio", 0), 0u);
+  EXPECT_EQ(
+      parse_error({{"method", "knorm"}, {"keep_ratio", 1.5}}).rfind("compression.keep_ratio", 0),
+      0u);
   EXPECT_EQ(parse_error({{"method", "knorm"}, {"budget", 0}}).rfind("compression.budget", 0), 0u);
   EXPECT_EQ(parse_error({{"method", "knorm"}, {"budget", 8}, {"kv_format", "int3"}})
                 .rfind("compression.kv_format", 0),
@@ -265,9 +273,10 @@ TEST(CompressionSpec, ParsesAndNamesEveryBadField) {
   EXPECT_EQ(parse_error({{"method", "snapkv"}, {"budget", 8}, {"params", {{"interval", 4}}}})
                 .rfind("compression.params.interval", 0),
             0u);
-  EXPECT_EQ(parse_error({{"method", "knorm"}, {"budget", 8}, {"params", {{"protected_spans", {{5, 2}}}}}})
-                .rfind("compression.params.protected_spans", 0),
-            0u);
+  EXPECT_EQ(
+      parse_error({{"method", "knorm"}, {"budget", 8}, {"params", {{"protected_spans", {{5, 2}}}}}})
+          .rfind("compression.params.protected_spans", 0),
+      0u);
   EXPECT_EQ(parse_error({{"method", "knorm"}, {"budget", 8}, {"params", {{"sink", "x"}}}})
                 .rfind("compression.params.sink", 0),
             0u);
