@@ -23,7 +23,9 @@ double approx_kl(const engine::TokenLogprob& p, const engine::TokenLogprob& q) {
   }
   if (q.top.empty()) q_kth = 0;
   int missing = 0;
-  for (const auto& [id, lp] : p.top) {
+  // Entries by name, not structured bindings: clang 14 (the fuzz build) cannot capture those.
+  for (const auto& entry : p.top) {
+    const int32_t id = entry.first;
     const bool in_q =
         std::any_of(q.top.begin(), q.top.end(), [&](const auto& e) { return e.first == id; });
     missing += in_q ? 0 : 1;
@@ -31,8 +33,9 @@ double approx_kl(const engine::TokenLogprob& p, const engine::TokenLogprob& q) {
   const double q_missing =
       missing ? std::min(q_kth, std::max(0.0, 1.0 - q_top_mass) / missing) : 0.0;
   double kl = 0, p_mass = 0, q_mass = 0;
-  for (const auto& [id, lp] : p.top) {
-    const double pi = std::exp(static_cast<double>(lp));
+  for (const auto& entry : p.top) {
+    const int32_t id = entry.first;
+    const double pi = std::exp(static_cast<double>(entry.second));
     const auto it =
         std::find_if(q.top.begin(), q.top.end(), [&](const auto& e) { return e.first == id; });
     const double qi = it != q.top.end() ? std::exp(static_cast<double>(it->second)) : q_missing;
