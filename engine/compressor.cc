@@ -22,7 +22,6 @@ struct Compressor::SeqState {
   bool prefilled = false;  // the prefill-end check ran
   int last_check = 0;      // the cache's token count at the last check
   int ring = -1;           // the query ring it holds, or -1
-  int ring_begin = 0;      // the token position of the ring's row 0
   int num_captured = 0;    // rows of the current window captured so far
   // A compacted sequence's packed survivors: their token positions per (layer, KV head) row;
   // slots appended since hold positions first_appended_position on.
@@ -30,6 +29,19 @@ struct Compressor::SeqState {
   int first_appended_position = 0;
   std::vector<std::vector<float>> state;  // PolicyNeeds::slot_state, per row, per packed slot
 };
+
+void copy_pages(kernels::Backend& backend, const TensorView& arena,
+                const kernels::KvCacheLayout& layout, std::span<const kvcache::PageCopy> copies) {
+  if (copies.empty()) return;
+  std::vector<int32_t> src, dst;
+  for (const kvcache::PageCopy& copy : copies) {
+    src.push_back(copy.src);
+    dst.push_back(copy.dst);
+  }
+  const int64_t n = static_cast<int64_t>(src.size());
+  backend.copy_pages({arena, layout, TensorView(src.data(), DType::kI32, {n}),
+                      TensorView(dst.data(), DType::kI32, {n})});
+}
 
 Compressor::Compressor(kernels::Backend& backend, kvcache::KvManager& kv, const TensorView& arena,
                        const kernels::KvCacheLayout& layout, int num_heads)
@@ -119,7 +131,6 @@ void Compressor::plan_captures(const scheduler::SchedulerOutput& out,
       free_rings_.pop_back();
       st.num_captured = 0;
     }
-    st.ring_begin = begin;
     for (int position = first; position < last; ++position) {
       batch.capture_rows.push_back(batch.qo_indptr[i] + position - s.num_computed_tokens);
       batch.capture_slots.push_back(st.ring * kMaxQueryWindow + position - begin);
@@ -150,7 +161,6 @@ void Compressor::act(const scheduler::SchedulerOutput& out, const scheduler::Sch
         child.prefilled = true;
         child.last_check = cached;
         child.ring = st.ring;
-        child.ring_begin = st.ring_begin;
         child.num_captured = st.num_captured;
         act_on(f.child, child, /*at_prefill_end=*/true, cached);
         child.ring = -1;
@@ -251,7 +261,6 @@ bool Compressor::act_on(SeqId seq, SeqState& st, bool at_prefill_end, int cached
   stats_.evicted_tokens += dropped / rows;
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  stats_.seconds = stats_.seconds + seconds;
   {
     std::lock_guard<std::mutex> lock(seconds_mutex_);
     if (action_seconds_.size() < 4096) action_seconds_.push_back(seconds);
@@ -355,16 +364,7 @@ bool Compressor::apply(SeqId seq, SeqState& st, const kvcache::KeepSlots& keep,
     SPDLOG_DEBUG("sequence {}: compaction postponed: {}", seq, result.status().message());
     return false;
   }
-  if (!result->copies.empty()) {
-    std::vector<int32_t> src, dst;
-    for (const kvcache::PageCopy& copy : result->copies) {
-      src.push_back(copy.src);
-      dst.push_back(copy.dst);
-    }
-    const int64_t n = static_cast<int64_t>(src.size());
-    backend_.copy_pages({arena_, layout_, TensorView(src.data(), DType::kI32, {n}),
-                         TensorView(dst.data(), DType::kI32, {n})});
-  }
+  copy_pages(backend_, arena_, layout_, result->copies);
   const int64_t l = layout_.num_layers, hkv = layout_.num_kv_heads;
   backend_.compact_kv({arena_, layout_,
                        TensorView(result->source_pages.data(), DType::kI32,

@@ -33,8 +33,12 @@ struct CompressionStats {
   std::atomic<int64_t> actions{0};          // compactions applied
   std::atomic<int64_t> evicted_tokens{0};   // slots dropped, as tokens (mean over heads)
   std::atomic<int64_t> skipped_actions{0};  // due but not applied (no query ring, pool short)
-  std::atomic<double> seconds{0};           // signals, decisions and compaction
 };
+
+// Copies each page's KV to its copy (all layers): copy-on-write from the scheduler or a
+// compaction. Nothing for an empty list.
+void copy_pages(kernels::Backend& backend, const TensorView& arena,
+                const kernels::KvCacheLayout& layout, std::span<const kvcache::PageCopy> copies);
 
 class Compressor {
  public:

@@ -344,16 +344,7 @@ bool Engine::step() {
 
 void Engine::run_step(const scheduler::SchedulerOutput& out) {
   const auto step_start = std::chrono::steady_clock::now();
-  if (!out.page_copies.empty()) {
-    std::vector<int32_t> src, dst;
-    for (const kvcache::PageCopy& copy : out.page_copies) {
-      src.push_back(copy.src);
-      dst.push_back(copy.dst);
-    }
-    const int64_t n = static_cast<int64_t>(src.size());
-    backend_.copy_pages({arena_, layout_, TensorView(src.data(), DType::kI32, {n}),
-                         TensorView(dst.data(), DType::kI32, {n})});
-  }
+  copy_pages(backend_, arena_, layout_, out.page_copies);
   build_batch(out);
   compressor_->plan_captures(out, *scheduler_, batch_);
   timer_.mark(StepPhase::kSchedule);

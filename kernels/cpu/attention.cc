@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/paged.h"
 #include "kernels/cpu/rows.h"
 
 namespace sieve::kernels::cpu {
@@ -23,14 +24,8 @@ struct PagedHead {
   const float* bias;  // AttentionArgs::slot_bias or null
 
   const float* slot(int64_t j, int kv) const {  // kv: 0 = K, 1 = V
-    const int tpp = layout->tokens_per_page;
-    const int64_t page = pages[j / tpp];
-    const size_t offset = (static_cast<size_t>(layer) * layout->num_pages + page) *
-                              layout->layer_page_bytes() +
-                          ((static_cast<size_t>(kv) * layout->num_kv_heads + kv_head) * tpp +
-                           j % tpp) *
-                              layout->head_dim * sizeof(float);
-    return reinterpret_cast<const float*>(arena + offset);
+    return reinterpret_cast<const float*>(arena +
+                                          slot_offset(*layout, pages, layer, kv, kv_head, j));
   }
   float slot_bias(int64_t j) const {
     const int tpp = layout->tokens_per_page;
@@ -255,16 +250,6 @@ void run_write_kv(const KvWriteArgs& a, bool parallel) {
       std::memcpy(base + v_offset, row_ptr<float>(a.v, t * a.v.size(1) + h), row_bytes);
     }
   }
-}
-
-// Byte offset of (layer, K or V, kv_head, slot) in the arena, for a sequence's page table.
-size_t slot_offset(const KvCacheLayout& layout, const int32_t* pages, int layer, int kv,
-                   int kv_head, int64_t slot) {
-  const int tpp = layout.tokens_per_page;
-  return (static_cast<size_t>(layer) * layout.num_pages + pages[slot / tpp]) *
-             layout.layer_page_bytes() +
-         ((static_cast<size_t>(kv) * layout.num_kv_heads + kv_head) * tpp + slot % tpp) *
-             layout.head_dim * dtype_size(layout.dtype);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/paged.h"
 #include "kernels/cpu/rows.h"
 
 namespace sieve::kernels::cpu {
@@ -25,13 +26,8 @@ struct HeadSlots {
 
   const float* row(int64_t v, int kv) const {  // kv: 0 = K, 1 = V
     const int64_t j = v < prefix_end ? v : gap_end + (v - prefix_end);
-    const int tpp = layout->tokens_per_page;
-    const size_t offset =
-        (static_cast<size_t>(layer) * layout->num_pages + pages[j / tpp]) *
-            layout->layer_page_bytes() +
-        ((static_cast<size_t>(kv) * layout->num_kv_heads + kv_head) * tpp + j % tpp) *
-            layout->head_dim * sizeof(float);
-    return reinterpret_cast<const float*>(arena + offset);
+    return reinterpret_cast<const float*>(arena +
+                                          slot_offset(*layout, pages, layer, kv, kv_head, j));
   }
 };
 

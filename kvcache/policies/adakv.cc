@@ -17,8 +17,7 @@ namespace sieve::kvcache {
 namespace {
 
 struct AdaKvParams final : PolicyParams {
-  int kernel_size = 5;
-  bool max_pooling = false;
+  SnapKvScoring scoring;
   double alpha = 0.2;
 };
 
@@ -29,19 +28,15 @@ class AdaKv final : public KvPolicy {
     auto p = std::make_shared<AdaKvParams>();
     std::string scorer = "snapkv";
     RETURN_IF_ERROR(reader.read_choice("scorer", {"snapkv"}, &scorer));
-    RETURN_IF_ERROR(read_snapkv_params(reader, &p->kernel_size, &p->max_pooling));
+    RETURN_IF_ERROR(p->scoring.read(reader));
     RETURN_IF_ERROR(reader.read_double("alpha", 0.0, 1.0, &p->alpha));
     return std::shared_ptr<const PolicyParams>(p);
   }
-  PolicyNeeds needs(const PolicyParams&) const override {
-    PolicyNeeds n;
-    n.window_attention = true;
-    return n;
-  }
+  PolicyNeeds needs(const PolicyParams&) const override { return SnapKvScoring::needs(); }
 
   KeepSlots decide(const PolicyInput& in) const override {
     const auto& p = static_cast<const AdaKvParams&>(*in.params);
-    std::vector<float> scores = snapkv_scores(in, p.kernel_size, p.max_pooling);
+    std::vector<float> scores = p.scoring.scores(in);
     const size_t stride = in.slot_stride;
     const int safe = std::max(1, static_cast<int>(in.budget * p.alpha));
     std::vector<int> counts(static_cast<size_t>(in.num_layers) * in.num_kv_heads, 0);

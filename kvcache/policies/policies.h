@@ -18,9 +18,21 @@ const KvPolicy* keydiff_policy();
 const KvPolicy* knorm_policy();
 const KvPolicy* gkv_policy();
 
-// SnapKV's scores (snapkv.cc), which pyramidkv and adakv rank with too: [L, Hkv, S].
-std::vector<float> snapkv_scores(const PolicyInput& input, int kernel_size, bool max_pooling);
-// Reads SnapKV's own parameters (kernel_size, pooling) into the given defaults.
-Status read_snapkv_params(ParamReader& reader, int* kernel_size, bool* max_pooling);
+// SnapKV's scoring (snapkv.cc), which pyramidkv and adakv rank with too.
+struct SnapKvScoring {
+  int kernel_size = 5;
+  bool max_pooling = false;
+
+  // Reads SnapKV's own parameters (kernel_size, pooling) over these defaults.
+  Status read(ParamReader& reader);
+  // The scores [L, Hkv, S] from the window attention per query head.
+  std::vector<float> scores(const PolicyInput& input) const;
+  // What the scores read: the window attention per query head.
+  static PolicyNeeds needs() {
+    PolicyNeeds n;
+    n.window_attention = true;
+    return n;
+  }
+};
 
 }  // namespace sieve::kvcache

@@ -19,8 +19,7 @@ namespace sieve::kvcache {
 namespace {
 
 struct PyramidKvParams final : PolicyParams {
-  int kernel_size = 5;
-  bool max_pooling = false;
+  SnapKvScoring scoring;
   double beta = 20;
 };
 
@@ -29,15 +28,11 @@ class PyramidKv final : public KvPolicy {
   std::string_view name() const override { return "pyramidkv"; }
   StatusOr<std::shared_ptr<const PolicyParams>> parse(ParamReader& reader) const override {
     auto p = std::make_shared<PyramidKvParams>();
-    RETURN_IF_ERROR(read_snapkv_params(reader, &p->kernel_size, &p->max_pooling));
+    RETURN_IF_ERROR(p->scoring.read(reader));
     RETURN_IF_ERROR(reader.read_double("beta", 1.0, 1e6, &p->beta));
     return std::shared_ptr<const PolicyParams>(p);
   }
-  PolicyNeeds needs(const PolicyParams&) const override {
-    PolicyNeeds n;
-    n.window_attention = true;
-    return n;
-  }
+  PolicyNeeds needs(const PolicyParams&) const override { return SnapKvScoring::needs(); }
 
   KeepSlots decide(const PolicyInput& in) const override {
     const auto& p = static_cast<const PyramidKvParams&>(*in.params);
@@ -45,7 +40,7 @@ class PyramidKv final : public KvPolicy {
     std::vector<int> counts;
     for (int l = 0; l < in.num_layers; ++l)
       counts.insert(counts.end(), in.num_kv_heads, budgets[l]);
-    return keep_top(in, snapkv_scores(in, p.kernel_size, p.max_pooling), counts);
+    return keep_top(in, p.scoring.scores(in), counts);
   }
 
  private:

@@ -14,7 +14,7 @@
 
 namespace sieve::kvcache {
 
-std::vector<float> snapkv_scores(const PolicyInput& in, int kernel_size, bool max_pooling) {
+std::vector<float> SnapKvScoring::scores(const PolicyInput& in) const {
   const int w = in.signals.num_queries;
   const int group = in.num_heads / in.num_kv_heads;
   std::vector<float> per_head(in.signals.window_attention.begin(),
@@ -41,8 +41,7 @@ std::vector<float> snapkv_scores(const PolicyInput& in, int kernel_size, bool ma
 namespace {
 
 struct SnapKvParams final : PolicyParams {
-  int kernel_size = 5;
-  bool max_pooling = false;
+  SnapKvScoring scoring;
 };
 
 class SnapKv final : public KvPolicy {
@@ -50,31 +49,27 @@ class SnapKv final : public KvPolicy {
   std::string_view name() const override { return "snapkv"; }
   StatusOr<std::shared_ptr<const PolicyParams>> parse(ParamReader& reader) const override {
     auto p = std::make_shared<SnapKvParams>();
-    RETURN_IF_ERROR(read_snapkv_params(reader, &p->kernel_size, &p->max_pooling));
+    RETURN_IF_ERROR(p->scoring.read(reader));
     return std::shared_ptr<const PolicyParams>(p);
   }
-  PolicyNeeds needs(const PolicyParams&) const override {
-    PolicyNeeds n;
-    n.window_attention = true;
-    return n;
-  }
+  PolicyNeeds needs(const PolicyParams&) const override { return SnapKvScoring::needs(); }
 
   KeepSlots decide(const PolicyInput& in) const override {
     const auto& p = static_cast<const SnapKvParams&>(*in.params);
-    return keep_top(in, snapkv_scores(in, p.kernel_size, p.max_pooling));
+    return keep_top(in, p.scoring.scores(in));
   }
 };
 
 }  // namespace
 
-Status read_snapkv_params(ParamReader& reader, int* kernel_size, bool* max_pooling) {
-  RETURN_IF_ERROR(reader.read_int("kernel_size", 1, 63, kernel_size));
-  if (*kernel_size % 2 == 0) {
+Status SnapKvScoring::read(ParamReader& reader) {
+  RETURN_IF_ERROR(reader.read_int("kernel_size", 1, 63, &kernel_size));
+  if (kernel_size % 2 == 0) {
     return InvalidArgumentError(ParamReader::field("kernel_size") + ": must be odd");
   }
-  std::string pooling = *max_pooling ? "max" : "avg";
+  std::string pooling = max_pooling ? "max" : "avg";
   RETURN_IF_ERROR(reader.read_choice("pooling", {"avg", "max"}, &pooling));
-  *max_pooling = pooling == "max";
+  max_pooling = pooling == "max";
   return OkStatus();
 }
 
