@@ -1,7 +1,5 @@
 #include "eval/prompt.h"
 
-#include <algorithm>
-
 namespace sieve::eval {
 
 StatusOr<TaskPrompt> render_prompt(TaskSample sample, const models::ChatTemplate& chat_template,
@@ -24,15 +22,8 @@ StatusOr<TaskPrompt> render_prompt(TaskSample sample, const models::ChatTemplate
   p.token_ids.insert(p.token_ids.end(), rest.begin(), rest.end());
   p.text = before + after;
   if (!sample.system.empty()) {
-    // The system message rendered alone opens the conversation (its turn ends in a special token).
-    const std::vector<models::ChatMessage> system = {{"system", sample.system}};
-    auto system_text = models::apply_chat_template(chat_template, system, false);
-    if (system_text.ok()) {
-      const std::vector<int32_t> ids = tokenizer.encode(*system_text, false);
-      if (ids.size() <= p.token_ids.size() && std::equal(ids.begin(), ids.end(), p.token_ids.begin())) {
-        p.system_tokens = static_cast<int>(ids.size());
-      }
-    }
+    p.system_tokens =
+        models::system_prompt_length(chat_template, tokenizer, sample.system, p.token_ids);
   }
   p.sample = std::move(sample);
   return p;

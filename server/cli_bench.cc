@@ -10,10 +10,10 @@
 #include <random>
 #include <vector>
 
-#include "kvcache/policies/spec.h"
 #include "models/model_loader.h"
 #include "nlohmann/json.hpp"
 #include "server/cli_common.h"
+#include "server/compression.h"
 #include "spdlog/spdlog.h"
 
 namespace sieve::server {
@@ -50,13 +50,9 @@ Status run_throughput(const ThroughputOptions& o) {
                                per_request * std::min(o.num_prompts, model_options.max_num_seqs)));
   std::shared_ptr<const kvcache::CompressionSpec> compression;
   if (!o.compression.empty()) {
-    const auto json = nlohmann::json::parse(o.compression, nullptr, /*allow_exceptions=*/false);
-    if (json.is_discarded()) return InvalidArgumentError("--compression: not valid JSON");
-    auto spec = kvcache::parse_compression(json);
-    if (!spec.ok()) {
-      return InvalidArgumentError("--compression: " + std::string(spec.status().message()));
-    }
-    if (spec->compresses()) compression = std::make_shared<const kvcache::CompressionSpec>(*spec);
+    ASSIGN_OR_RETURN(const CompressionSpec spec,
+                     parse_compression_flag("--compression", o.compression));
+    compression = engine_compression(spec);
   }
   // Random prompts, as vLLM's random dataset: ids uniform over the vocabulary.
   std::mt19937_64 rng(o.seed);

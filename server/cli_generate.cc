@@ -8,7 +8,7 @@
 #include <sstream>
 
 #include "engine/engine.h"
-#include "kvcache/policies/spec.h"
+#include "server/compression.h"
 #include "models/tokenizer/chat_template.h"
 #include "nlohmann/json.hpp"
 #include "server/cli_common.h"
@@ -93,24 +93,15 @@ Status run_generate(const GenerateOptions& o) {
                                static_cast<int64_t>(prompt.size()) + params.max_tokens));
   engine::Request request{prompt, params, nullptr, 0};
   if (!o.compression.empty()) {
-    const auto json = nlohmann::json::parse(o.compression, nullptr, /*allow_exceptions=*/false);
-    if (json.is_discarded()) return InvalidArgumentError("--compression: not valid JSON");
-    auto spec = kvcache::parse_compression(json);
-    if (!spec.ok()) return InvalidArgumentError("--compression: " + std::string(spec.status().message()));
-    if (spec->compresses()) request.compression = std::make_shared<const kvcache::CompressionSpec>(*spec);
+    ASSIGN_OR_RETURN(const CompressionSpec spec,
+                     parse_compression_flag("--compression", o.compression));
+    request.compression = engine_compression(spec);
   }
   if (o.chat && !o.system.empty() && tokenizer) {
     // The system message's own tokens open the prompt: protected from eviction by default.
-    const models::ChatTemplate chat_template =
-        models::chat_template_for(*tokenizer, architecture_hint(runner.files.config));
-    const std::vector<models::ChatMessage> system = {{"system", o.system}};
-    auto text = models::apply_chat_template(chat_template, system, /*add_generation_prompt=*/false);
-    if (text.ok()) {
-      const std::vector<int32_t> ids = tokenizer->encode(*text, /*add_special_tokens=*/false);
-      if (ids.size() <= prompt.size() && std::equal(ids.begin(), ids.end(), prompt.begin())) {
-        request.system_prompt_tokens = static_cast<int>(ids.size());
-      }
-    }
+    request.system_prompt_tokens = models::system_prompt_length(
+        models::chat_template_for(*tokenizer, architecture_hint(runner.files.config)), *tokenizer,
+        o.system, prompt);
   }
   ASSIGN_OR_RETURN(std::shared_ptr<engine::OutputStream> stream, engine->add_request(request));
 

@@ -112,12 +112,8 @@ Status run_serve(ServeOptions o) {
   }
   CompressionSpec default_compression;
   if (!o.kv_compression.empty()) {
-    auto json = nlohmann::json::parse(o.kv_compression, nullptr, false);
-    if (json.is_discarded()) return InvalidArgumentError("--kv-compression: not valid JSON");
-    auto spec = parse_compression(json);
-    if (!spec.ok())
-      return InvalidArgumentError("--kv-compression: " + std::string(spec.status().message()));
-    default_compression = *std::move(spec);
+    ASSIGN_OR_RETURN(default_compression,
+                     parse_compression_flag("--kv-compression", o.kv_compression));
     spdlog::info("default KV compression: {}", o.kv_compression);
   }
   // Block the shutdown signals before any thread starts: every thread inherits the mask and

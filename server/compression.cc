@@ -12,6 +12,14 @@ std::vector<std::string> compression_methods() {
 
 const std::vector<std::string>& kv_formats() { return kvcache::kv_formats(); }
 
+StatusOr<CompressionSpec> parse_compression_flag(const std::string& flag, const std::string& text) {
+  const auto json = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (json.is_discarded()) return InvalidArgumentError(flag + ": not valid JSON");
+  auto spec = parse_compression(json);
+  if (!spec.ok()) return InvalidArgumentError(flag + ": " + std::string(spec.status().message()));
+  return spec;
+}
+
 std::shared_ptr<const CompressionSpec> engine_compression(const CompressionSpec& spec) {
   if (!spec.compresses()) return nullptr;
   return std::make_shared<const CompressionSpec>(spec);

@@ -20,6 +20,9 @@ std::vector<std::string> compression_methods();
 // KV formats a request may ask for today.
 const std::vector<std::string>& kv_formats();
 
+// A command-line flag's JSON (`--compression`, `--kv-compression`); errors start with the flag.
+StatusOr<CompressionSpec> parse_compression_flag(const std::string& flag, const std::string& text);
+
 // The engine's form of a parsed spec: null for the full cache.
 std::shared_ptr<const CompressionSpec> engine_compression(const CompressionSpec& spec);
 

@@ -300,4 +300,14 @@ StatusOr<std::string> apply_chat_template(const ChatTemplate& chat_template,
   return InternalError("unknown chat template kind");
 }
 
+int system_prompt_length(const ChatTemplate& chat_template, const Tokenizer& tokenizer,
+                         const std::string& system, std::span<const int32_t> prompt) {
+  const std::vector<ChatMessage> messages = {{"system", system}};
+  auto text = apply_chat_template(chat_template, messages, /*add_generation_prompt=*/false);
+  if (!text.ok()) return 0;
+  const std::vector<int32_t> ids = tokenizer.encode(*text, /*add_special_tokens=*/false);
+  if (ids.size() > prompt.size() || !std::equal(ids.begin(), ids.end(), prompt.begin())) return 0;
+  return static_cast<int>(ids.size());
+}
+
 }  // namespace sieve::models

@@ -74,4 +74,12 @@ StatusOr<std::string> apply_chat_template(const ChatTemplate& chat_template,
                                           std::span<const ChatMessage> messages,
                                           bool add_generation_prompt);
 
+class Tokenizer;
+
+// The tokens that open `prompt` and are the system message `system` as the template renders it
+// alone (its turn ends in a special token, so nothing merges across it), or 0 when they do not.
+// Requests protect these from KV eviction.
+int system_prompt_length(const ChatTemplate& chat_template, const Tokenizer& tokenizer,
+                         const std::string& system, std::span<const int32_t> prompt);
+
 }  // namespace sieve::models
