@@ -76,6 +76,19 @@ void Compressor::add(SeqId seq, std::shared_ptr<const CompressionSpec> spec, int
   seqs_[seq] = std::move(st);
 }
 
+int Compressor::kv_tokens_to_hold(SeqId seq) const {
+  const auto it = seqs_.find(seq);
+  if (it == seqs_.end() || it->second->spec->interval == 0) return 0;
+  const SeqState& st = *it->second;
+  const kvcache::Protection& protection = st.spec->protection;
+  // Protected slots are kept whatever the budget; overlaps counted twice keep this an upper bound.
+  int num_protected = protection.sink + protection.window +
+                      (protection.protect_system_prompt ? st.system_prompt_tokens : 0);
+  for (const auto& span : protection.spans) num_protected += span.second - span.first;
+  const int row = st.spec->policy->max_row_slots(*st.spec->params, st.budget, layout_.num_kv_heads);
+  return std::max(row, num_protected) + st.spec->interval;
+}
+
 void Compressor::fork(SeqId parent, SeqId child) {
   const auto it = seqs_.find(parent);
   if (it == seqs_.end()) return;

@@ -57,6 +57,11 @@ class Compressor {
   void reset(kvcache::SeqId seq);
   void remove(kvcache::SeqId seq);
   bool tracks(kvcache::SeqId seq) const { return seqs_.contains(seq); }
+  // The most KV tokens `seq` holds while it runs: its policy's largest row after an action, or
+  // its protected tokens where they are more, plus the interval it grows before the next
+  // action. 0 for a sequence that is not compressed or compresses only at prefill end (it grows
+  // like any other). The scheduler's KvTokensToHold.
+  int kv_tokens_to_hold(kvcache::SeqId seq) const;
 
   // Adds the step's query captures to `batch` (built for `out`, in the order of out.scheduled).
   void plan_captures(const scheduler::SchedulerOutput& out, const scheduler::Scheduler& scheduler,

@@ -152,6 +152,12 @@ Status Engine::init() {
   sched.long_prefill_token_threshold = config_.long_prefill_token_threshold;
   sched.max_num_partial_prefills = config_.max_num_partial_prefills;
   sched.max_long_partial_prefills = config_.max_long_partial_prefills;
+  // Admission counts a compressed sequence by what it holds once compressed, so the pool takes
+  // more of them without preempting them as they grow to their budget.
+  sched.kv_tokens_to_hold = [this](const scheduler::Sequence& seq) {
+    const int hold = compressor_->kv_tokens_to_hold(seq.seq_id);
+    return std::min(hold, seq.num_prompt_tokens + seq.max_tokens);
+  };
   scheduler_ = std::make_unique<scheduler::Scheduler>(sched, *kv_);
   stats_.kv_pages_total = num_pages;
   spdlog::info("KV cache: {} pages of {} tokens: {} tokens fit ({:.2f} GiB; {:.1f} requests of "

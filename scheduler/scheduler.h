@@ -23,9 +23,9 @@
 
 namespace sieve::scheduler {
 
-// KV tokens a sequence will hold at most while it runs (a compression policy answers with its
-// budget plus its decode interval). Admission keeps pages free for every running sequence to
-// reach this.
+// KV tokens a sequence will hold at most while it runs (a compressed sequence's budget plus its
+// decode interval; 0 for one that grows unbounded, which reserves nothing, as in vLLM).
+// Admission keeps pages free for every running sequence to reach this.
 using KvTokensToHold = std::function<int(const Sequence&)>;
 
 struct SchedulerConfig {

@@ -33,6 +33,10 @@ class AdaKv final : public KvPolicy {
     return std::shared_ptr<const PolicyParams>(p);
   }
   PolicyNeeds needs(const PolicyParams&) const override { return SnapKvScoring::needs(); }
+  // A layer's Hkv·B slots may all go to one head.
+  int max_row_slots(const PolicyParams&, int budget, int num_kv_heads) const override {
+    return budget * num_kv_heads;
+  }
 
   KeepSlots decide(const PolicyInput& in) const override {
     const auto& p = static_cast<const AdaKvParams&>(*in.params);

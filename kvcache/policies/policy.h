@@ -96,6 +96,14 @@ class KvPolicy {
   virtual PolicyNeeds needs(const PolicyParams& params) const = 0;
   // The slots to keep. Must keep every protected slot; keeps about `budget` a row on average.
   virtual KeepSlots decide(const PolicyInput& input) const = 0;
+  // The most slots decide() keeps in one (layer, KV head) row for this budget, protection aside
+  // (policies whose rows share a layer's or a sequence's budget unevenly say so). The scheduler
+  // reserves pages for it.
+  virtual int max_row_slots(const PolicyParams& params, int budget, int num_kv_heads) const {
+    (void)params;
+    (void)num_kv_heads;
+    return budget;
+  }
 };
 
 }  // namespace sieve::kvcache

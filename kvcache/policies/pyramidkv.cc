@@ -42,6 +42,8 @@ class PyramidKv final : public KvPolicy {
       counts.insert(counts.end(), in.num_kv_heads, budgets[l]);
     return keep_top(in, p.scoring.scores(in), counts);
   }
+  // The first layer's budget, max_num below, is at most twice the mean (round may add one).
+  int max_row_slots(const PolicyParams&, int budget, int) const override { return 2 * budget + 1; }
 
  private:
   static std::vector<int> layer_budgets(const PolicyInput& in, double beta) {

@@ -171,13 +171,16 @@ TEST(Compression, ForksAndPreemptionsKeepTheAccounting) {
   }
   {
     // A pool too small for all of them at full length: some are preempted and recomputed.
+    // Admission reserves pages for the snapkv ones (compacted every 32 tokens); the knorm ones
+    // compress only at prefill end, then grow unreserved, as uncompressed ones do.
     auto engine = make_engine(f, /*num_kv_pages=*/40);
     std::vector<std::shared_ptr<OutputStream>> streams;
     for (int i = 0; i < 10; ++i) {
-      streams.push_back(*engine->add_request(request(random_prompt(vocab, 90, 20 + i), 64,
-                                                     {{"method", i % 2 ? "knorm" : "snapkv"},
-                                                      {"budget", 32},
-                                                      {"params", {{"interval", 32}}}})));
+      streams.push_back(
+          *engine->add_request(request(random_prompt(vocab, 90, 20 + i), 64,
+                                       {{"method", i % 2 ? "knorm" : "snapkv"},
+                                        {"budget", 32},
+                                        {"params", {{"interval", i % 2 ? 0 : 32}}}})));
     }
     for (const Result& r : run_all(*engine, streams)) {
       EXPECT_EQ(r.finish, "length");
@@ -186,6 +189,36 @@ TEST(Compression, ForksAndPreemptionsKeepTheAccounting) {
     EXPECT_GT(engine->stats().preemptions.load(), 0) << "the pool was meant to run short";
     EXPECT_EQ(engine->stats().kv_pages_used.load(), 0);
   }
+}
+
+// Admission counts a compressed sequence by what it holds once compressed (budget + interval):
+// short prompts that grow to their budget run several at once and are never preempted, where
+// admission by the prompt's pages alone would admit them all and preempt as they grow.
+TEST(Compression, AdmissionReservesTheCompressedFootprint) {
+  Fixture f = load("llama3");
+  const int vocab = f.model->config().vocab_size;
+  auto engine = make_engine(f, /*num_kv_pages=*/40);
+  const json compression = {
+      {"method", "streaming_llm"}, {"budget", 48}, {"params", {{"interval", 16}, {"window", 8}}}};
+  std::vector<std::shared_ptr<OutputStream>> streams;
+  for (int i = 0; i < 12; ++i) {
+    streams.push_back(
+        *engine->add_request(request(random_prompt(vocab, 8, 40 + i), 120, compression)));
+  }
+  int max_running = 0;
+  for (int guard = 0; engine->has_work() && guard < 100000; ++guard) {
+    engine->step();
+    max_running = std::max(max_running, engine->stats().num_running.load());
+  }
+  for (const Result& r : run_all(*engine, streams)) {
+    EXPECT_EQ(r.finish, "length");
+    EXPECT_EQ(r.tokens.size(), 120u);
+  }
+  EXPECT_EQ(engine->stats().preemptions.load(), 0);
+  // 128 tokens uncompressed take 128 / tokens_per_page pages each: 40 pages hold 2 of them
+  // at full length (tokens_per_page is 8 for the CPU's f32 pages); compressed ones hold 48 + 16.
+  EXPECT_GE(max_running, 4);
+  EXPECT_EQ(engine->stats().kv_pages_used.load(), 0);
 }
 
 }  // namespace
