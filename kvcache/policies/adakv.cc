@@ -50,6 +50,7 @@ class AdaKv final : public KvPolicy {
       int slot;
     };
     std::vector<Pair> pairs;
+    std::vector<int> order;
     for (int l = 0; l < in.num_layers; ++l) {
       pairs.clear();
       for (int h = 0; h < in.num_kv_heads; ++h) {
@@ -62,18 +63,28 @@ class AdaKv final : public KvPolicy {
         for (int v = 0; v < n; ++v) {
           if (protect[v]) row[v] = INFINITY;
         }
-        std::vector<int> order(n);
+        // The top `safe` under (score, then the earlier slot): the set a stable sort's head
+        // would give, in linear time.
+        order.resize(n);
         for (int v = 0; v < n; ++v) order[v] = v;
-        std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return row[a] > row[b]; });
-        for (int i = 0; i < std::min(safe, n); ++i) row[order[i]] = INFINITY;
+        const int num_safe = std::min(safe, n);
+        if (num_safe > 0 && num_safe < n) {
+          std::nth_element(
+              order.begin(), order.begin() + num_safe - 1, order.end(),
+              [&](int a, int b) { return row[a] > row[b] || (row[a] == row[b] && a < b); });
+        }
+        for (int i = 0; i < num_safe; ++i) row[order[i]] = INFINITY;
         for (int v = 0; v < n; ++v) pairs.push_back({row[v], h, v});
       }
       const size_t total = std::min(pairs.size(), static_cast<size_t>(in.budget) * in.num_kv_heads);
-      std::partial_sort(pairs.begin(), pairs.begin() + total, pairs.end(),
-                        [](const Pair& a, const Pair& b) {
-                          return a.score > b.score || (a.score == b.score && a.head < b.head) ||
-                                 (a.score == b.score && a.head == b.head && a.slot < b.slot);
-                        });
+      // Only how many of the top `total` each head holds matters: a selection, not a sort.
+      if (total > 0 && total < pairs.size()) {
+        std::nth_element(pairs.begin(), pairs.begin() + static_cast<std::ptrdiff_t>(total) - 1,
+                         pairs.end(), [](const Pair& a, const Pair& b) {
+                           return a.score > b.score || (a.score == b.score && a.head < b.head) ||
+                                  (a.score == b.score && a.head == b.head && a.slot < b.slot);
+                         });
+      }
       for (size_t i = 0; i < total; ++i) ++counts[in.row(l, pairs[i].head)];
     }
     return keep_top(in, scores, counts);

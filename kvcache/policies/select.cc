@@ -15,6 +15,7 @@ KeepSlots keep_top(const PolicyInput& input, std::span<const float> scores,
   keep.indptr.reserve(rows + 1);
   keep.indptr.push_back(0);
   std::vector<int32_t> order;
+  std::vector<uint8_t> chosen;
   for (int r = 0; r < rows; ++r) {
     const int n = input.valid_lens[r];
     const size_t base = static_cast<size_t>(r) * input.slot_stride;
@@ -39,12 +40,12 @@ KeepSlots keep_top(const PolicyInput& input, std::span<const float> scores,
                          return score[a] > score[b] || (score[a] == score[b] && a < b);
                        });
     }
-    const size_t begin = keep.slots.size();
+    // Protected or chosen, in slot order: one pass over a mark per slot instead of a sort.
+    chosen.assign(protect, protect + n);
+    for (int i = 0; i < extra; ++i) chosen[order[i]] = 1;
     for (int v = 0; v < n; ++v) {
-      if (protect[v]) keep.slots.push_back(v);
+      if (chosen[v]) keep.slots.push_back(v);
     }
-    keep.slots.insert(keep.slots.end(), order.begin(), order.begin() + extra);
-    std::sort(keep.slots.begin() + static_cast<std::ptrdiff_t>(begin), keep.slots.end());
     keep.indptr.push_back(static_cast<int32_t>(keep.slots.size()));
   }
   return keep;
