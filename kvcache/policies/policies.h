@@ -17,6 +17,7 @@ const KvPolicy* adakv_policy();
 const KvPolicy* keydiff_policy();
 const KvPolicy* knorm_policy();
 const KvPolicy* gkv_policy();
+const KvPolicy* expected_attention_policy();
 
 // SnapKV's scoring (snapkv.cc), which pyramidkv and adakv rank with too.
 struct SnapKvScoring {

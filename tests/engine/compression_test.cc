@@ -116,7 +116,7 @@ TEST(Compression, EveryPolicyCompactsAndKeepsGenerating) {
   EXPECT_EQ(engine->compression_stats().skipped_actions.load(), 0);
 }
 
-// 16 requests with 8 methods in one continuously batched run: each request's greedy tokens are
+// 18 requests with 9 methods in one continuously batched run: each request's greedy tokens are
 // the ones it produces alone.
 TEST(Compression, MethodsMixInOneBatchAndEachEqualsItsRunAlone) {
   Fixture f = load("qwen2");
@@ -130,10 +130,13 @@ TEST(Compression, MethodsMixInOneBatchAndEachEqualsItsRunAlone) {
       {{"method", "tova"}, {"budget", 50}},
       {{"method", "gkv"}, {"budget", 48}, {"params", {{"interval", 32}}}},
       {{"method", "adakv"}, {"keep_ratio", 0.5}, {"params", {{"interval", 0}}}},
+      {{"method", "expected_attention"}, {"keep_ratio", 0.5}, {"params", {{"interval", 32}}}},
   };
+  const int num_requests = 2 * static_cast<int>(methods.size());
   std::vector<Request> requests;
-  for (int i = 0; i < 16; ++i) {
-    requests.push_back(request(random_prompt(vocab, 60 + 7 * i, 100 + i), 48, methods[i % 8]));
+  for (int i = 0; i < num_requests; ++i) {
+    requests.push_back(
+        request(random_prompt(vocab, 60 + 7 * i, 100 + i), 48, methods[i % methods.size()]));
   }
   std::vector<std::vector<int32_t>> alone;
   {
@@ -146,8 +149,9 @@ TEST(Compression, MethodsMixInOneBatchAndEachEqualsItsRunAlone) {
   std::vector<std::shared_ptr<OutputStream>> streams;
   for (const Request& r : requests) streams.push_back(*engine->add_request(r));
   const std::vector<Result> together = run_all(*engine, streams);
-  for (int i = 0; i < 16; ++i) {
-    EXPECT_EQ(together[i].tokens, alone[i]) << "request " << i << ": " << methods[i % 8].dump();
+  for (int i = 0; i < num_requests; ++i) {
+    EXPECT_EQ(together[i].tokens, alone[i])
+        << "request " << i << ": " << methods[i % methods.size()].dump();
     EXPECT_EQ(together[i].tokens.size(), 48u);
   }
   EXPECT_EQ(engine->stats().kv_pages_used.load(), 0);
@@ -157,10 +161,11 @@ TEST(Compression, MethodsMixInOneBatchAndEachEqualsItsRunAlone) {
 TEST(Compression, ForksAndPreemptionsKeepTheAccounting) {
   Fixture f = load("llama3");
   const int vocab = f.model->config().vocab_size;
-  {
+  for (const char* method : {"snapkv", "expected_attention"}) {
+    SCOPED_TRACE(method);
     auto engine = make_engine(f);
     Request r = request(random_prompt(vocab, 120, 7), 40,
-                        {{"method", "snapkv"}, {"budget", 40}, {"params", {{"interval", 32}}}});
+                        {{"method", method}, {"budget", 40}, {"params", {{"interval", 32}}}});
     r.params.n = 3;
     r.params.temperature = 1.0f;
     r.params.seed = 5;
@@ -168,16 +173,17 @@ TEST(Compression, ForksAndPreemptionsKeepTheAccounting) {
     EXPECT_EQ(result.tokens.size(), 3u * 40);
     EXPECT_LE(result.usage.kv_tokens_kept, 3 * (40 + 32));
     EXPECT_EQ(engine->stats().kv_pages_used.load(), 0);
+    EXPECT_EQ(engine->compression_stats().skipped_actions.load(), 0);
   }
   {
     // A pool too small for all of them at full length: some are preempted and recomputed.
     auto engine = make_engine(f, /*num_kv_pages=*/40);
     std::vector<std::shared_ptr<OutputStream>> streams;
+    const char* methods[] = {"snapkv", "knorm", "expected_attention"};
     for (int i = 0; i < 10; ++i) {
-      streams.push_back(*engine->add_request(request(random_prompt(vocab, 90, 20 + i), 64,
-                                                     {{"method", i % 2 ? "knorm" : "snapkv"},
-                                                      {"budget", 32},
-                                                      {"params", {{"interval", 32}}}})));
+      streams.push_back(*engine->add_request(
+          request(random_prompt(vocab, 90, 20 + i), 64,
+                  {{"method", methods[i % 3]}, {"budget", 32}, {"params", {{"interval", 32}}}})));
     }
     for (const Result& r : run_all(*engine, streams)) {
       EXPECT_EQ(r.finish, "length");

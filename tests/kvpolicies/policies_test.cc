@@ -2,6 +2,8 @@
 // reference (tests/fixtures/policies/make_goldens.py), properties every policy must hold on random
 // signals, protection enforced, and the request's `compression` object parsed field by field.
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -37,7 +39,7 @@ struct Case {
   int layers = 0, kv_heads = 0, heads = 0, stride = 0;
   std::vector<int32_t> valid_lens, positions;
   std::vector<uint8_t> protect;
-  std::vector<float> window, group_max, key_norms, value_norms, anchor_dot, state;
+  std::vector<float> window, group_max, key_norms, value_norms, anchor_dot, expected, state;
   int num_queries = 0;
 
   PolicyInput input(const CompressionSpec& spec, int budget) {
@@ -58,6 +60,7 @@ struct Case {
     in.signals.key_norms = key_norms;
     in.signals.value_norms = value_norms;
     in.signals.key_anchor_dot = anchor_dot;
+    in.signals.expected_logits = expected;
     in.state = state;
     in.params = spec.params.get();
     return in;
@@ -106,6 +109,13 @@ TEST(PolicyGoldens, MatchTheNumpyReference) {
       check_decision(input, keep, method);
       EXPECT_EQ(rows_of(keep), g[method].get<std::vector<std::vector<int32_t>>>());
     }
+    c.expected = g["expected_logits"].get<std::vector<float>>();
+    c.value_norms = g["value_norms"].get<std::vector<float>>();
+    const CompressionSpec expected =
+        parse_ok({{"method", "expected_attention"}, {"budget", budget}, {"params", params}});
+    EXPECT_EQ(rows_of(expected.policy->decide(c.input(expected, budget))),
+              g["expected_attention"].get<std::vector<std::vector<int32_t>>>())
+        << "expected_attention";
     const CompressionSpec snap = parse_ok(
         {{"method", "snapkv"},
          {"budget", budget},
@@ -150,6 +160,7 @@ Case random_case(std::mt19937& rng, bool equal_lengths) {
   fill(c.key_norms, kv_size);
   fill(c.value_norms, kv_size);
   fill(c.anchor_dot, kv_size);
+  fill(c.expected, static_cast<size_t>(c.layers) * c.heads * c.stride);
   c.state.assign(kv_size, 0.0f);
   return c;
 }
@@ -282,6 +293,20 @@ TEST(CompressionSpec, ParsesAndNamesEveryBadField) {
             0u);
   EXPECT_EQ(parse_error({{"method", "knorm"}, {"surprise", 1}}).rfind("compression.surprise:", 0),
             0u);
+  EXPECT_EQ(parse_error({{"method", "expected_attention"},
+                         {"budget", 8},
+                         {"params", {{"n_future_positions", 0}}}})
+                .rfind("compression.params.n_future_positions", 0),
+            0u);
+  EXPECT_EQ(
+      parse_error(
+          {{"method", "expected_attention"}, {"budget", 8}, {"params", {{"use_covariance", 1}}}})
+          .rfind("compression.params.use_covariance", 0),
+      0u);
+  EXPECT_EQ(
+      parse_error({{"method", "expected_attention"}, {"budget", 8}, {"params", {{"epsilon", -1}}}})
+          .rfind("compression.params.epsilon", 0),
+      0u);
   EXPECT_EQ(parse_error(json::array()), "compression: must be an object");
 }
 
@@ -289,7 +314,7 @@ TEST(Registry, ListsEveryPolicyOnce) {
   const std::vector<std::string_view> names = compression_method_names();
   EXPECT_EQ(names.front(), "none");
   for (const char* expected : {"streaming_llm", "h2o", "tova", "snapkv", "pyramidkv", "adakv",
-                               "keydiff", "knorm", "gkv"}) {
+                               "keydiff", "knorm", "gkv", "expected_attention"}) {
     EXPECT_EQ(std::count(names.begin(), names.end(), expected), 1) << expected;
     EXPECT_NE(find_policy(expected), nullptr);
   }
