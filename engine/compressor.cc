@@ -26,6 +26,7 @@ struct Compressor::SeqState {
   int budget = 0;
   double budget_exact = 0;
   int system_prompt_tokens = 0;
+  std::vector<int32_t> segment_bounds;  // fair eviction's, for this prompt
   bool prefilled = false;  // the prefill-end check ran
   int last_check = 0;      // the cache's token count at the last check
   int ring = -1;           // the query ring it holds, or -1
@@ -88,6 +89,8 @@ void Compressor::add(SeqId seq, std::shared_ptr<const CompressionSpec> spec, int
   st->budget_exact = spec->exact_budget_for(prompt_tokens);
   st->spec = std::move(spec);
   st->system_prompt_tokens = system_prompt_tokens;
+  st->segment_bounds =
+      kvcache::segment_bounds(st->spec->protection, system_prompt_tokens, prompt_tokens);
   seqs_[seq] = std::move(st);
 }
 
@@ -301,6 +304,7 @@ bool Compressor::act_on(SeqId seq, SeqState& st, bool at_prefill_end, int cached
   in.window = window;
   in.at_prefill_end = at_prefill_end;
   in.signals = signals;
+  in.segment_bounds = st.segment_bounds;
   in.state = state;
   in.params = st.spec->params.get();
   const kvcache::KeepSlots keep = st.spec->policy->decide(in);

@@ -78,6 +78,9 @@ struct PolicyInput {
   int window = 0;               // the recent window the request keeps (also the query window)
   bool at_prefill_end = false;  // else a decode-time action
   Signals signals;
+  // Fair eviction (Protection::fair_eviction): ascending token positions where a new segment
+  // begins; keep_top shares each row's budget among the segments by length. Empty: off.
+  std::span<const int32_t> segment_bounds;
   std::span<float> state;  // with PolicyNeeds::slot_state: [L * Hkv * S], read and written
   const PolicyParams* params = nullptr;
 

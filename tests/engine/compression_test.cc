@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <random>
 
@@ -153,6 +154,51 @@ TEST(Compression, MethodsMixInOneBatchAndEachEqualsItsRunAlone) {
     EXPECT_EQ(together[i].tokens, alone[i])
         << "request " << i << ": " << methods[i % methods.size()].dump();
     EXPECT_EQ(together[i].tokens.size(), 48u);
+  }
+  EXPECT_EQ(engine->stats().kv_pages_used.load(), 0);
+}
+
+// Fair eviction: a prompt in three marked segments. By knorm's scores alone some (layer, KV head)
+// rows keep a segment far beyond or below its share (checked, so the test can tell); with fair
+// eviction every row keeps each segment's share of the budget.
+TEST(Compression, FairEvictionKeepsEverySegmentsShare) {
+  Fixture f = load("llama3");
+  const std::vector<int32_t> prompt = random_prompt(f.model->config().vocab_size, 150, 4);
+  auto engine = make_engine(f);
+  std::vector<std::vector<int32_t>> kept;
+  engine->set_compression_observer(
+      [&](kvcache::SeqId, const std::vector<std::vector<int32_t>>& positions) {
+        kept = positions;
+      });
+  const json params = {{"sink", 4}, {"window", 16}, {"interval", 0}};
+  for (bool fair : {false, true}) {
+    SCOPED_TRACE(fair ? "fair" : "by score");
+    json compression = {{"method", "knorm"}, {"budget", 48}, {"params", params}};
+    if (fair) {
+      compression["fair_eviction"] = true;
+      compression["segments"] = {{0, 30}, {30, 90}, {90, 150}};
+    }
+    kept.clear();
+    const Result r = run_all(*engine, {*engine->add_request(request(prompt, 4, compression))})[0];
+    EXPECT_EQ(r.tokens.size(), 4u);
+    ASSERT_FALSE(kept.empty());
+    int off_share = 0;
+    for (const std::vector<int32_t>& row : kept) {
+      ASSERT_EQ(row.size(), 48u);
+      int counts[3] = {0, 0, 0};
+      for (int32_t p : row) ++counts[p < 30 ? 0 : p < 90 ? 1 : 2];
+      // Shares of 48 for 30, 60 and 60 tokens: 9.6, 19.2, 19.2 (the sinks and the window of 16
+      // fit within theirs).
+      const bool fair_split = std::abs(counts[0] - 9.6) <= 1 && std::abs(counts[1] - 19.2) <= 1 &&
+                              std::abs(counts[2] - 19.2) <= 1;
+      if (fair) {
+        EXPECT_TRUE(fair_split) << counts[0] << " " << counts[1] << " " << counts[2];
+      }
+      off_share += !fair_split;
+    }
+    if (!fair) {
+      EXPECT_GT(off_share, 0) << "scores alone happened to split fairly: a weak test";
+    }
   }
   EXPECT_EQ(engine->stats().kv_pages_used.load(), 0);
 }

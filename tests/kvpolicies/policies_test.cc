@@ -40,6 +40,7 @@ struct Case {
   std::vector<int32_t> valid_lens, positions;
   std::vector<uint8_t> protect;
   std::vector<float> window, group_max, key_norms, value_norms, anchor_dot, expected, state;
+  std::vector<int32_t> segment_bounds;
   int num_queries = 0;
 
   PolicyInput input(const CompressionSpec& spec, int budget) {
@@ -61,6 +62,7 @@ struct Case {
     in.signals.value_norms = value_norms;
     in.signals.key_anchor_dot = anchor_dot;
     in.signals.expected_logits = expected;
+    in.segment_bounds = segment_bounds;
     in.state = state;
     in.params = spec.params.get();
     return in;
@@ -200,6 +202,100 @@ TEST(EveryPolicy, KeepsProtectedSlotsAndStaysWithinBudget) {
   }
 }
 
+TEST(FairEviction, QuotasFollowTheLengthsAndCoverProtection) {
+  std::mt19937 rng(3);
+  for (int trial = 0; trial < 2000; ++trial) {
+    const int segments = 1 + static_cast<int>(rng() % 6);
+    std::vector<int> lengths(segments), protect(segments);
+    int total = 0, total_protected = 0;
+    for (int s = 0; s < segments; ++s) {
+      lengths[s] = static_cast<int>(rng() % 40);
+      protect[s] = lengths[s] == 0 ? 0 : static_cast<int>(rng() % (lengths[s] + 1) / 3);
+      total += lengths[s];
+      total_protected += protect[s];
+    }
+    const int want = total == 0 ? 0 : static_cast<int>(rng() % (total + 1));
+    SCOPED_TRACE(::testing::Message() << "trial " << trial << " want " << want);
+    const std::vector<int> q = segment_quotas(lengths, protect, want);
+    int sum = 0;
+    bool any_fixed = false;
+    for (int s = 0; s < segments; ++s) {
+      EXPECT_GE(q[s], protect[s]) << "segment " << s;
+      EXPECT_LE(q[s], lengths[s]) << "segment " << s;
+      sum += q[s];
+      any_fixed = any_fixed || (protect[s] > 0 && q[s] == protect[s]);
+    }
+    EXPECT_EQ(sum, std::max(want, total_protected));
+    if (!any_fixed && total > 0) {  // the plain proportional split, rounded
+      for (int s = 0; s < segments; ++s) {
+        EXPECT_NEAR(q[s], static_cast<double>(want) * lengths[s] / total, 1.0) << "segment " << s;
+      }
+    }
+  }
+  // Protection beyond a segment's share takes from the others.
+  EXPECT_EQ(segment_quotas(std::vector<int>{10, 10}, std::vector<int>{8, 0}, 10),
+            (std::vector<int>{8, 2}));
+  EXPECT_EQ(segment_quotas(std::vector<int>{30, 10, 20}, std::vector<int>{0, 0, 0}, 30),
+            (std::vector<int>{15, 5, 10}));
+}
+
+// Scores that favour one segment everywhere: without fair eviction it keeps nearly everything,
+// with it each segment keeps its share, of its own best slots.
+TEST(FairEviction, EverySegmentKeepsItsShareOfItsBest) {
+  for (const KvPolicy* policy : registered_policies()) {
+    SCOPED_TRACE(std::string(policy->name()));
+    std::mt19937 rng(11);
+    Case c = random_case(rng, /*equal_lengths=*/true);
+    // Positions 0, 3, 6, ...: segments [0, 60), [60, 150) and [150, 1000). Knorm's favourites,
+    // the keys of small norm, all in the first segment.
+    for (size_t i = 0; i < c.positions.size(); ++i) {
+      if (c.positions[i] < 60) c.key_norms[i] *= 0.01f;
+    }
+    const int budget = 24;
+    json params = {{"sink", 2}, {"window", 4}, {"protect_system_prompt", false}};
+    if (policy->name() == "tova" || policy->name() == "streaming_llm") params["window"] = 1;
+    const CompressionSpec spec = parse_ok({{"method", policy->name()},
+                                           {"budget", budget},
+                                           {"fair_eviction", true},
+                                           {"segments", {{60, 150}}},
+                                           {"params", params}});
+    const int n = c.valid_lens[0];
+    c.segment_bounds = segment_bounds(spec.protection, 0, 1000);
+    ASSERT_EQ(c.segment_bounds, (std::vector<int32_t>{60, 150, 1000}));
+    const PolicyInput input = c.input(spec, budget);
+    const KeepSlots keep = policy->decide(input);
+    check_decision(input, keep, policy->name());
+    for (int r = 0; r < c.layers * c.kv_heads; ++r) {
+      const int row_budget = keep.indptr[r + 1] - keep.indptr[r];
+      std::vector<int> lengths(3, 0), protect(3, 0), kept(3, 0);
+      auto segment = [&](int v) {
+        const int position = c.positions[r * c.stride + v];
+        return position < 60 ? 0 : position < 150 ? 1 : 2;
+      };
+      for (int v = 0; v < n; ++v) {
+        ++lengths[segment(v)];
+        protect[segment(v)] += input.protected_slots[r * c.stride + v];
+      }
+      for (int i = keep.indptr[r]; i < keep.indptr[r + 1]; ++i) ++kept[segment(keep.slots[i])];
+      EXPECT_EQ(kept, segment_quotas(lengths, protect, row_budget)) << "row " << r;
+      if (policy->name() != "knorm") continue;
+      // Within a segment, the kept unprotected keys are its smallest.
+      for (int seg = 0; seg < 3; ++seg) {
+        float worst_kept = 0, best_dropped = INFINITY;
+        for (int v = 0; v < n; ++v) {
+          if (segment(v) != seg || input.protected_slots[r * c.stride + v]) continue;
+          const float norm = c.key_norms[r * c.stride + v];
+          const bool is_kept = std::binary_search(keep.slots.begin() + keep.indptr[r],
+                                                  keep.slots.begin() + keep.indptr[r + 1], v);
+          if (is_kept) worst_kept = std::max(worst_kept, norm);
+          if (!is_kept) best_dropped = std::min(best_dropped, norm);
+        }
+        EXPECT_LE(worst_kept, best_dropped) << "row " << r << " segment " << seg;
+      }
+    }
+  }
+}
+
 TEST(Protection, RefusesADecisionThatDropsAProtectedSlot) {
   Case c;
   c.layers = 1, c.kv_heads = 1, c.heads = 1, c.stride = 8;
@@ -307,6 +403,30 @@ TEST(CompressionSpec, ParsesAndNamesEveryBadField) {
       parse_error({{"method", "expected_attention"}, {"budget", 8}, {"params", {{"epsilon", -1}}}})
           .rfind("compression.params.epsilon", 0),
       0u);
+  EXPECT_EQ(parse_error({{"method", "knorm"}, {"budget", 8}, {"fair_eviction", 1}}),
+            "compression.fair_eviction: must be true or false");
+  EXPECT_EQ(parse_error({{"method", "none"}, {"fair_eviction", true}})
+                .rfind("compression.fair_eviction", 0),
+            0u);
+  EXPECT_EQ(parse_error({{"method", "knorm"}, {"budget", 8}, {"segments", {{0, 4}}}})
+                .rfind("compression.segments", 0),
+            0u);
+  for (const json& bad : {json(3), json({{4, 2}}), json({{0, 4}, {3, 8}}), json({{0, 1, 2}})}) {
+    EXPECT_EQ(parse_error(
+                  {{"method", "knorm"}, {"budget", 8}, {"fair_eviction", true}, {"segments", bad}})
+                  .rfind("compression.segments", 0),
+              0u)
+        << bad.dump();
+  }
+  const CompressionSpec fair = parse_ok({{"method", "knorm"},
+                                         {"budget", 8},
+                                         {"fair_eviction", true},
+                                         {"segments", {{40, 90}, {5, 9}}}});
+  EXPECT_TRUE(fair.protection.fair_eviction);
+  EXPECT_EQ(segment_bounds(fair.protection, 12, 100),
+            (std::vector<int32_t>{5, 9, 12, 40, 90, 100}));
+  EXPECT_TRUE(
+      segment_bounds(parse_ok({{"method", "knorm"}, {"budget", 8}}).protection, 12, 100).empty());
   EXPECT_EQ(parse_error(json::array()), "compression: must be an object");
 }
 
