@@ -128,6 +128,48 @@ TEST(PolicyGoldens, MatchTheNumpyReference) {
   }
 }
 
+// Synthetic attention of ignoring, surface and logic heads (make_goldens.py): the per-head
+// budgets and kept slots of the numpy reference.
+TEST(PolicyGoldens, SurfaceLogicMatchesTheNumpyReference) {
+  std::ifstream in(std::filesystem::path(SIEVE_SOURCE_DIR) /
+                   "tests/fixtures/policies/goldens.json");
+  ASSERT_TRUE(in) << "missing goldens.json";
+  const json goldens = json::parse(in);
+  ASSERT_FALSE(goldens["surface_logic"].empty());
+  for (const json& g : goldens["surface_logic"]) {
+    SCOPED_TRACE("seed " + std::to_string(g["seed"].get<int>()));
+    Case c;
+    c.layers = g["num_layers"];
+    c.kv_heads = g["num_kv_heads"];
+    c.heads = g["num_heads"];
+    c.stride = g["num_slots"];
+    c.num_queries = g["num_queries"];
+    c.valid_lens.assign(c.layers * c.kv_heads, c.stride);
+    for (int r = 0; r < c.layers * c.kv_heads; ++r) {
+      for (int v = 0; v < c.stride; ++v) c.positions.push_back(v);
+    }
+    c.window = g["window_attention"].get<std::vector<float>>();
+    const int budget = g["budget"];
+    const CompressionSpec spec = parse_ok(
+        {{"method", "surface_logic"},
+         {"budget", budget},
+         {"params",
+          {{"sink", g["sink"]}, {"window", c.num_queries}, {"protect_system_prompt", false}}}});
+    const PolicyInput input = c.input(spec, budget);
+    const KeepSlots keep = spec.policy->decide(input);
+    check_decision(input, keep, "surface_logic");
+    const std::vector<std::vector<int32_t>> rows = rows_of(keep);
+    const std::vector<int> counts = g["counts"];
+    int64_t total = 0;
+    for (size_t r = 0; r < rows.size(); ++r) {
+      EXPECT_EQ(static_cast<int>(rows[r].size()), counts[r]) << "row " << r;
+      total += static_cast<int64_t>(rows[r].size());
+    }
+    EXPECT_EQ(total, int64_t{budget} * c.layers * c.kv_heads) << "the budget is spent exactly";
+    EXPECT_EQ(rows, g["kept"].get<std::vector<std::vector<int32_t>>>());
+  }
+}
+
 TEST(StreamingLlm, KeepsTheSinksAndTheMostRecent) {
   Case c;
   c.layers = 1, c.kv_heads = 2, c.heads = 2, c.stride = 10;
@@ -427,6 +469,14 @@ TEST(CompressionSpec, ParsesAndNamesEveryBadField) {
             (std::vector<int32_t>{5, 9, 12, 40, 90, 100}));
   EXPECT_TRUE(
       segment_bounds(parse_ok({{"method", "knorm"}, {"budget", 8}}).protection, 12, 100).empty());
+  EXPECT_EQ(
+      parse_error({{"method", "surface_logic"}, {"budget", 8}, {"params", {{"ignore_mass", 1.5}}}})
+          .rfind("compression.params.ignore_mass", 0),
+      0u);
+  EXPECT_EQ(parse_error(
+                {{"method", "surface_logic"}, {"budget", 8}, {"params", {{"surface_weight", -1}}}})
+                .rfind("compression.params.surface_weight", 0),
+            0u);
   EXPECT_EQ(parse_error(json::array()), "compression: must be an object");
 }
 
@@ -434,7 +484,7 @@ TEST(Registry, ListsEveryPolicyOnce) {
   const std::vector<std::string_view> names = compression_method_names();
   EXPECT_EQ(names.front(), "none");
   for (const char* expected : {"streaming_llm", "h2o", "tova", "snapkv", "pyramidkv", "adakv",
-                               "keydiff", "knorm", "gkv", "expected_attention"}) {
+                               "keydiff", "knorm", "gkv", "expected_attention", "surface_logic"}) {
     EXPECT_EQ(std::count(names.begin(), names.end(), expected), 1) << expected;
     EXPECT_NE(find_policy(expected), nullptr);
   }
