@@ -91,6 +91,12 @@ class TimingBackend final : public kernels::Backend {
   void kv_signals(const kernels::KvSignalArgs& a) override {
     timed(model_seconds, [&] { inner_.kv_signals(a); });
   }
+  void accumulate_query_moments(const kernels::QueryMomentArgs& a) override {
+    timed(model_seconds, [&] { inner_.accumulate_query_moments(a); });
+  }
+  void expected_logits(const kernels::ExpectedLogitArgs& a) override {
+    timed(model_seconds, [&] { inner_.expected_logits(a); });
+  }
   void attention(const kernels::AttentionArgs& a) override {
     timed(model_seconds, [&] { inner_.attention(a); });
   }

@@ -13,12 +13,20 @@ using kvcache::CompressionSpec;
 using kvcache::kMaxQueryWindow;
 using kvcache::SeqId;
 
+// One sequence's query statistics (QueryMomentArgs) and how many queries they hold; shared with
+// the sequence's forked children, which read them at the same prefill-end action.
+struct Compressor::Moments {
+  Tensor sums;  // f32 [num_layers, num_heads, head_dim * (head_dim + 1)]
+  int64_t count = 0;
+};
+
 struct Compressor::SeqState {
   std::shared_ptr<const CompressionSpec> spec;
   kvcache::PolicyNeeds needs;
   int budget = 0;
   double budget_exact = 0;
   int system_prompt_tokens = 0;
+  std::vector<int32_t> segment_bounds;  // fair eviction's, for this prompt
   bool prefilled = false;  // the prefill-end check ran
   int last_check = 0;      // the cache's token count at the last check
   int ring = -1;           // the query ring it holds, or -1
@@ -28,6 +36,8 @@ struct Compressor::SeqState {
   std::vector<std::vector<int32_t>> kept_positions;
   int first_appended_position = 0;
   std::vector<std::vector<float>> state;  // PolicyNeeds::slot_state, per row, per packed slot
+  std::shared_ptr<Moments> moments;  // PolicyNeeds::expected_logits, from the first prompt chunk
+  bool moments_missed = false;       // no statistics this prefill (none free, or out of memory)
 };
 
 void copy_pages(kernels::Backend& backend, const TensorView& arena,
@@ -44,8 +54,13 @@ void copy_pages(kernels::Backend& backend, const TensorView& arena,
 }
 
 Compressor::Compressor(kernels::Backend& backend, kvcache::KvManager& kv, const TensorView& arena,
-                       const kernels::KvCacheLayout& layout, int num_heads)
-    : backend_(backend), kv_(kv), arena_(arena), layout_(layout), num_heads_(num_heads) {}
+                       const kernels::KvCacheLayout& layout, const models::ModelConfig& config)
+    : backend_(backend),
+      kv_(kv),
+      arena_(arena),
+      layout_(layout),
+      num_heads_(config.num_heads),
+      config_(config) {}
 
 Compressor::~Compressor() = default;
 
@@ -53,7 +68,8 @@ StatusOr<std::unique_ptr<Compressor>> Compressor::create(
     kernels::Backend& backend, models::Transformer& model, kvcache::KvManager& kv,
     const TensorView& arena, const kernels::KvCacheLayout& layout, int num_rings) {
   const models::ModelConfig& c = model.config();
-  std::unique_ptr<Compressor> compressor(new Compressor(backend, kv, arena, layout, c.num_heads));
+  std::unique_ptr<Compressor> compressor(new Compressor(backend, kv, arena, layout, c));
+  compressor->max_moment_sets_ = num_rings;
   if (num_rings > 0) {
     ASSIGN_OR_RETURN(
         compressor->query_store_,
@@ -73,6 +89,8 @@ void Compressor::add(SeqId seq, std::shared_ptr<const CompressionSpec> spec, int
   st->budget_exact = spec->exact_budget_for(prompt_tokens);
   st->spec = std::move(spec);
   st->system_prompt_tokens = system_prompt_tokens;
+  st->segment_bounds =
+      kvcache::segment_bounds(st->spec->protection, system_prompt_tokens, prompt_tokens);
   seqs_[seq] = std::move(st);
 }
 
@@ -105,6 +123,8 @@ void Compressor::reset(SeqId seq) {
   release_ring(st);
   st.prefilled = false;
   st.last_check = 0;
+  st.moments.reset();
+  st.moments_missed = false;
   st.kept_positions.clear();
   st.state.clear();
 }
@@ -122,13 +142,47 @@ void Compressor::release_ring(SeqState& st) {
   st.num_captured = 0;
 }
 
+void Compressor::plan_moments(const scheduler::ScheduledSeq& s, SeqState& st, int first_row,
+                              models::StepBatch& batch) {
+  if (st.prefilled || st.moments_missed) return;  // statistics of the prompt only
+  const int first = std::max(st.needs.query_stats_from, s.num_computed_tokens);
+  const int last = s.num_computed_tokens + s.num_new_tokens;
+  if (first >= last) return;
+  if (!st.moments) {
+    const int64_t width = int64_t{layout_.head_dim} * (layout_.head_dim + 1);
+    const int64_t numel = int64_t{layout_.num_layers} * num_heads_ * width;
+    auto sums = moment_sets_ < max_moment_sets_
+                    ? backend_.allocate(DType::kF32, {layout_.num_layers, num_heads_, width})
+                    : StatusOr<Tensor>(ResourceExhaustedError("no free query statistics"));
+    if (!sums.ok()) {
+      SPDLOG_DEBUG("{}: no query statistics for this prompt: {}", st.spec->method,
+                   sums.status().message());
+      st.moments_missed = true;
+      return;
+    }
+    std::vector<float> zeros(numel, 0.0f);
+    backend_.copy(sums->view().reshape({numel}), TensorView(zeros.data(), DType::kF32, {numel}));
+    ++moment_sets_;
+    st.moments = std::shared_ptr<Moments>(new Moments{*std::move(sums), 0}, [this](Moments* m) {
+      --moment_sets_;
+      delete m;
+    });
+  }
+  batch.moment_rows.push_back({first_row + first - s.num_computed_tokens,
+                               first_row + last - s.num_computed_tokens, st.moments->sums.view()});
+  st.moments->count += last - first;
+}
+
 void Compressor::plan_captures(const scheduler::SchedulerOutput& out,
                                const scheduler::Scheduler& scheduler, models::StepBatch& batch) {
+  batch.moment_rows.clear();
   for (size_t i = 0; i < out.scheduled.size(); ++i) {
     const scheduler::ScheduledSeq& s = out.scheduled[i];
     const auto it = seqs_.find(s.seq_id);
-    if (it == seqs_.end() || !it->second->needs.any_window()) continue;
+    if (it == seqs_.end()) continue;
     SeqState& st = *it->second;
+    if (st.needs.expected_logits) plan_moments(s, st, batch.qo_indptr[i], batch);
+    if (!st.needs.any_window()) continue;
     const scheduler::Sequence* seq = scheduler.find(s.seq_id);
     if (seq == nullptr) continue;
     // The window ends where the next check happens: the prompt's end, then every interval.
@@ -175,10 +229,13 @@ void Compressor::act(const scheduler::SchedulerOutput& out, const scheduler::Sch
         child.last_check = cached;
         child.ring = st.ring;
         child.num_captured = st.num_captured;
+        child.moments = st.moments;
         act_on(f.child, child, /*at_prefill_end=*/true, cached);
         child.ring = -1;
+        if (child.spec->interval == 0) child.moments.reset();
       }
       release_ring(st);
+      if (st.spec->interval == 0) st.moments.reset();  // no later action reads them
       continue;
     }
     if (st.spec->interval == 0 || cached < st.last_check + st.spec->interval) continue;
@@ -211,6 +268,11 @@ bool Compressor::act_on(SeqId seq, SeqState& st, bool at_prefill_end, int cached
                  st.spec->method);
     return false;
   }
+  if (st.needs.expected_logits && (!st.moments || st.moments->count == 0)) {
+    ++stats_.skipped_actions;
+    SPDLOG_DEBUG("sequence {}: {} skips an action without query statistics", seq, st.spec->method);
+    return false;
+  }
   // Each slot's token position.
   const kvcache::HeadLengths head = kv_.head_lengths(seq);
   std::vector<int32_t> positions(static_cast<size_t>(rows) * slot_stride, 0);
@@ -234,12 +296,12 @@ bool Compressor::act_on(SeqId seq, SeqState& st, bool at_prefill_end, int cached
   kvcache::Signals signals;
   signals.num_queries = st.needs.any_window() ? num_queries : 0;
   const kvcache::PolicyNeeds& n = st.needs;
-  if (n.any_window() || n.key_norms || n.value_norms || n.key_anchor_dot) {
+  if (n.any_window() || n.key_norms || n.value_norms || n.key_anchor_dot || n.expected_logits) {
     if (!ensure_signal_buffers(slot_stride).ok()) {
       ++stats_.skipped_actions;
       return false;
     }
-    compute_signals(seq, st, st.needs, slot_stride, &signals);
+    compute_signals(seq, st, st.needs, slot_stride, cached_tokens, &signals);
   }
 
   kvcache::PolicyInput in;
@@ -255,6 +317,7 @@ bool Compressor::act_on(SeqId seq, SeqState& st, bool at_prefill_end, int cached
   in.window = window;
   in.at_prefill_end = at_prefill_end;
   in.signals = signals;
+  in.segment_bounds = st.segment_bounds;
   in.state = state;
   in.params = st.spec->params.get();
   const kvcache::KeepSlots keep = st.spec->policy->decide(in);
@@ -296,12 +359,13 @@ Status Compressor::ensure_signal_buffers(int slot_stride) {
   RETURN_IF_ERROR(grow(key_norms_, layout_.num_kv_heads));
   RETURN_IF_ERROR(grow(value_norms_, layout_.num_kv_heads));
   RETURN_IF_ERROR(grow(anchor_dot_, layout_.num_kv_heads));
+  RETURN_IF_ERROR(grow(expected_logits_, num_heads_));
   signal_stride_ = stride;
   return OkStatus();
 }
 
 void Compressor::compute_signals(SeqId seq, const SeqState& st, const kvcache::PolicyNeeds& needs,
-                                 int slot_stride, kvcache::Signals* signals) {
+                                 int slot_stride, int cached_tokens, kvcache::Signals* signals) {
   const kvcache::PageTable& table = kv_.page_table(seq);
   const kvcache::HeadLengths head = kv_.head_lengths(seq);
   const int64_t l = layout_.num_layers, hkv = layout_.num_kv_heads;
@@ -335,6 +399,16 @@ void Compressor::compute_signals(SeqId seq, const SeqState& st, const kvcache::P
   a.value_norms = view(value_norms_, hkv, needs.value_norms);
   a.key_anchor_dot = view(anchor_dot_, hkv, needs.key_anchor_dot);
   backend_.kv_signals(a);
+  if (needs.expected_logits) {
+    kernels::ExpectedLogitArgs e;
+    e.arena = a.arena;
+    e.layout = a.layout;
+    e.page_table = a.page_table;
+    e.num_tokens = a.num_tokens;
+    e.head_lens = a.head_lens;
+    e.gap_end = a.gap_end;
+    compute_expected_logits(e, st, slot_stride, cached_tokens);
+  }
   auto to_host = [&](const TensorView& device_view, std::vector<float>& host) {
     if (device_view.empty()) return std::span<const float>();
     host.resize(device_view.numel());
@@ -347,7 +421,41 @@ void Compressor::compute_signals(SeqId seq, const SeqState& st, const kvcache::P
   signals->key_norms = to_host(a.key_norms, host_key_norms_);
   signals->value_norms = to_host(a.value_norms, host_value_norms_);
   signals->key_anchor_dot = to_host(a.key_anchor_dot, host_anchor_dot_);
+  signals->expected_logits =
+      to_host(view(expected_logits_, num_heads_, needs.expected_logits), host_expected_logits_);
   backend_.synchronize();
+}
+
+void Compressor::compute_expected_logits(const kernels::ExpectedLogitArgs& cache,
+                                         const SeqState& st, int slot_stride, int cached_tokens) {
+  // The RoPE rotation averaged over the positions after the sequence: per pair, the mean of
+  // cos and sin of its angle (times YaRN's attention scaling, as the model's RoPE applies it).
+  const int first = cached_tokens, count = st.needs.future_positions;
+  const models::RopeFrequencies rope = models::compute_rope_frequencies(config_, first + count);
+  const int64_t half = static_cast<int64_t>(rope.inv_freq.size());
+  std::vector<float> avg_cos(half), avg_sin(half);
+  for (int64_t i = 0; i < half; ++i) {
+    double c = 0, s = 0;
+    for (int p = first; p < first + count; ++p) {
+      // In f32 as the model computes its angles.
+      const float angle = rope.inv_freq[i] * static_cast<float>(p);
+      c += std::cos(angle);
+      s += std::sin(angle);
+    }
+    avg_cos[i] = static_cast<float>(c / count * rope.attention_scaling);
+    avg_sin[i] = static_cast<float>(s / count * rope.attention_scaling);
+  }
+  kernels::ExpectedLogitArgs e = cache;
+  e.moments = st.moments->sums.view();
+  e.count = st.moments->count;
+  e.rope_cos = TensorView(avg_cos.data(), DType::kF32, {half});
+  e.rope_sin = TensorView(avg_sin.data(), DType::kF32, {half});
+  e.covariance = st.needs.query_covariance;
+  e.scale = 1.0f / std::sqrt(static_cast<float>(layout_.head_dim));
+  e.slot_stride = slot_stride;
+  e.out = TensorView(expected_logits_.view().raw(), DType::kF32,
+                     {layout_.num_layers, num_heads_, slot_stride}, arena_.device());
+  backend_.expected_logits(e);
 }
 
 bool Compressor::apply(SeqId seq, SeqState& st, const kvcache::KeepSlots& keep,

@@ -80,14 +80,22 @@ class Compressor {
 
  private:
   struct SeqState;
+  struct Moments;
 
   Compressor(kernels::Backend& backend, kvcache::KvManager& kv, const TensorView& arena,
-             const kernels::KvCacheLayout& layout, int num_heads);
+             const kernels::KvCacheLayout& layout, const models::ModelConfig& config);
+  // Adds the step's prompt rows of `s` (token rows from `first_row` in the batch) to the query
+  // statistics of its sequence (PolicyNeeds::expected_logits).
+  void plan_moments(const scheduler::ScheduledSeq& s, SeqState& st, int first_row,
+                    models::StepBatch& batch);
   // Runs the policy on one sequence holding `cached_tokens` tokens; true when it compacted.
   bool act_on(kvcache::SeqId seq, SeqState& st, bool at_prefill_end, int cached_tokens);
   // The signals `needs` asks for, of one sequence, into host arrays.
   void compute_signals(kvcache::SeqId seq, const SeqState& st, const kvcache::PolicyNeeds& needs,
-                       int slot_stride, kvcache::Signals* signals);
+                       int slot_stride, int cached_tokens, kvcache::Signals* signals);
+  // ExpectedAttention's logits of one sequence into expected_logits_ (device).
+  void compute_expected_logits(const kernels::ExpectedLogitArgs& cache, const SeqState& st,
+                               int slot_stride, int cached_tokens);
   // Compacts the sequence to `keep`; false (nothing changed) when the pool is short of pages.
   bool apply(kvcache::SeqId seq, SeqState& st, const kvcache::KeepSlots& keep,
              const std::vector<int32_t>& positions, int slot_stride, int cached_tokens);
@@ -99,14 +107,19 @@ class Compressor {
   TensorView arena_;
   kernels::KvCacheLayout layout_;
   int num_heads_ = 0;
+  models::ModelConfig config_;  // for the averaged RoPE of ExpectedAttention
   Tensor query_store_;  // [num_layers, num_rings * kMaxQueryWindow, num_heads * head_dim]
+  // Query statistics (ExpectedAttention) are allocated per sequence, at most max_moment_sets_
+  // at once: num_layers · num_heads · head_dim · (head_dim + 1) floats each.
+  int max_moment_sets_ = 0;
+  int moment_sets_ = 0;
   std::vector<int> free_rings_;
   std::unordered_map<kvcache::SeqId, std::unique_ptr<SeqState>> seqs_;
   // Device outputs of kv_signals and their host copies, grown to the longest sequence seen.
   int signal_stride_ = 0;
-  Tensor window_attention_, group_max_, key_norms_, value_norms_, anchor_dot_;
+  Tensor window_attention_, group_max_, key_norms_, value_norms_, anchor_dot_, expected_logits_;
   std::vector<float> host_window_, host_group_max_, host_key_norms_, host_value_norms_,
-      host_anchor_dot_;
+      host_anchor_dot_, host_expected_logits_;
   CompressionStats stats_;
   Observer observer_;
   std::mutex seconds_mutex_;

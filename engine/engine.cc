@@ -287,7 +287,7 @@ void Engine::drain_inbox() {
     const std::shared_ptr<const kvcache::CompressionSpec> compression =
         request.compression && request.compression->compresses() ? request.compression : nullptr;
     const bool needs_queries =
-        compression && compression->policy->needs(*compression->params).any_window();
+        compression && compression->policy->needs(*compression->params).reads_prompt_queries();
     spec.use_prefix_cache = request.params.prompt_logprobs < 0 && !needs_queries;
     spec.kv_format = layout_.dtype == DType::kF32 ? kvcache::KvFormatId::kF32
                                                   : kvcache::KvFormatId::kBF16;

@@ -182,6 +182,39 @@ struct KvSignalArgs {
   TensorView key_anchor_dot;
 };
 
+// Adds queries to their running first and second moments (ExpectedAttention's query
+// statistics): for each query head h, moments[h] holds sum_t q[t, h] (head_dim entries) followed
+// by sum_t q[t, h] q[t, h]ᵀ (head_dim × head_dim, row-major), and every row t of `q` is added.
+struct QueryMomentArgs {
+  TensorView q;        // [num_rows, num_heads, head_dim], compute dtype; heads contiguous in a row
+  TensorView moments;  // f32 [num_heads, head_dim * (head_dim + 1)], contiguous; accumulated into
+};
+
+// ExpectedAttention's logits of one sequence's slots (Devoto et al., 2025): the log of the expected
+// exp(q·k·scale) when q is Gaussian with the mean mu and covariance Σ of the `count` queries summed
+// in `moments` (QueryMomentArgs), rotated by the RoPE averaged over future positions:
+//   z = scale · mu·k' + scale² / 2 · k'ᵀ Σ k',   k' = Rᵀ k
+// (Σ = 0 without `covariance`). R rotates each pair (i, i + rotary_dim / 2) by
+// [[cos_i, -sin_i], [sin_i, cos_i]] and leaves dimensions past rotary_dim as they are. Slots and
+// the cache fields are KvSignalArgs's; out is f32 [num_layers, num_heads, slot_stride], entries
+// past a head's valid slots left as they are.
+struct ExpectedLogitArgs {
+  TensorView arena;  // u8 [arena_bytes]
+  KvCacheLayout layout;
+  TensorView page_table;  // i32 [pages of the sequence]
+  int num_tokens = 0;
+  TensorView head_lens;  // optional i32 [num_layers, num_kv_heads]
+  int gap_end = 0;
+  TensorView moments;  // f32 [num_layers, num_heads, head_dim * (head_dim + 1)]
+  int64_t count = 0;   // queries summed into moments (> 0)
+  // Host f32 [rotary_dim / 2] each: the averaged rotation's cos and sin per pair.
+  TensorView rope_cos, rope_sin;
+  bool covariance = true;
+  float scale = 1.0f;
+  int slot_stride = 0;
+  TensorView out;
+};
+
 // Per-sequence sampling, one row of logits each. A sequence's random draw depends only on its
 // seed and its step, never on the batch around it.
 struct SampleArgs {
@@ -266,6 +299,8 @@ class Backend {
   virtual void attention(const AttentionArgs& args) = 0;
   virtual void copy_rows(const CopyRowsArgs& args) = 0;
   virtual void kv_signals(const KvSignalArgs& args) = 0;
+  virtual void accumulate_query_moments(const QueryMomentArgs& args) = 0;
+  virtual void expected_logits(const ExpectedLogitArgs& args) = 0;
   virtual void sample(const SampleArgs& args) = 0;
   // Penalties and masks before sample(), on the rows' own logits (logprobs read them before).
   virtual void apply_penalties(const PenaltyArgs& args) = 0;

@@ -143,6 +143,10 @@ void Transformer::attention_block(int layer, const TensorView& kv_arena,
   }
   const bool dynamic = c.rope_scaling.type == RopeType::kDynamic;
   const TensorView inv_freq = dynamic ? token_inv_freq_view_ : inv_freq_.view();
+  // Query statistics are of the queries before RoPE (ExpectedAttention rotates them itself).
+  for (const StepBatch::MomentRows& m : moment_rows_) {
+    backend_.accumulate_query_moments({q.slice(0, m.begin, m.end), m.moments.select(0, layer)});
+  }
   // Rotary dimensions are the first rotary_dim of each head (partial rotary factor).
   backend_.rope_write_kv(RopeArgs{q.slice(2, 0, c.rotary_dim()), k.slice(2, 0, c.rotary_dim()),
                                   positions_view_, inv_freq, rope_.attention_scaling},
@@ -212,6 +216,7 @@ void Transformer::upload_batch(const StepBatch& batch) {
       batch.capture_rows.empty()
           ? TensorView()
           : upload(batch.capture_slots, capture_slots_, batch.capture_slots.size());
+  moment_rows_ = batch.moment_rows;
   if (config_.rope_scaling.type == RopeType::kDynamic) rope_frequencies(batch);
 }
 
@@ -260,7 +265,7 @@ int Transformer::graph_bucket(const StepBatch& batch, const TensorView& kv_arena
   if (graph_buckets_.empty() || kv_arena.raw() != graph_arena_) return -1;
   const int n = batch.num_tokens();
   if (n != batch.num_seqs() || n > graph_buckets_.back() || !batch.kv_head_lens.empty() ||
-      !batch.capture_rows.empty() ||
+      !batch.capture_rows.empty() || !batch.moment_rows.empty() ||
       static_cast<int>(batch.logits_indices.size()) != n) {
     return -1;
   }

@@ -39,6 +39,15 @@ struct StepBatch {
   // (Transformer::set_query_store). Steps that capture run eagerly.
   std::vector<int32_t> capture_rows;
   std::vector<int32_t> capture_slots;
+  // Optional: query statistics for compression policies (ExpectedAttention). The pre-RoPE
+  // queries of token rows [begin, end) are added, layer by layer, to `moments`: f32 [num_layers,
+  // num_heads, head_dim * (head_dim + 1)] on the backend's device (accumulate_query_moments).
+  // Steps that gather them run eagerly.
+  struct MomentRows {
+    int32_t begin = 0, end = 0;
+    TensorView moments;
+  };
+  std::vector<MomentRows> moment_rows;
 
   int num_tokens() const { return static_cast<int>(token_ids.size()); }
   int num_seqs() const { return static_cast<int>(kv_lens.size()); }
@@ -137,6 +146,7 @@ class Transformer {
       kv_lens_view_, head_lens_view_, gap_ends_view_, rows_view_, capture_rows_view_,
       capture_slots_view_;
   TensorView query_store_;
+  std::vector<StepBatch::MomentRows> moment_rows_;  // of the current step
 };
 
 }  // namespace sieve::models

@@ -57,6 +57,10 @@ class CpuBackend final : public Backend {
   void attention(const AttentionArgs& args) override { cpu::attention(args); }
   void copy_rows(const CopyRowsArgs& args) override { cpu::copy_rows(args); }
   void kv_signals(const KvSignalArgs& args) override { cpu::kv_signals(args); }
+  void accumulate_query_moments(const QueryMomentArgs& args) override {
+    cpu::accumulate_query_moments(args);
+  }
+  void expected_logits(const ExpectedLogitArgs& args) override { cpu::expected_logits(args); }
   void sample(const SampleArgs& args) override { cpu::sample(args); }
   void apply_penalties(const PenaltyArgs& args) override { cpu::apply_penalties(args); }
 };

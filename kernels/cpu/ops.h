@@ -35,7 +35,9 @@ void copy_pages(const PageCopyArgs& args);
 void compact_kv(const CompactArgs& args);
 void attention(const AttentionArgs& args);
 void copy_rows(const CopyRowsArgs& args);
-void kv_signals(const KvSignalArgs& args);  // parallel over (layer, KV head)
+void kv_signals(const KvSignalArgs& args);                   // parallel over (layer, KV head)
+void accumulate_query_moments(const QueryMomentArgs& args);  // sums in double
+void expected_logits(const ExpectedLogitArgs& args);         // parallel over (layer, query head)
 void sample(const SampleArgs& args);
 void apply_penalties(const PenaltyArgs& args);  // rows in parallel
 

@@ -18,6 +18,7 @@
 #include "kernels/cuda/fill_random.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/kv_cache.h"
+#include "kernels/cuda/moments.h"
 #include "kernels/cuda/penalties.h"
 #include "kernels/cuda/rms_norm.h"
 #include "kernels/cuda/rope.h"
@@ -346,6 +347,60 @@ class CudaBackend final : public Backend {
     p.value_norms = out(a.value_norms, "value_norms");
     p.key_anchor_dot = out(a.key_anchor_dot, "key_anchor_dot");
     launch_kv_signals(arena, p, stream_);
+  }
+
+  void accumulate_query_moments(const QueryMomentArgs& a) override {
+    check_device(a.q, "query moments queries");
+    check_device(a.moments, "query moments");
+    SIEVE_CHECK(a.q.ndim() == 3 && a.q.stride(2) == 1 && a.q.stride(1) == a.q.size(2))
+        << "queries are rows of whole heads: " << a.q.shape_string();
+    const int64_t heads = a.q.size(1), d = a.q.size(2);
+    SIEVE_CHECK(a.moments.dtype() == DType::kF32 && a.moments.is_contiguous() &&
+                a.moments.numel() == heads * d * (d + 1))
+        << "moments " << a.moments.shape_string();
+    launch_accumulate_query_moments(a.q.raw(), a.q.dtype(), a.q.size(0), a.q.stride(0),
+                                    static_cast<int>(heads), static_cast<int>(d),
+                                    a.moments.data<float>(), stream_);
+  }
+
+  void expected_logits(const ExpectedLogitArgs& a) override {
+    const KvArena arena = arena_of(a.arena, a.layout);
+    ExpectedLogitPointers p;
+    p.page_table = staged_i32(a.page_table, 0);
+    p.num_tokens = a.num_tokens;
+    if (!a.head_lens.empty()) {
+      SIEVE_CHECK_EQ(a.head_lens.numel(), int64_t{a.layout.num_layers} * a.layout.num_kv_heads);
+      p.head_lens = staged_i32(a.head_lens, 1);
+      p.gap_end = a.gap_end;
+    }
+    const int64_t d = a.layout.head_dim;
+    check_device(a.moments, "expected_logits moments");
+    SIEVE_CHECK(a.moments.ndim() == 3 && a.moments.dtype() == DType::kF32 &&
+                a.moments.is_contiguous() && a.moments.size(0) == a.layout.num_layers &&
+                a.moments.size(2) == d * (d + 1))
+        << "moments " << a.moments.shape_string();
+    SIEVE_CHECK_GT(a.count, 0) << "no queries in the statistics";
+    p.moments = a.moments.data<float>();
+    p.num_heads = static_cast<int>(a.moments.size(1));
+    SIEVE_CHECK_EQ(p.num_heads % a.layout.num_kv_heads, 0);
+    p.inv_count = static_cast<float>(1.0 / static_cast<double>(a.count));
+    p.rotary_half = static_cast<int>(a.rope_cos.numel());
+    SIEVE_CHECK(a.rope_sin.numel() == p.rotary_half && 2 * p.rotary_half <= d &&
+                a.rope_cos.device() == Device::kCpu && a.rope_sin.device() == Device::kCpu)
+        << "the averaged RoPE is host f32 [rotary_dim / 2]";
+    for (int i = 0; i < p.rotary_half; ++i) {
+      p.cos[i] = a.rope_cos.data<float>()[i];
+      p.sin[i] = a.rope_sin.data<float>()[i];
+    }
+    p.covariance = a.covariance;
+    p.scale = a.scale;
+    p.slot_stride = a.slot_stride;
+    check_device(a.out, "expected_logits out");
+    SIEVE_CHECK(a.out.dtype() == DType::kF32 && a.out.is_contiguous() &&
+                a.out.numel() >= int64_t{a.layout.num_layers} * p.num_heads * a.slot_stride)
+        << "expected_logits out " << a.out.shape_string();
+    p.out = a.out.data<float>();
+    launch_expected_logits(arena, p, stream_);
   }
 
   void attention(const AttentionArgs& a) override {

@@ -17,8 +17,10 @@ const KvPolicy* adakv_policy();
 const KvPolicy* keydiff_policy();
 const KvPolicy* knorm_policy();
 const KvPolicy* gkv_policy();
+const KvPolicy* expected_attention_policy();
+const KvPolicy* surface_logic_policy();
 
-// SnapKV's scoring (snapkv.cc), which pyramidkv and adakv rank with too.
+// SnapKV's scoring (snapkv.cc), which pyramidkv, adakv and surface_logic rank with too.
 struct SnapKvScoring {
   int kernel_size = 5;
   bool max_pooling = false;

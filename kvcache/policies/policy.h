@@ -30,8 +30,18 @@ struct PolicyNeeds {
   // A float per slot that survives compaction with its slot (G-KV's global score); new slots
   // start at 0.
   bool slot_state = false;
+  // ExpectedAttention's logit of every slot per query head, [L, num_heads, S]: the statistics
+  // (mean, and covariance with `query_covariance`) of the prompt's pre-RoPE queries at positions
+  // query_stats_from and later, rotated by the RoPE averaged over the `future_positions`
+  // positions after the sequence's last token (kernels/backend.h, ExpectedLogitArgs).
+  bool expected_logits = false;
+  int query_stats_from = 0;
+  int future_positions = 0;
+  bool query_covariance = true;
 
   bool any_window() const { return window_attention || window_attention_group_max; }
+  // The prompt's queries are read (so its tokens must be computed, not served from the cache).
+  bool reads_prompt_queries() const { return any_window() || expected_logits; }
 };
 
 // A policy's own parameters, parsed once per request. Each policy derives its Params from it.
@@ -46,6 +56,7 @@ struct Signals {
   std::span<const float> window_attention;  // rows (layer, query head)
   std::span<const float> window_attention_group_max;  // rows (layer, KV head)
   std::span<const float> key_norms, value_norms, key_anchor_dot;
+  std::span<const float> expected_logits;  // rows (layer, query head)
 };
 
 // One sequence at the moment its policy acts. Slots are virtual: head (l, h) has valid slots
@@ -67,6 +78,9 @@ struct PolicyInput {
   int window = 0;               // the recent window the request keeps (also the query window)
   bool at_prefill_end = false;  // else a decode-time action
   Signals signals;
+  // Fair eviction (Protection::fair_eviction): ascending token positions where a new segment
+  // begins; keep_top shares each row's budget among the segments by length. Empty: off.
+  std::span<const int32_t> segment_bounds;
   std::span<float> state;  // with PolicyNeeds::slot_state: [L * Hkv * S], read and written
   const PolicyParams* params = nullptr;
 

@@ -6,8 +6,12 @@ namespace sieve::kvcache {
 
 const std::vector<const KvPolicy*>& registered_policies() {
   static const std::vector<const KvPolicy*> policies = {
-      streaming_llm_policy(), h2o_policy(),     tova_policy(),  snapkv_policy(), pyramidkv_policy(),
-      adakv_policy(),         keydiff_policy(), knorm_policy(), gkv_policy(),
+      streaming_llm_policy(), h2o_policy(),
+      tova_policy(),          snapkv_policy(),
+      pyramidkv_policy(),     adakv_policy(),
+      keydiff_policy(),       knorm_policy(),
+      gkv_policy(),           expected_attention_policy(),
+      surface_logic_policy(),
   };
   return policies;
 }

@@ -12,8 +12,16 @@ namespace sieve::kvcache {
 // Keeps, in each (layer, KV head) row r, its protected slots and then its highest-scoring other
 // slots (`scores`, rows of input.slot_stride) until keep_counts[r] slots are kept in all (never
 // fewer than the protected ones, never more than the valid ones). Ties keep the earlier slot.
+// With fair eviction (input.segment_bounds), each segment of the row keeps its quota
+// (segment_quotas) of its own best slots instead of competing with the others.
 KeepSlots keep_top(const PolicyInput& input, std::span<const float> scores,
                    std::span<const int> keep_counts);
+// Fair eviction's quotas: `want` slots shared among segments in proportion to their lengths,
+// each quota at least the segment's protected slots (which then count within it) and at most
+// its length; largest-remainder rounding, so the quotas sum to max(want, what protection
+// needs). want <= the sum of lengths.
+std::vector<int> segment_quotas(std::span<const int> lengths, std::span<const int> protected_counts,
+                                int want);
 // The same with input.budget slots in every row.
 KeepSlots keep_top(const PolicyInput& input, std::span<const float> scores);
 

@@ -71,6 +71,38 @@ Status read_spans(ParamReader& reader, Protection* protection) {
   return OkStatus();
 }
 
+// `segments`: [[begin, end], ...] disjoint token positions, begin < end.
+Status read_segments(const nlohmann::json& value, Protection* protection) {
+  if (!value.is_array() || value.size() > 1024) {
+    return InvalidArgumentError(
+        "compression.segments: must be a list of at most 1024 [begin, end] pairs");
+  }
+  for (const nlohmann::json& segment : value) {
+    const bool pair = segment.is_array() && segment.size() == 2 && segment[0].is_number_integer() &&
+                      segment[1].is_number_integer();
+    if (!pair) {
+      return InvalidArgumentError("compression.segments: each segment is [begin, end] positions");
+    }
+    const int64_t begin = segment[0].get<int64_t>(), end = segment[1].get<int64_t>();
+    if (begin < 0 || end <= begin || end > (int64_t{1} << 30)) {
+      return InvalidArgumentError("compression.segments: segment [" + std::to_string(begin) + ", " +
+                                  std::to_string(end) + "] must have 0 <= begin < end");
+    }
+    protection->segments.emplace_back(static_cast<int>(begin), static_cast<int>(end));
+  }
+  std::vector<std::pair<int, int>> sorted = protection->segments;
+  std::sort(sorted.begin(), sorted.end());
+  for (size_t i = 1; i < sorted.size(); ++i) {
+    if (sorted[i].first < sorted[i - 1].second) {
+      return InvalidArgumentError(
+          "compression.segments: segments [" + std::to_string(sorted[i - 1].first) + ", " +
+          std::to_string(sorted[i - 1].second) + "] and [" + std::to_string(sorted[i].first) +
+          ", " + std::to_string(sorted[i].second) + "] overlap");
+    }
+  }
+  return OkStatus();
+}
+
 Status read_budget(const nlohmann::json& value, CompressionSpec* spec) {
   const bool integral =
       value.is_number_integer() || (value.is_number_float() && std::isfinite(value.get<double>()) &&
@@ -107,6 +139,14 @@ Status read_fields(const nlohmann::json& json, CompressionSpec* spec,
       if (!value.is_string())
         return InvalidArgumentError("compression.kv_format: must be a string");
       spec->kv_format = value.get<std::string>();
+    } else if (key == "fair_eviction") {
+      if (value.is_null()) continue;
+      if (!value.is_boolean()) {
+        return InvalidArgumentError("compression.fair_eviction: must be true or false");
+      }
+      spec->protection.fair_eviction = value.get<bool>();
+    } else if (key == "segments") {
+      if (!value.is_null()) RETURN_IF_ERROR(read_segments(value, &spec->protection));
     } else if (key == "params") {
       if (value.is_null()) continue;
       if (!value.is_object()) return InvalidArgumentError("compression.params: must be an object");
@@ -114,7 +154,7 @@ Status read_fields(const nlohmann::json& json, CompressionSpec* spec,
     } else {
       return InvalidArgumentError("compression." + printable_name(key) +
                                   ": unknown field (expected method, budget, keep_ratio, "
-                                  "kv_format or params)");
+                                  "kv_format, fair_eviction, segments or params)");
     }
   }
   return OkStatus();
@@ -141,7 +181,15 @@ StatusOr<CompressionSpec> parse_compression(const nlohmann::json& json) {
   }
   spec.policy = find_policy(spec.method);
   ParamReader reader(*params);
+  if (!spec.protection.segments.empty() && !spec.protection.fair_eviction) {
+    return InvalidArgumentError(
+        "compression.segments: segments are for fair_eviction, which is off");
+  }
   if (!spec.policy) {
+    if (spec.protection.fair_eviction) {
+      return InvalidArgumentError(
+          "compression.fair_eviction: method 'none' keeps the full cache and evicts nothing");
+    }
     if (spec.budget || spec.keep_ratio) {
       return InvalidArgumentError(std::string("compression.") +
                                   (spec.budget ? "budget" : "keep_ratio") +
@@ -175,6 +223,20 @@ StatusOr<CompressionSpec> parse_compression(const nlohmann::json& json) {
   }
   RETURN_IF_ERROR(reader.finish(spec.method));
   return spec;
+}
+
+std::vector<int32_t> segment_bounds(const Protection& protection, int system_prompt_tokens,
+                                    int prompt_tokens) {
+  if (!protection.fair_eviction) return {};
+  std::vector<int32_t> bounds = {system_prompt_tokens, prompt_tokens};
+  for (const auto& [begin, end] : protection.segments) {
+    bounds.push_back(begin);
+    bounds.push_back(end);
+  }
+  std::sort(bounds.begin(), bounds.end());
+  bounds.erase(std::unique(bounds.begin(), bounds.end()), bounds.end());
+  bounds.erase(bounds.begin(), std::upper_bound(bounds.begin(), bounds.end(), 0));
+  return bounds;
 }
 
 }  // namespace sieve::kvcache

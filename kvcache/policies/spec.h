@@ -5,6 +5,7 @@
 //   {"method": "snapkv", "keep_ratio": 0.25, "params": {"window": 32, "protect_system_prompt":
 //   true}}
 //   {"method": "gkv", "budget": 512, "kv_format": "bf16"}
+//   {"method": "knorm", "budget": 256, "fair_eviction": true, "segments": [[0, 300], [300, 900]]}
 
 #include <memory>
 #include <optional>
@@ -25,6 +26,11 @@ struct Protection {
   int window = 32;                    // the most recent tokens (also the policy's query window)
   bool protect_system_prompt = true;  // Request::system_prompt_tokens
   std::vector<std::pair<int, int>> spans;  // token positions [begin, end)
+  // Fair eviction: every segment of the sequence keeps a share of the budget proportional to its
+  // length (PolicyInput::segment_bounds). Segments: the client's `segments`, the gaps between
+  // them, the system prompt, and the generated tokens.
+  bool fair_eviction = false;
+  std::vector<std::pair<int, int>> segments;  // token positions [begin, end), disjoint
 };
 
 // The longest query window a policy may read (the engine's query store holds this many a
@@ -52,6 +58,11 @@ struct CompressionSpec {
 
 // Parses the JSON object; errors name "compression.<field>" or "compression.params.<name>".
 StatusOr<CompressionSpec> parse_compression(const nlohmann::json& json);
+// Fair eviction's segment boundaries for a sequence (PolicyInput::segment_bounds): ascending,
+// positive token positions where a segment begins — the ends of the client's segments and the
+// gaps between them, the system prompt's end, the prompt's end. Empty without fair eviction.
+std::vector<int32_t> segment_bounds(const Protection& protection, int system_prompt_tokens,
+                                    int prompt_tokens);
 // KV formats a request may name today.
 const std::vector<std::string>& kv_formats();
 

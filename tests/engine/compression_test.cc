@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <random>
 
@@ -116,7 +117,7 @@ TEST(Compression, EveryPolicyCompactsAndKeepsGenerating) {
   EXPECT_EQ(engine->compression_stats().skipped_actions.load(), 0);
 }
 
-// 16 requests with 8 methods in one continuously batched run: each request's greedy tokens are
+// 18 requests with 9 methods in one continuously batched run: each request's greedy tokens are
 // the ones it produces alone.
 TEST(Compression, MethodsMixInOneBatchAndEachEqualsItsRunAlone) {
   Fixture f = load("qwen2");
@@ -130,10 +131,13 @@ TEST(Compression, MethodsMixInOneBatchAndEachEqualsItsRunAlone) {
       {{"method", "tova"}, {"budget", 50}},
       {{"method", "gkv"}, {"budget", 48}, {"params", {{"interval", 32}}}},
       {{"method", "adakv"}, {"keep_ratio", 0.5}, {"params", {{"interval", 0}}}},
+      {{"method", "expected_attention"}, {"keep_ratio", 0.5}, {"params", {{"interval", 32}}}},
   };
+  const int num_requests = 2 * static_cast<int>(methods.size());
   std::vector<Request> requests;
-  for (int i = 0; i < 16; ++i) {
-    requests.push_back(request(random_prompt(vocab, 60 + 7 * i, 100 + i), 48, methods[i % 8]));
+  for (int i = 0; i < num_requests; ++i) {
+    requests.push_back(
+        request(random_prompt(vocab, 60 + 7 * i, 100 + i), 48, methods[i % methods.size()]));
   }
   std::vector<std::vector<int32_t>> alone;
   {
@@ -146,9 +150,55 @@ TEST(Compression, MethodsMixInOneBatchAndEachEqualsItsRunAlone) {
   std::vector<std::shared_ptr<OutputStream>> streams;
   for (const Request& r : requests) streams.push_back(*engine->add_request(r));
   const std::vector<Result> together = run_all(*engine, streams);
-  for (int i = 0; i < 16; ++i) {
-    EXPECT_EQ(together[i].tokens, alone[i]) << "request " << i << ": " << methods[i % 8].dump();
+  for (int i = 0; i < num_requests; ++i) {
+    EXPECT_EQ(together[i].tokens, alone[i])
+        << "request " << i << ": " << methods[i % methods.size()].dump();
     EXPECT_EQ(together[i].tokens.size(), 48u);
+  }
+  EXPECT_EQ(engine->stats().kv_pages_used.load(), 0);
+}
+
+// Fair eviction: a prompt in three marked segments. By knorm's scores alone some (layer, KV head)
+// rows keep a segment far beyond or below its share (checked, so the test can tell); with fair
+// eviction every row keeps each segment's share of the budget.
+TEST(Compression, FairEvictionKeepsEverySegmentsShare) {
+  Fixture f = load("llama3");
+  const std::vector<int32_t> prompt = random_prompt(f.model->config().vocab_size, 150, 4);
+  auto engine = make_engine(f);
+  std::vector<std::vector<int32_t>> kept;
+  engine->set_compression_observer(
+      [&](kvcache::SeqId, const std::vector<std::vector<int32_t>>& positions) {
+        kept = positions;
+      });
+  const json params = {{"sink", 4}, {"window", 16}, {"interval", 0}};
+  for (bool fair : {false, true}) {
+    SCOPED_TRACE(fair ? "fair" : "by score");
+    json compression = {{"method", "knorm"}, {"budget", 48}, {"params", params}};
+    if (fair) {
+      compression["fair_eviction"] = true;
+      compression["segments"] = {{0, 30}, {30, 90}, {90, 150}};
+    }
+    kept.clear();
+    const Result r = run_all(*engine, {*engine->add_request(request(prompt, 4, compression))})[0];
+    EXPECT_EQ(r.tokens.size(), 4u);
+    ASSERT_FALSE(kept.empty());
+    int off_share = 0;
+    for (const std::vector<int32_t>& row : kept) {
+      ASSERT_EQ(row.size(), 48u);
+      int counts[3] = {0, 0, 0};
+      for (int32_t p : row) ++counts[p < 30 ? 0 : p < 90 ? 1 : 2];
+      // Shares of 48 for 30, 60 and 60 tokens: 9.6, 19.2, 19.2 (the sinks and the window of 16
+      // fit within theirs).
+      const bool fair_split = std::abs(counts[0] - 9.6) <= 1 && std::abs(counts[1] - 19.2) <= 1 &&
+                              std::abs(counts[2] - 19.2) <= 1;
+      if (fair) {
+        EXPECT_TRUE(fair_split) << counts[0] << " " << counts[1] << " " << counts[2];
+      }
+      off_share += !fair_split;
+    }
+    if (!fair) {
+      EXPECT_GT(off_share, 0) << "scores alone happened to split fairly: a weak test";
+    }
   }
   EXPECT_EQ(engine->stats().kv_pages_used.load(), 0);
 }
@@ -157,10 +207,11 @@ TEST(Compression, MethodsMixInOneBatchAndEachEqualsItsRunAlone) {
 TEST(Compression, ForksAndPreemptionsKeepTheAccounting) {
   Fixture f = load("llama3");
   const int vocab = f.model->config().vocab_size;
-  {
+  for (const char* method : {"snapkv", "expected_attention"}) {
+    SCOPED_TRACE(method);
     auto engine = make_engine(f);
     Request r = request(random_prompt(vocab, 120, 7), 40,
-                        {{"method", "snapkv"}, {"budget", 40}, {"params", {{"interval", 32}}}});
+                        {{"method", method}, {"budget", 40}, {"params", {{"interval", 32}}}});
     r.params.n = 3;
     r.params.temperature = 1.0f;
     r.params.seed = 5;
@@ -168,19 +219,22 @@ TEST(Compression, ForksAndPreemptionsKeepTheAccounting) {
     EXPECT_EQ(result.tokens.size(), 3u * 40);
     EXPECT_LE(result.usage.kv_tokens_kept, 3 * (40 + 32));
     EXPECT_EQ(engine->stats().kv_pages_used.load(), 0);
+    EXPECT_EQ(engine->compression_stats().skipped_actions.load(), 0);
   }
   {
     // A pool too small for all of them at full length: some are preempted and recomputed.
-    // Admission reserves pages for the snapkv ones (compacted every 32 tokens); the knorm ones
+    // Admission reserves pages for the snapkv ones (compacted every 32 tokens); the others
     // compress only at prefill end, then grow unreserved, as uncompressed ones do.
     auto engine = make_engine(f, /*num_kv_pages=*/40);
     std::vector<std::shared_ptr<OutputStream>> streams;
+    const char* methods[] = {"snapkv", "knorm", "expected_attention"};
     for (int i = 0; i < 10; ++i) {
+      const bool decode_time = i % 3 == 0;
       streams.push_back(
           *engine->add_request(request(random_prompt(vocab, 90, 20 + i), 64,
-                                       {{"method", i % 2 ? "knorm" : "snapkv"},
+                                       {{"method", methods[i % 3]},
                                         {"budget", 32},
-                                        {"params", {{"interval", i % 2 ? 0 : 32}}}})));
+                                        {"params", {{"interval", decode_time ? 32 : 0}}}})));
     }
     for (const Result& r : run_all(*engine, streams)) {
       EXPECT_EQ(r.finish, "length");

@@ -68,13 +68,14 @@ json sieve_compression(const std::string& press, double keep) {
   if (press == "snapkv" || press == "adakv" || press == "pyramidkv") params["window"] = 64;
   if (press == "pyramidkv_w8") method = "pyramidkv", params["window"] = 8;
   if (press == "tova") params["window"] = 1;
-  if (press == "knorm" || press == "keydiff") params["window"] = 0;
+  if (press == "knorm" || press == "keydiff" || press == "expected_attention") params["window"] = 0;
   if (press == "streaming_llm") params["sink"] = 4, params["window"] = 0;
   return {{"method", method}, {"keep_ratio", keep}, {"params", params}};
 }
 
-const std::vector<std::string> kPresses = {"snapkv",        "tova",      "knorm",        "keydiff",
-                                           "streaming_llm", "pyramidkv", "pyramidkv_w8", "adakv"};
+const std::vector<std::string> kPresses = {"snapkv",       "tova",          "knorm",
+                                           "keydiff",      "streaming_llm", "pyramidkv",
+                                           "pyramidkv_w8", "adakv",         "expected_attention"};
 
 class KvPress : public ::testing::TestWithParam<std::string> {};
 

@@ -2,6 +2,8 @@
 // reference (tests/fixtures/policies/make_goldens.py), properties every policy must hold on random
 // signals, protection enforced, and the request's `compression` object parsed field by field.
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -37,7 +39,8 @@ struct Case {
   int layers = 0, kv_heads = 0, heads = 0, stride = 0;
   std::vector<int32_t> valid_lens, positions;
   std::vector<uint8_t> protect;
-  std::vector<float> window, group_max, key_norms, value_norms, anchor_dot, state;
+  std::vector<float> window, group_max, key_norms, value_norms, anchor_dot, expected, state;
+  std::vector<int32_t> segment_bounds;
   int num_queries = 0;
 
   PolicyInput input(const CompressionSpec& spec, int budget) {
@@ -58,6 +61,8 @@ struct Case {
     in.signals.key_norms = key_norms;
     in.signals.value_norms = value_norms;
     in.signals.key_anchor_dot = anchor_dot;
+    in.signals.expected_logits = expected;
+    in.segment_bounds = segment_bounds;
     in.state = state;
     in.params = spec.params.get();
     return in;
@@ -106,6 +111,13 @@ TEST(PolicyGoldens, MatchTheNumpyReference) {
       check_decision(input, keep, method);
       EXPECT_EQ(rows_of(keep), g[method].get<std::vector<std::vector<int32_t>>>());
     }
+    c.expected = g["expected_logits"].get<std::vector<float>>();
+    c.value_norms = g["value_norms"].get<std::vector<float>>();
+    const CompressionSpec expected =
+        parse_ok({{"method", "expected_attention"}, {"budget", budget}, {"params", params}});
+    EXPECT_EQ(rows_of(expected.policy->decide(c.input(expected, budget))),
+              g["expected_attention"].get<std::vector<std::vector<int32_t>>>())
+        << "expected_attention";
     const CompressionSpec snap = parse_ok(
         {{"method", "snapkv"},
          {"budget", budget},
@@ -113,6 +125,48 @@ TEST(PolicyGoldens, MatchTheNumpyReference) {
     const PolicyInput input = c.input(snap, budget);
     EXPECT_EQ(rows_of(snap.policy->decide(input)),
               g["snapkv"].get<std::vector<std::vector<int32_t>>>());
+  }
+}
+
+// Synthetic attention of ignoring, surface and logic heads (make_goldens.py): the per-head
+// budgets and kept slots of the numpy reference.
+TEST(PolicyGoldens, SurfaceLogicMatchesTheNumpyReference) {
+  std::ifstream in(std::filesystem::path(SIEVE_SOURCE_DIR) /
+                   "tests/fixtures/policies/goldens.json");
+  ASSERT_TRUE(in) << "missing goldens.json";
+  const json goldens = json::parse(in);
+  ASSERT_FALSE(goldens["surface_logic"].empty());
+  for (const json& g : goldens["surface_logic"]) {
+    SCOPED_TRACE("seed " + std::to_string(g["seed"].get<int>()));
+    Case c;
+    c.layers = g["num_layers"];
+    c.kv_heads = g["num_kv_heads"];
+    c.heads = g["num_heads"];
+    c.stride = g["num_slots"];
+    c.num_queries = g["num_queries"];
+    c.valid_lens.assign(c.layers * c.kv_heads, c.stride);
+    for (int r = 0; r < c.layers * c.kv_heads; ++r) {
+      for (int v = 0; v < c.stride; ++v) c.positions.push_back(v);
+    }
+    c.window = g["window_attention"].get<std::vector<float>>();
+    const int budget = g["budget"];
+    const CompressionSpec spec = parse_ok(
+        {{"method", "surface_logic"},
+         {"budget", budget},
+         {"params",
+          {{"sink", g["sink"]}, {"window", c.num_queries}, {"protect_system_prompt", false}}}});
+    const PolicyInput input = c.input(spec, budget);
+    const KeepSlots keep = spec.policy->decide(input);
+    check_decision(input, keep, "surface_logic");
+    const std::vector<std::vector<int32_t>> rows = rows_of(keep);
+    const std::vector<int> counts = g["counts"];
+    int64_t total = 0;
+    for (size_t r = 0; r < rows.size(); ++r) {
+      EXPECT_EQ(static_cast<int>(rows[r].size()), counts[r]) << "row " << r;
+      total += static_cast<int64_t>(rows[r].size());
+    }
+    EXPECT_EQ(total, int64_t{budget} * c.layers * c.kv_heads) << "the budget is spent exactly";
+    EXPECT_EQ(rows, g["kept"].get<std::vector<std::vector<int32_t>>>());
   }
 }
 
@@ -150,6 +204,7 @@ Case random_case(std::mt19937& rng, bool equal_lengths) {
   fill(c.key_norms, kv_size);
   fill(c.value_norms, kv_size);
   fill(c.anchor_dot, kv_size);
+  fill(c.expected, static_cast<size_t>(c.layers) * c.heads * c.stride);
   c.state.assign(kv_size, 0.0f);
   return c;
 }
@@ -185,6 +240,100 @@ TEST(EveryPolicy, KeepsProtectedSlotsAndStaysWithinBudget) {
       }
       // Head- and layer-adaptive policies keep the budget on average (protection may add).
       EXPECT_LE(kept, rows * (budget + 16)) << "keeps far more than the budget";
+    }
+  }
+}
+
+TEST(FairEviction, QuotasFollowTheLengthsAndCoverProtection) {
+  std::mt19937 rng(3);
+  for (int trial = 0; trial < 2000; ++trial) {
+    const int segments = 1 + static_cast<int>(rng() % 6);
+    std::vector<int> lengths(segments), protect(segments);
+    int total = 0, total_protected = 0;
+    for (int s = 0; s < segments; ++s) {
+      lengths[s] = static_cast<int>(rng() % 40);
+      protect[s] = lengths[s] == 0 ? 0 : static_cast<int>(rng() % (lengths[s] + 1) / 3);
+      total += lengths[s];
+      total_protected += protect[s];
+    }
+    const int want = total == 0 ? 0 : static_cast<int>(rng() % (total + 1));
+    SCOPED_TRACE(::testing::Message() << "trial " << trial << " want " << want);
+    const std::vector<int> q = segment_quotas(lengths, protect, want);
+    int sum = 0;
+    bool any_fixed = false;
+    for (int s = 0; s < segments; ++s) {
+      EXPECT_GE(q[s], protect[s]) << "segment " << s;
+      EXPECT_LE(q[s], lengths[s]) << "segment " << s;
+      sum += q[s];
+      any_fixed = any_fixed || (protect[s] > 0 && q[s] == protect[s]);
+    }
+    EXPECT_EQ(sum, std::max(want, total_protected));
+    if (!any_fixed && total > 0) {  // the plain proportional split, rounded
+      for (int s = 0; s < segments; ++s) {
+        EXPECT_NEAR(q[s], static_cast<double>(want) * lengths[s] / total, 1.0) << "segment " << s;
+      }
+    }
+  }
+  // Protection beyond a segment's share takes from the others.
+  EXPECT_EQ(segment_quotas(std::vector<int>{10, 10}, std::vector<int>{8, 0}, 10),
+            (std::vector<int>{8, 2}));
+  EXPECT_EQ(segment_quotas(std::vector<int>{30, 10, 20}, std::vector<int>{0, 0, 0}, 30),
+            (std::vector<int>{15, 5, 10}));
+}
+
+// Scores that favour one segment everywhere: without fair eviction it keeps nearly everything,
+// with it each segment keeps its share, of its own best slots.
+TEST(FairEviction, EverySegmentKeepsItsShareOfItsBest) {
+  for (const KvPolicy* policy : registered_policies()) {
+    SCOPED_TRACE(std::string(policy->name()));
+    std::mt19937 rng(11);
+    Case c = random_case(rng, /*equal_lengths=*/true);
+    // Positions 0, 3, 6, ...: segments [0, 60), [60, 150) and [150, 1000). Knorm's favourites,
+    // the keys of small norm, all in the first segment.
+    for (size_t i = 0; i < c.positions.size(); ++i) {
+      if (c.positions[i] < 60) c.key_norms[i] *= 0.01f;
+    }
+    const int budget = 24;
+    json params = {{"sink", 2}, {"window", 4}, {"protect_system_prompt", false}};
+    if (policy->name() == "tova" || policy->name() == "streaming_llm") params["window"] = 1;
+    const CompressionSpec spec = parse_ok({{"method", policy->name()},
+                                           {"budget", budget},
+                                           {"fair_eviction", true},
+                                           {"segments", {{60, 150}}},
+                                           {"params", params}});
+    const int n = c.valid_lens[0];
+    c.segment_bounds = segment_bounds(spec.protection, 0, 1000);
+    ASSERT_EQ(c.segment_bounds, (std::vector<int32_t>{60, 150, 1000}));
+    const PolicyInput input = c.input(spec, budget);
+    const KeepSlots keep = policy->decide(input);
+    check_decision(input, keep, policy->name());
+    for (int r = 0; r < c.layers * c.kv_heads; ++r) {
+      const int row_budget = keep.indptr[r + 1] - keep.indptr[r];
+      std::vector<int> lengths(3, 0), protect(3, 0), kept(3, 0);
+      auto segment = [&](int v) {
+        const int position = c.positions[r * c.stride + v];
+        return position < 60 ? 0 : position < 150 ? 1 : 2;
+      };
+      for (int v = 0; v < n; ++v) {
+        ++lengths[segment(v)];
+        protect[segment(v)] += input.protected_slots[r * c.stride + v];
+      }
+      for (int i = keep.indptr[r]; i < keep.indptr[r + 1]; ++i) ++kept[segment(keep.slots[i])];
+      EXPECT_EQ(kept, segment_quotas(lengths, protect, row_budget)) << "row " << r;
+      if (policy->name() != "knorm") continue;
+      // Within a segment, the kept unprotected keys are its smallest.
+      for (int seg = 0; seg < 3; ++seg) {
+        float worst_kept = 0, best_dropped = INFINITY;
+        for (int v = 0; v < n; ++v) {
+          if (segment(v) != seg || input.protected_slots[r * c.stride + v]) continue;
+          const float norm = c.key_norms[r * c.stride + v];
+          const bool is_kept = std::binary_search(keep.slots.begin() + keep.indptr[r],
+                                                  keep.slots.begin() + keep.indptr[r + 1], v);
+          if (is_kept) worst_kept = std::max(worst_kept, norm);
+          if (!is_kept) best_dropped = std::min(best_dropped, norm);
+        }
+        EXPECT_LE(worst_kept, best_dropped) << "row " << r << " segment " << seg;
+      }
     }
   }
 }
@@ -282,6 +431,52 @@ TEST(CompressionSpec, ParsesAndNamesEveryBadField) {
             0u);
   EXPECT_EQ(parse_error({{"method", "knorm"}, {"surprise", 1}}).rfind("compression.surprise:", 0),
             0u);
+  EXPECT_EQ(parse_error({{"method", "expected_attention"},
+                         {"budget", 8},
+                         {"params", {{"n_future_positions", 0}}}})
+                .rfind("compression.params.n_future_positions", 0),
+            0u);
+  EXPECT_EQ(
+      parse_error(
+          {{"method", "expected_attention"}, {"budget", 8}, {"params", {{"use_covariance", 1}}}})
+          .rfind("compression.params.use_covariance", 0),
+      0u);
+  EXPECT_EQ(
+      parse_error({{"method", "expected_attention"}, {"budget", 8}, {"params", {{"epsilon", -1}}}})
+          .rfind("compression.params.epsilon", 0),
+      0u);
+  EXPECT_EQ(parse_error({{"method", "knorm"}, {"budget", 8}, {"fair_eviction", 1}}),
+            "compression.fair_eviction: must be true or false");
+  EXPECT_EQ(parse_error({{"method", "none"}, {"fair_eviction", true}})
+                .rfind("compression.fair_eviction", 0),
+            0u);
+  EXPECT_EQ(parse_error({{"method", "knorm"}, {"budget", 8}, {"segments", {{0, 4}}}})
+                .rfind("compression.segments", 0),
+            0u);
+  for (const json& bad : {json(3), json({{4, 2}}), json({{0, 4}, {3, 8}}), json({{0, 1, 2}})}) {
+    EXPECT_EQ(parse_error(
+                  {{"method", "knorm"}, {"budget", 8}, {"fair_eviction", true}, {"segments", bad}})
+                  .rfind("compression.segments", 0),
+              0u)
+        << bad.dump();
+  }
+  const CompressionSpec fair = parse_ok({{"method", "knorm"},
+                                         {"budget", 8},
+                                         {"fair_eviction", true},
+                                         {"segments", {{40, 90}, {5, 9}}}});
+  EXPECT_TRUE(fair.protection.fair_eviction);
+  EXPECT_EQ(segment_bounds(fair.protection, 12, 100),
+            (std::vector<int32_t>{5, 9, 12, 40, 90, 100}));
+  EXPECT_TRUE(
+      segment_bounds(parse_ok({{"method", "knorm"}, {"budget", 8}}).protection, 12, 100).empty());
+  EXPECT_EQ(
+      parse_error({{"method", "surface_logic"}, {"budget", 8}, {"params", {{"ignore_mass", 1.5}}}})
+          .rfind("compression.params.ignore_mass", 0),
+      0u);
+  EXPECT_EQ(parse_error(
+                {{"method", "surface_logic"}, {"budget", 8}, {"params", {{"surface_weight", -1}}}})
+                .rfind("compression.params.surface_weight", 0),
+            0u);
   EXPECT_EQ(parse_error(json::array()), "compression: must be an object");
 }
 
@@ -289,7 +484,7 @@ TEST(Registry, ListsEveryPolicyOnce) {
   const std::vector<std::string_view> names = compression_method_names();
   EXPECT_EQ(names.front(), "none");
   for (const char* expected : {"streaming_llm", "h2o", "tova", "snapkv", "pyramidkv", "adakv",
-                               "keydiff", "knorm", "gkv"}) {
+                               "keydiff", "knorm", "gkv", "expected_attention", "surface_logic"}) {
     EXPECT_EQ(std::count(names.begin(), names.end(), expected), 1) << expected;
     EXPECT_NE(find_policy(expected), nullptr);
   }
