@@ -9,6 +9,13 @@ const char* protocol_name(Protocol protocol) {
   return protocol == Protocol::kAware ? "aware" : "agnostic";
 }
 
+StatusOr<Protocol> parse_protocol(std::string_view name) {
+  if (name == "aware") return Protocol::kAware;
+  if (name == "agnostic") return Protocol::kAgnostic;
+  return InvalidArgumentError("protocol must be aware or agnostic, got \"" + std::string(name) +
+                              "\"");
+}
+
 const std::vector<std::string>& policy_names() {
   static const std::vector<std::string> names = [] {
     std::vector<std::string> out;

@@ -17,6 +17,8 @@ namespace sieve::eval {
 enum class Protocol { kAware, kAgnostic };
 
 const char* protocol_name(Protocol protocol);
+// "aware" or "agnostic"; anything else is INVALID_ARGUMENT.
+StatusOr<Protocol> parse_protocol(std::string_view name);
 
 // One compression setting of the sweep.
 struct MethodSetting {

@@ -1,18 +1,15 @@
 #include "eval/runner.h"
 
 #include <chrono>
+#include <fstream>
+#include <map>
+#include <memory>
 
 #include "eval/fidelity.h"
 #include "fmt/format.h"
 
 namespace sieve::eval {
 namespace {
-
-struct RunOutput {
-  Generation generation;
-  std::string text;
-  engine::Usage usage;
-};
 
 // Submits every request at once and steps the engine until all have finished.
 StatusOr<std::vector<RunOutput>> run_batch(engine::Engine& engine,
@@ -154,7 +151,7 @@ int count_settings(const SweepConfig& c) {
   return static_cast<int>(c.tasks.size()) * (per_task + 1);  // + the full-cache run
 }
 
-StatusOr<std::vector<Record>> run_sweep(engine::Engine& engine, const SweepConfig& c,
+StatusOr<std::vector<Record>> run_sweep(const RunSetting& run, const SweepConfig& c,
                                         const std::vector<TaskPrompt>& prompts,
                                         const Progress& progress,
                                         std::vector<nlohmann::json>* samples) {
@@ -167,53 +164,48 @@ StatusOr<std::vector<Record>> run_sweep(engine::Engine& engine, const SweepConfi
       if (p.sample.task == task) mine.push_back(&p);
     }
     if (mine.empty()) continue;
-    auto requests_for = [&](const MethodSetting& s) -> StatusOr<std::vector<engine::Request>> {
-      std::vector<engine::Request> requests;
-      for (const TaskPrompt* p : mine) {
-        const int max_tokens = c.max_tokens > 0 ? c.max_tokens : p->sample.max_tokens;
-        ASSIGN_OR_RETURN(engine::Request r, make_request(*p, s, max_tokens));
-        requests.push_back(std::move(r));
-      }
-      return requests;
-    };
-    auto log_samples = [&](const MethodSetting& s, const std::vector<RunOutput>& outputs) {
+    // One line per sample: what a reader checks, and everything replay_runner reads back.
+    auto log_samples = [&](const MethodSetting& s, const SettingRun& setting_run) {
       if (samples == nullptr) return;
       for (size_t i = 0; i < mine.size(); ++i) {
         const TaskSample& t = mine[i]->sample;
-        samples->push_back(
-            {{"task", task},
-             {"method", s.method},
-             {"keep", s.keep ? nlohmann::json(*s.keep) : nlohmann::json()},
-             {"budget", s.budget ? nlohmann::json(*s.budget) : nlohmann::json()},
-             {"protocol", protocol_name(s.protocol)},
-             {"length", t.length},
-             {"depth", t.depth},
-             {"index", t.index},
-             {"expected", t.expected},
-             {"score", t.scoring == Scoring::kFidelity ? 0.0 : score(t, outputs[i].text)},
-             {"text", outputs[i].text}});
+        const RunOutput& o = setting_run.outputs[i];
+        nlohmann::json top = nlohmann::json::array();
+        for (const engine::TokenLogprob& lp : o.generation.logprobs) {
+          nlohmann::json position = nlohmann::json::array();
+          for (const auto& [id, logprob] : lp.top) position.push_back({id, logprob});
+          top.push_back(std::move(position));
+        }
+        samples->push_back({{"task", task},
+                            {"method", s.method},
+                            {"keep", s.keep ? nlohmann::json(*s.keep) : nlohmann::json()},
+                            {"budget", s.budget ? nlohmann::json(*s.budget) : nlohmann::json()},
+                            {"protocol", protocol_name(s.protocol)},
+                            {"length", t.length},
+                            {"depth", t.depth},
+                            {"index", t.index},
+                            {"expected", t.expected},
+                            {"score", t.scoring == Scoring::kFidelity ? 0.0 : score(t, o.text)},
+                            {"text", o.text},
+                            {"tokens", o.generation.tokens},
+                            {"top_logprobs", std::move(top)},
+                            {"prompt_tokens", o.usage.prompt_tokens},
+                            {"kv_tokens_kept", o.usage.kv_tokens_kept},
+                            {"kv_bytes", o.usage.kv_bytes},
+                            {"setting_wall_s", setting_run.wall_s}});
       }
     };
-    auto timed_run = [&](std::vector<engine::Request> requests, double& wall_s) {
-      const auto start = std::chrono::steady_clock::now();
-      auto outputs = run_batch(engine, std::move(requests));
-      wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      return outputs;
-    };
-
     // The full cache: the reference of every other setting, and the `none` rows.
     const MethodSetting full{"none", 1.0, std::nullopt, Protocol::kAware};
-    ASSIGN_OR_RETURN(std::vector<engine::Request> full_requests, requests_for(full));
-    double full_wall_s = 0;
-    ASSIGN_OR_RETURN(std::vector<RunOutput> reference,
-                     timed_run(std::move(full_requests), full_wall_s));
-    log_samples(full, reference);
+    ASSIGN_OR_RETURN(SettingRun full_run, run(full, mine, c.max_tokens));
+    const std::vector<RunOutput>& reference = full_run.outputs;
+    log_samples(full, full_run);
     progress(++done, total, label_of(task, full));
     Record full_record = aggregate(mine, reference, reference);
     full_record.task = task;
     full_record.method = "none";
     full_record.keep = 1.0;
-    full_record.wall_s = full_wall_s;
+    full_record.wall_s = full_run.wall_s;
     std::string task_note;
     if (mine.front()->sample.scoring == Scoring::kFidelity) {
       task_note = "fidelity only: score = greedy agreement with the full cache";
@@ -232,24 +224,18 @@ StatusOr<std::vector<Record>> run_sweep(engine::Engine& engine, const SweepConfi
       if (method == "none") continue;
       for (const MethodSetting& s : settings_of(c, method)) {
         Record r;
-        StatusOr<std::vector<engine::Request>> requests = requests_for(s);
-        if (requests.ok()) {
-          double wall_s = 0;
-          StatusOr<std::vector<RunOutput>> outputs = timed_run(std::move(*requests), wall_s);
-          if (outputs.ok()) {
-            r = aggregate(mine, *outputs, reference);
-            log_samples(s, *outputs);
-            r.wall_s = wall_s;
-          } else {
-            r.status = "error";
-            r.reason = std::string(outputs.status().message());
-          }
-        } else if (requests.status().code() == absl::StatusCode::kUnimplemented) {
+        StatusOr<SettingRun> outputs = run(s, mine, c.max_tokens);
+        if (outputs.ok()) {
+          r = aggregate(mine, outputs->outputs, reference);
+          log_samples(s, *outputs);
+          r.wall_s = outputs->wall_s;
+        } else if (outputs.status().code() == absl::StatusCode::kUnimplemented) {
           r.status = "unsupported";
-          r.reason = std::string(requests.status().message());
+          r.reason = std::string(outputs.status().message());
           r.scoring = scoring_name(mine.front()->sample.scoring);
         } else {
-          return requests.status();
+          r.status = "error";
+          r.reason = std::string(outputs.status().message());
         }
         r.task = task;
         r.method = s.method;
@@ -268,6 +254,108 @@ StatusOr<std::vector<Record>> run_sweep(engine::Engine& engine, const SweepConfi
     }
   }
   return records;
+}
+
+RunSetting engine_runner(engine::Engine& engine) {
+  return [&engine](const MethodSetting& setting, const std::vector<const TaskPrompt*>& prompts,
+                   int max_tokens) -> StatusOr<SettingRun> {
+    std::vector<engine::Request> requests;
+    for (const TaskPrompt* p : prompts) {
+      ASSIGN_OR_RETURN(
+          engine::Request r,
+          make_request(*p, setting, max_tokens > 0 ? max_tokens : p->sample.max_tokens));
+      requests.push_back(std::move(r));
+    }
+    const auto start = std::chrono::steady_clock::now();
+    SettingRun run;
+    ASSIGN_OR_RETURN(run.outputs, run_batch(engine, std::move(requests)));
+    run.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return run;
+  };
+}
+
+namespace {
+
+// The key of one recorded generation: the setting and the sample.
+std::string replay_key(const std::string& task, const MethodSetting& s, int length, int index) {
+  const std::string amount =
+      s.budget ? fmt::format("b{}", *s.budget) : fmt::format("k{:.4f}", s.keep.value_or(1.0));
+  return fmt::format("{}|{}|{}|{}|{}|{}", task, s.method, amount, protocol_name(s.protocol), length,
+                     index);
+}
+
+StatusOr<std::pair<std::string, std::pair<RunOutput, double>>> parse_replay_line(
+    const nlohmann::json& j) {
+  MethodSetting s;
+  s.method = j.at("method").get<std::string>();
+  if (j.contains("budget") && !j["budget"].is_null()) s.budget = j["budget"].get<int>();
+  if (j.contains("keep") && !j["keep"].is_null()) s.keep = j["keep"].get<double>();
+  ASSIGN_OR_RETURN(s.protocol, parse_protocol(j.value("protocol", std::string("aware"))));
+  RunOutput out;
+  out.text = j.at("text").get<std::string>();
+  out.generation.tokens = j.at("tokens").get<std::vector<int32_t>>();
+  if (j.contains("top_logprobs")) {
+    for (const nlohmann::json& position : j["top_logprobs"]) {
+      engine::TokenLogprob lp;
+      for (const nlohmann::json& pair : position) {
+        lp.top.emplace_back(pair.at(0).get<int32_t>(), pair.at(1).get<float>());
+      }
+      if (!lp.top.empty()) {
+        lp.token_id = lp.top.front().first;
+        lp.logprob = lp.top.front().second;
+      }
+      out.generation.logprobs.push_back(std::move(lp));
+    }
+  }
+  out.usage.prompt_tokens = j.value("prompt_tokens", 0);
+  out.usage.completion_tokens = static_cast<int>(out.generation.tokens.size());
+  out.usage.kv_tokens_kept = j.value("kv_tokens_kept", 0);
+  out.usage.kv_bytes = j.value("kv_bytes", int64_t{0});
+  return std::make_pair(replay_key(j.at("task").get<std::string>(), s, j.at("length").get<int>(),
+                                   j.at("index").get<int>()),
+                        std::make_pair(std::move(out), j.value("setting_wall_s", 0.0)));
+}
+
+}  // namespace
+
+StatusOr<RunSetting> replay_runner(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return NotFoundError(path + ": cannot read");
+  auto recorded = std::make_shared<std::map<std::string, std::pair<RunOutput, double>>>();
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    if (line.empty()) continue;
+    // nlohmann's parser is iterative over nesting depth; a malformed line is an error naming it.
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    StatusOr<std::pair<std::string, std::pair<RunOutput, double>>> entry =
+        InvalidArgumentError("not a JSON object");
+    if (j.is_object()) {
+      try {
+        entry = parse_replay_line(j);
+      } catch (const nlohmann::json::exception& e) {
+        entry = InvalidArgumentError(e.what());
+      }
+    }
+    if (!entry.ok()) {
+      return InvalidArgumentError(
+          fmt::format("{}:{}: {}", path, number, std::string(entry.status().message())));
+    }
+    (*recorded)[entry->first] = std::move(entry->second);
+  }
+  return RunSetting([recorded, path](const MethodSetting& setting,
+                                     const std::vector<const TaskPrompt*>& prompts,
+                                     int) -> StatusOr<SettingRun> {
+    SettingRun run;
+    for (const TaskPrompt* p : prompts) {
+      const std::string key =
+          replay_key(p->sample.task, setting, p->sample.length, p->sample.index);
+      const auto it = recorded->find(key);
+      if (it == recorded->end()) return UnimplementedError(path + " has no generation for " + key);
+      run.outputs.push_back(it->second.first);
+      run.wall_s = it->second.second;
+    }
+    return run;
+  });
 }
 
 }  // namespace sieve::eval

@@ -9,6 +9,7 @@
 
 #include "core/status.h"
 #include "engine/engine.h"
+#include "eval/fidelity.h"
 #include "eval/prompt.h"
 #include "eval/request.h"
 #include "eval/results.h"
@@ -39,12 +40,48 @@ int count_settings(const SweepConfig& config);
 // Called after each setting: (settings done, settings total, what ran).
 using Progress = std::function<void(int done, int total, const std::string& label)>;
 
-// Runs the sweep on `engine` (which no one else drives meanwhile) and returns the records in
-// table order: per task, the full cache, then each method's settings. With `samples`, each run
-// sample's output is appended there too (task, setting, length, depth, text, score).
-StatusOr<std::vector<Record>> run_sweep(engine::Engine& engine, const SweepConfig& config,
+// One prompt's greedy generation under a setting.
+struct RunOutput {
+  Generation generation;
+  std::string text;
+  engine::Usage usage;
+};
+
+// One setting run over one task's prompts: an output per prompt, in order, and the setting's
+// wall time (its requests run together).
+struct SettingRun {
+  std::vector<RunOutput> outputs;
+  double wall_s = 0;
+};
+
+// Runs one setting on one task's prompts (each with `max_tokens` new tokens, or its task's own
+// when 0). UNIMPLEMENTED: the setting cannot run there (its row says why); other errors end
+// the sweep.
+using RunSetting = std::function<StatusOr<SettingRun>(
+    const MethodSetting& setting, const std::vector<const TaskPrompt*>& prompts, int max_tokens)>;
+
+// The engine's RunSetting: submits the setting's requests together and steps `engine` (which no
+// one else drives meanwhile) until all finish.
+RunSetting engine_runner(engine::Engine& engine);
+
+// A RunSetting that replays recorded generations: run_sweep's own `samples` lines
+// (samples.jsonl) or another engine's in the same shape (bench/kvpress writes them). JSON lines of {task, method, keep or budget, protocol, length, index, tokens, text,
+// top_logprobs: [[[id, logprob], ...] per token], prompt_tokens, kv_tokens_kept, kv_bytes,
+// setting_wall_s}. A setting the file lacks for some prompt is UNIMPLEMENTED.
+StatusOr<RunSetting> replay_runner(const std::string& path);
+
+// Runs the sweep and returns the records in table order: per task, the full cache, then each
+// method's settings. With `samples`, each run sample's output is appended there too (task,
+// setting, length, depth, text, score, and the fields replay_runner reads).
+StatusOr<std::vector<Record>> run_sweep(const RunSetting& run, const SweepConfig& config,
                                         const std::vector<TaskPrompt>& prompts,
                                         const Progress& progress,
                                         std::vector<nlohmann::json>* samples = nullptr);
+inline StatusOr<std::vector<Record>> run_sweep(engine::Engine& engine, const SweepConfig& config,
+                                               const std::vector<TaskPrompt>& prompts,
+                                               const Progress& progress,
+                                               std::vector<nlohmann::json>* samples = nullptr) {
+  return run_sweep(engine_runner(engine), config, prompts, progress, samples);
+}
 
 }  // namespace sieve::eval

@@ -33,6 +33,7 @@ struct EvalOptions {
   int max_tokens = 0;
   std::string out = "eval_results";
   std::string dump_prompts;
+  std::string replay;
   std::string compare;
   bool reuse = false;
   bool plot = true;
@@ -134,6 +135,20 @@ void plot(const std::string& out_dir, const std::string& compare) {
   }
 }
 
+// An engine whose KV cache holds one task's requests at once.
+StatusOr<std::unique_ptr<engine::Engine>> make_sweep_engine(
+    const LoadedRunner& runner, const models::Tokenizer* tokenizer, const ModelOptions& options,
+    const eval::SweepConfig& config, const std::vector<eval::TaskPrompt>& prompts) {
+  int64_t most_tokens = 0;
+  std::map<std::string, int64_t> per_task;
+  for (const eval::TaskPrompt& p : prompts) {
+    const int max_tokens = config.max_tokens > 0 ? config.max_tokens : p.sample.max_tokens;
+    most_tokens = std::max(most_tokens, per_task[p.sample.task] +=
+                                        static_cast<int64_t>(p.token_ids.size()) + max_tokens);
+  }
+  return make_engine(runner, tokenizer, options, most_tokens);
+}
+
 Status run_eval(const EvalOptions& o) {
   ASSIGN_OR_RETURN(eval::SweepConfig config, sweep_config(o));
   std::vector<eval::Record> records;
@@ -143,10 +158,10 @@ Status run_eval(const EvalOptions& o) {
     ModelOptions model_options = o.model;
     std::unique_ptr<models::Tokenizer> tokenizer;
     LoadedRunner runner;
-    if (o.dump_prompts.empty()) {
+    if (o.dump_prompts.empty() && o.replay.empty()) {
       ASSIGN_OR_RETURN(runner, load_runner(model_options));
       ASSIGN_OR_RETURN(tokenizer, models::load_model_tokenizer(runner.files));
-    } else {  // the prompts need only the tokenizer
+    } else {  // the prompts (and a replay's scoring) need only the tokenizer
       ASSIGN_OR_RETURN(runner.files,
                        models::load_model_files(o.model.model, models::LoadFormat::kAuto));
       ASSIGN_OR_RETURN(tokenizer, models::load_model_tokenizer(runner.files));
@@ -166,16 +181,15 @@ Status run_eval(const EvalOptions& o) {
       std::fprintf(stderr, "wrote %zu prompts to %s\n", prompts.size(), o.dump_prompts.c_str());
       return OkStatus();
     }
-    // The KV cache holds one task's requests at once.
-    int64_t most_tokens = 0;
-    std::map<std::string, int64_t> per_task;
-    for (const eval::TaskPrompt& p : prompts) {
-      const int max_tokens = config.max_tokens > 0 ? config.max_tokens : p.sample.max_tokens;
-      most_tokens = std::max(most_tokens, per_task[p.sample.task] +=
-                                          static_cast<int64_t>(p.token_ids.size()) + max_tokens);
+    eval::RunSetting run_setting;
+    std::unique_ptr<engine::Engine> engine;
+    if (!o.replay.empty()) {
+      ASSIGN_OR_RETURN(run_setting, eval::replay_runner(o.replay));
+    } else {
+      ASSIGN_OR_RETURN(engine,
+                       make_sweep_engine(runner, tokenizer.get(), model_options, config, prompts));
+      run_setting = eval::engine_runner(*engine);
     }
-    ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> engine,
-                     make_engine(runner, tokenizer.get(), model_options, most_tokens));
     const bool show_progress = isatty(STDERR_FILENO);
     const auto start = std::chrono::steady_clock::now();
     auto progress = [&](int done, int total, const std::string& label) {
@@ -186,7 +200,7 @@ Status run_eval(const EvalOptions& o) {
       }
     };
     std::vector<nlohmann::json> samples;
-    ASSIGN_OR_RETURN(records, eval::run_sweep(*engine, config, prompts, progress, &samples));
+    ASSIGN_OR_RETURN(records, eval::run_sweep(run_setting, config, prompts, progress, &samples));
     if (show_progress) std::fprintf(stderr, "\n");
     std::error_code ec;
     fs::create_directories(o.out, ec);
@@ -197,9 +211,10 @@ Status run_eval(const EvalOptions& o) {
     std::vector<std::string> protocols;
     for (eval::Protocol p : config.protocols) protocols.push_back(eval::protocol_name(p));
     const nlohmann::json meta = {
-        {"engine", "sieve"},
+        {"engine", o.replay.empty() ? "sieve" : "replay"},
+        {"replay", o.replay},
         {"model", runner.files.source},
-        {"device", runner.backend->name()},
+        {"device", runner.backend ? runner.backend->name() : std::string()},
         {"tasks", config.tasks},
         {"methods", config.methods},
         {"keeps", config.keeps},
@@ -271,6 +286,9 @@ void register_eval(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   cmd->add_option("--dump-prompts", o.dump_prompts,
                   "Write the generated prompts as JSONL to this file and exit (no model run)");
+  cmd->add_option("--replay", o.replay,
+                  "Score generations another engine recorded for the same prompts (JSONL, as "
+                  "bench/kvpress/run_eval.py writes) instead of running the model");
   cmd->add_option("--compare", o.compare,
                   "Another results.json (or its directory), e.g. bench/kvpress's: printed and "
                   "plotted side by side");

@@ -114,7 +114,41 @@ TEST(EvalCi, TinySweepOnTheDefaultModel) {
                                                   out.string() + " --compare " + out.string());
   EXPECT_EQ(compare_code, 0) << compare_output;
   EXPECT_NE(compare_output.find("+0.000"), std::string::npos) << compare_output;
+  // Replaying the run's own samples.jsonl (the shape bench/kvpress writes) scores every row as
+  // the run did: scores, fidelity, kept tokens.
+  const fs::path replayed = out.string() + "_replay";
+  auto [replay_code, replay_output] =
+      run_sieve("--log-level warn eval --model default --no-plot --replay " +
+                (out / "samples.jsonl").string() + " --out " + replayed.string() + " " +
+                fix["args"].get<std::string>());
+  ASSERT_EQ(replay_code, 0) << replay_output;
+  const json again = read_json(replayed / "results.json");
+  ASSERT_EQ(again["records"].size(), results["records"].size());
+  for (size_t i = 0; i < results["records"].size(); ++i) {
+    json a = results["records"][i], b = again["records"][i];
+    // An unsupported setting has no generations: the replay says so in its own words.
+    for (json* r : {&a, &b}) {
+      r->erase("wall_s");
+      r->erase("reason");
+    }
+    EXPECT_EQ(a, b) << i;
+  }
+  EXPECT_EQ(again["meta"]["engine"], "replay");
   fs::remove_all(out);
+  fs::remove_all(replayed);
+}
+
+TEST(EvalCi, ReplayNamesAMalformedLine) {
+  const json fix = fixture();
+  const fs::path file =
+      fs::temp_directory_path() / ("sieve_eval_replay_" + std::to_string(::getpid()) + ".jsonl");
+  std::ofstream(file) << "{\"task\": \"passkey\"}\n";
+  auto [code, output] =
+      run_sieve("--log-level warn eval --model default --no-plot --replay " + file.string() +
+                " --out " + file.string() + "_out " + fix["args"].get<std::string>());
+  EXPECT_NE(code, 0);
+  EXPECT_NE(output.find(file.string() + ":1:"), std::string::npos) << output;
+  fs::remove(file);
 }
 
 TEST(EvalCi, DumpPromptsWritesEveryPromptAsJsonl) {
