@@ -214,8 +214,14 @@ TEST(CudaOps, RopeWriteKvEqualsRopeThenWriteKv) {
             buffer.slice(1, q_dim, q_dim + kv_dim).unflatten(1, kv_heads, dim),
             buffer.slice(1, q_dim + kv_dim, q_dim + 2 * kv_dim).unflatten(1, kv_heads, dim)};
       };
-      KvCacheLayout layout{num_layers, static_cast<int>(kv_heads), static_cast<int>(dim), tpp,
-                           pages, DType::kF32};
+      KvCacheLayout layout{num_layers,
+                           static_cast<int>(kv_heads),
+                           static_cast<int>(dim),
+                           tpp,
+                           pages,
+                           DType::kF32,
+                           std::nullopt,
+                           0};
       const int64_t elems = static_cast<int64_t>(layout.arena_bytes() / 4);
       Tensor arena = Tensor::empty(DType::kF32, {elems});
       std::fill_n(arena.data<float>(), elems, NAN);
