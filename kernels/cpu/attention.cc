@@ -23,9 +23,18 @@ struct PagedHead {
   int layer;
   int kv_head;
   const float* bias;  // AttentionArgs::slot_bias or null
+  // The sequence's K and V of this layer already in f32, [K | V][kv_head][slot][head_dim] over
+  // `dense_slots` slots; null: read (and dequantize) the pages.
+  const float* dense;
+  int64_t dense_slots;
 
   // kv: 0 = K, 1 = V; dequantized into `scratch` (head_dim floats) where the format needs it.
   const float* slot(int64_t j, int kv, float* scratch) const {
+    if (dense) {
+      const int head_dim = layout->head_dim;
+      return dense + ((static_cast<int64_t>(kv) * layout->num_kv_heads + kv_head) * dense_slots +
+                      j) * head_dim;
+    }
     return slots->read(layer, kv, kv_head, j, scratch);
   }
   float slot_bias(int64_t j) const {
@@ -197,6 +206,29 @@ void run_attention(const AttentionArgs& a, bool parallel) {
                 layouts[s].tokens_per_page == a.layout.tokens_per_page)
         << "sequence " << s << " reads slot_bias but is not of the layout's format";
   }
+  // The production path dequantizes a quantized (or bf16) sequence's slots of this layer once,
+  // not once per query row and head that reads them; the values are the same, so is the result.
+  std::vector<std::vector<float>> dense(num_seqs);
+  if (parallel) {
+    std::vector<std::pair<int32_t, int32_t>> work;  // (sequence, K|V x KV head)
+    const int hkv = a.layout.num_kv_heads, head_dim = a.layout.head_dim;
+    for (int64_t s = 0; s < num_seqs; ++s) {
+      if (layouts[s].kv_format() == kvcache::KvFormatId::kF32 || kv_lens[s] <= 0) continue;
+      dense[s].resize(static_cast<size_t>(2) * hkv * kv_lens[s] * head_dim);
+      for (int i = 0; i < 2 * hkv; ++i) work.emplace_back(static_cast<int32_t>(s), i);
+    }
+#pragma omp parallel for schedule(dynamic, 1) if (work.size() > 1)
+    for (size_t w = 0; w < work.size(); ++w) {
+      const auto [s, i] = work[w];
+      const int64_t n = kv_lens[s];
+      float* out = dense[s].data() + static_cast<size_t>(i) * n * head_dim;
+      for (int64_t j = 0; j < n; ++j) {
+        float* row = out + j * head_dim;
+        const float* got = seq_slots[s].read(a.layer, i / hkv, i % hkv, j, row);
+        if (got != row) std::memcpy(row, got, head_dim * sizeof(float));
+      }
+    }
+  }
 
   // Map each query row to its sequence once.
   std::vector<int32_t> seq_of_row(num_tokens);
@@ -242,8 +274,14 @@ void run_attention(const AttentionArgs& a, bool parallel) {
         }
       }
       const float* head_bias = bias && (!bias_seqs || bias_seqs[s] != 0) ? bias : nullptr;
-      const PagedHead head{&seq_slots[s], &a.layout, kv_indices + kv_indptr[s],
-                           a.layer,       kv_head,   head_bias};
+      const PagedHead head{&seq_slots[s],
+                           &a.layout,
+                           kv_indices + kv_indptr[s],
+                           a.layer,
+                           kv_head,
+                           head_bias,
+                           dense[s].empty() ? nullptr : dense[s].data(),
+                           kv_lens[s]};
       attend(a.q.data<float>() + t * a.q.stride(0) + h * a.q.stride(1),
              a.out.data<float>() + t * a.out.stride(0) + h * a.out.stride(1), head, slots,
              a.layout.head_dim, a.scale, scores, scratch.data());
