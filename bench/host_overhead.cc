@@ -79,6 +79,9 @@ class TimingBackend final : public kernels::Backend {
   void write_kv(const kernels::KvWriteArgs& a) override {
     timed(model_seconds, [&] { inner_.write_kv(a); });
   }
+  bool supports_kv_format(kvcache::KvFormatId format) const override {
+    return inner_.supports_kv_format(format);
+  }
   void copy_pages(const kernels::PageCopyArgs& a) override {
     timed(model_seconds, [&] { inner_.copy_pages(a); });
   }

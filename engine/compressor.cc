@@ -371,7 +371,7 @@ void Compressor::compute_signals(SeqId seq, const SeqState& st, const kvcache::P
   const int64_t l = layout_.num_layers, hkv = layout_.num_kv_heads;
   kernels::KvSignalArgs a;
   a.arena = arena_;
-  a.layout = layout_;
+  a.layout = layout_.for_format(kv_.format(seq));
   a.page_table = TensorView(const_cast<int32_t*>(table.pages.data()), DType::kI32,
                             {static_cast<int64_t>(table.pages.size())});
   a.num_tokens = table.num_tokens;
@@ -487,7 +487,7 @@ bool Compressor::apply(SeqId seq, SeqState& st, const kvcache::KeepSlots& keep,
   }
   copy_pages(backend_, arena_, layout_, result->copies);
   const int64_t l = layout_.num_layers, hkv = layout_.num_kv_heads;
-  backend_.compact_kv({arena_, layout_,
+  backend_.compact_kv({arena_, layout_.for_format(kv_.format(seq)),
                        TensorView(result->source_pages.data(), DType::kI32,
                                   {static_cast<int64_t>(result->source_pages.size())}),
                        TensorView(physical.data(), DType::kI32, {l, hkv, max_keep}),

@@ -117,7 +117,15 @@ Status Engine::init() {
   kv_config.enable_prefix_caching = config_.enable_prefix_caching;
   ASSIGN_OR_RETURN(kv_, kvcache::KvManager::create(kv_config));
   ASSIGN_OR_RETURN(const int tokens_per_page, kv_->tokens_per_page(format));
-  layout_ = {c.num_layers, c.num_kv_heads, c.head_dim, tokens_per_page, num_pages, dtype};
+  // One arena of fixed-size pages; each sequence's format lays out its own pages in it.
+  kernels::KvCacheLayout arena_layout;
+  arena_layout.num_layers = c.num_layers;
+  arena_layout.num_kv_heads = c.num_kv_heads;
+  arena_layout.head_dim = c.head_dim;
+  arena_layout.num_pages = num_pages;
+  arena_layout.page_bytes = page_bytes / c.num_layers;
+  layout_ = arena_layout.for_format(format);
+  SIEVE_CHECK_EQ(layout_.tokens_per_page, tokens_per_page);
   // A sequence longer than the whole cache could never finish (it would fail after its work).
   // vLLM refuses to start then: so does an explicit max_model_len; the model's own context is
   // cut to what fits, and the caller (the server) says so loudly.
@@ -160,10 +168,19 @@ Status Engine::init() {
   };
   scheduler_ = std::make_unique<scheduler::Scheduler>(sched, *kv_);
   stats_.kv_pages_total = num_pages;
-  spdlog::info("KV cache: {} pages of {} tokens: {} tokens fit ({:.2f} GiB; {:.1f} requests of "
-               "{} tokens)",
-               num_pages, tokens_per_page, kv_tokens, layout_.arena_bytes() / 1073741824.0,
-               static_cast<double>(kv_tokens) / max_model_len_, max_model_len_);
+  spdlog::info(
+      "KV cache: {} pages of {} tokens: {} tokens fit ({:.2f} GiB; {:.1f} requests of "
+      "{} tokens)",
+      num_pages, tokens_per_page, kv_tokens, layout_.arena_bytes() / 1073741824.0,
+      static_cast<double>(kv_tokens) / max_model_len_, max_model_len_);
+  std::string per_format;
+  for (const kvcache::KvFormat& f : kvcache::kKvFormats) {
+    if (!backend_.supports_kv_format(f.id)) continue;
+    const int64_t tokens = int64_t{num_pages} * layout_.for_format(f.id).tokens_per_page;
+    per_format += fmt::format("{}{} {}", per_format.empty() ? "" : ", ", f.name, tokens);
+  }
+  spdlog::info("KV cache: tokens that fit per kv_format: {} (default {})", per_format,
+               kvcache::kv_format(format).name);
   RETURN_IF_ERROR(model_.warm_up(arena_, layout_));
   return OkStatus();
 }
@@ -289,8 +306,24 @@ void Engine::drain_inbox() {
     const bool needs_queries =
         compression && compression->policy->needs(*compression->params).reads_prompt_queries();
     spec.use_prefix_cache = request.params.prompt_logprobs < 0 && !needs_queries;
-    spec.kv_format = layout_.dtype == DType::kF32 ? kvcache::KvFormatId::kF32
-                                                  : kvcache::KvFormatId::kBF16;
+    spec.kv_format = layout_.kv_format();
+    if (request.compression && !request.compression->kv_format.empty()) {
+      const StatusOr<kvcache::KvFormatId> format =
+          kvcache::parse_kv_format(request.compression->kv_format);
+      if (format.ok() && backend_.supports_kv_format(*format)) {
+        spec.kv_format = *format;
+      } else {
+        RequestOutput out;
+        out.finish_reason = "error";
+        out.error = format.ok() ? "compression.kv_format: " + request.compression->kv_format +
+                                      " is not supported by the " + backend_.name() + " backend"
+                                : std::string(format.status().message());
+        out.finished_request = true;
+        out.usage = state->usage;
+        stream->push(std::move(out));
+        continue;
+      }
+    }
     state->request = std::move(request);
     state->stream = stream;
     auto added = scheduler_->add_request(std::move(spec));
@@ -388,12 +421,14 @@ void Engine::build_batch(const scheduler::SchedulerOutput& out) {
   b.rope_lens.clear();
   b.kv_head_lens.clear();
   b.kv_gap_ends.clear();
+  b.kv_formats.clear();
   b.capture_rows.clear();
   b.capture_slots.clear();
   logits_row_of_scheduled_.assign(out.scheduled.size(), -1);
   std::vector<kvcache::BatchSeq>& tables = batch_tables_;
   tables.clear();
   bool any_compacted = false;
+  bool any_other_format = false;
   for (size_t i = 0; i < out.scheduled.size(); ++i) {
     const scheduler::ScheduledSeq& s = out.scheduled[i];
     const scheduler::Sequence* seq = scheduler_->find(s.seq_id);
@@ -405,12 +440,16 @@ void Engine::build_batch(const scheduler::SchedulerOutput& out) {
     b.qo_indptr.push_back(static_cast<int32_t>(b.token_ids.size()));
     b.rope_lens.push_back(seq->num_tokens());
     tables.push_back({&kv_->page_table(s.seq_id), s.num_new_tokens});
+    b.kv_formats.push_back(static_cast<int32_t>(seq->kv_format));
+    any_other_format = any_other_format || seq->kv_format != layout_.kv_format();
     any_compacted = any_compacted || !kv_->head_lengths(s.seq_id).prefix_lens.empty();
     if (s.sample) {
       logits_row_of_scheduled_[i] = static_cast<int>(b.logits_indices.size());
       b.logits_indices.push_back(b.qo_indptr.back() - 1);
     }
   }
+  // A batch of the layout's format alone passes no formats (and stays graph-eligible).
+  if (!any_other_format) b.kv_formats.clear();
   // Swapped, not moved: both sides keep their capacity for the next step.
   kvcache::BatchPageTables& pt = page_tables_;
   kvcache::build_batch_page_tables(tables, &pt);

@@ -15,30 +15,77 @@
 
 #include "core/status.h"
 #include "core/tensor.h"
+#include "kvcache/formats.h"
 
 namespace sieve::kernels {
 
 enum class BackendKind { kCpu, kCuda };
 
-// Geometry of the paged KV arena. A page holds `tokens_per_page` token slots of every layer: the
-// arena is layer-major, layer `l`'s copy of page `p` starts at
+// Geometry of the paged KV arena. A page holds token slots of every layer: the arena is
+// layer-major, layer `l`'s copy of page `p` starts at
 //   arena + (l * num_pages + p) * layer_page_bytes()
-// and is laid out [K | V][kv_head][slot_in_page][head_dim] (head-major, so one KV head's tokens
-// are contiguous). A sequence's page table is shared by all layers; slot = page *
-// tokens_per_page + offset.
+// A sequence's page table is shared by all layers; slot = page * tokens_per_page + offset.
+//
+// Pages have a fixed number of bytes; each sequence's KV format (kvcache/formats.h) decides how
+// many of its tokens fit in one and how they are laid out (kvcache/README.md, "Formats"): an
+// element plane [K | V][kv_head][slot_in_page][data_bytes(head_dim)] (head-major, so one KV
+// head's tokens are contiguous), then for quantized formats a scale plane of the same order.
+// `format` and `tokens_per_page` describe the sequences an op reads or writes; for_format() gives
+// the layout of another format in the same arena. A layout built from a dtype alone (format
+// unset, page_bytes 0) is a single-format arena of exactly tokens_per_page tokens of `dtype`.
 struct KvCacheLayout {
   int num_layers = 0;
   int num_kv_heads = 0;
   int head_dim = 0;
-  int tokens_per_page = 0;
+  int tokens_per_page = 0;  // tokens of kv_format() in one page
   int num_pages = 0;
-  DType dtype = DType::kF32;
+  DType dtype = DType::kF32;  // the element type of kv_format() (u8 for quantized formats)
+  std::optional<kvcache::KvFormatId> format;  // unset: the unquantized format of `dtype`
+  size_t page_bytes = 0;  // bytes of one layer's copy of a page; 0: tokens_per_page of `dtype`
 
+  kvcache::KvFormatId kv_format() const;
   size_t layer_page_bytes() const {
-    return 2ull * num_kv_heads * tokens_per_page * head_dim * dtype_size(dtype);
+    return page_bytes > 0 ? page_bytes
+                          : 2ull * num_kv_heads * tokens_per_page * head_dim * dtype_size(dtype);
   }
   size_t arena_bytes() const { return layer_page_bytes() * num_layers * num_pages; }
+  // The same arena read as `format`: its tokens per page and element type, the page bytes fixed.
+  KvCacheLayout for_format(kvcache::KvFormatId format) const;
+  // Byte offsets inside one layer's copy of a page of (K or V, kv_head, slot_in_page): its
+  // elements, and its scales (quantized formats).
+  size_t data_offset(int kv, int kv_head, int slot_in_page) const;
+  size_t meta_offset(int kv, int kv_head, int slot_in_page) const;
 };
+
+inline kvcache::KvFormatId KvCacheLayout::kv_format() const {
+  if (format) return *format;
+  return dtype == DType::kF32 ? kvcache::KvFormatId::kF32 : kvcache::KvFormatId::kBF16;
+}
+
+inline KvCacheLayout KvCacheLayout::for_format(kvcache::KvFormatId id) const {
+  KvCacheLayout out = *this;
+  out.page_bytes = layer_page_bytes();
+  out.format = id;
+  const kvcache::KvFormat& f = kvcache::kv_format(id);
+  out.dtype = f.dtype;
+  out.tokens_per_page =
+      static_cast<int>(out.page_bytes / (2ull * num_kv_heads * f.bytes_per_token_head(head_dim)));
+  return out;
+}
+
+inline size_t KvCacheLayout::data_offset(int kv, int kv_head, int slot_in_page) const {
+  const size_t row =
+      (static_cast<size_t>(kv) * num_kv_heads + kv_head) * tokens_per_page + slot_in_page;
+  return row * kvcache::kv_format(kv_format()).data_bytes(head_dim);
+}
+
+inline size_t KvCacheLayout::meta_offset(int kv, int kv_head, int slot_in_page) const {
+  const kvcache::KvFormat& f = kvcache::kv_format(kv_format());
+  const size_t rows = 2ull * num_kv_heads * tokens_per_page;
+  const size_t row =
+      (static_cast<size_t>(kv) * num_kv_heads + kv_head) * tokens_per_page + slot_in_page;
+  return rows * f.data_bytes(head_dim) + row * f.meta_bytes(head_dim);
+}
 
 // y[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n]). x, w and bias share the compute dtype; y is the
 // compute dtype or f32 (the LM head writes f32 logits).
@@ -58,7 +105,8 @@ struct RopeArgs {
   float attention_scaling = 1.0f;  // multiplies cos and sin (YaRN's mscale); 1 otherwise
 };
 
-// Writes this step's new keys and values into their slots of layer `layer`.
+// Writes this step's new keys and values into their slots of layer `layer`, quantizing them to
+// their sequence's format.
 struct KvWriteArgs {
   TensorView k;             // [num_tokens, num_kv_heads, head_dim]
   TensorView v;             // [num_tokens, num_kv_heads, head_dim]
@@ -66,6 +114,10 @@ struct KvWriteArgs {
   TensorView arena;         // u8 [arena_bytes]
   KvCacheLayout layout;
   int layer = 0;
+  // Optional, together: each sequence's KvFormatId (i32 [num_seqs]) and its tokens
+  // (qo_indptr, i32 [num_seqs + 1]). Without them every token is of layout's format.
+  TensorView kv_formats;
+  TensorView qo_indptr;
 };
 
 // Causal attention of a flat (varlen) batch over the paged cache. Sequence s owns query rows
@@ -107,7 +159,12 @@ struct AttentionArgs {
   TensorView slot_bias_seqs;   // optional i32 [num_seqs]: 0 = no bias (empty: all read slot_bias)
   TensorView selected_indptr;  // optional i32 [num_seqs * num_kv_heads + 1]
   TensorView selected_slots;   // i32 [selected_indptr[num_seqs * num_kv_heads]], with the indptr
-  float scale = 1.0f;     // softmax scale, usually 1/sqrt(head_dim)
+  // Optional i32 [num_seqs]: each sequence's KvFormatId, so one batch mixes formats (each
+  // sequence reads its pages as its format: tokens per page, layout, dequantization). Empty:
+  // every sequence is of layout's format. slot_bias is indexed with layout.tokens_per_page, so
+  // sequences that read it must be of layout's format.
+  TensorView kv_formats;
+  float scale = 1.0f;  // softmax scale, usually 1/sqrt(head_dim)
   // Host-known bounds of the sequences' query lengths (0: unknown), so a backend can skip the
   // kernels no sequence needs (decode rows and prefill chunks take different kernels on CUDA).
   int min_q_len = 0, max_q_len = 0;
@@ -133,7 +190,7 @@ struct PageCopyArgs {
 // is strictly ascending, so moves only go forward and the op works in place.
 struct CompactArgs {
   TensorView arena;        // u8 [arena_bytes]
-  KvCacheLayout layout;
+  KvCacheLayout layout;    // of the sequence's format (KvCacheLayout::for_format)
   TensorView page_table;   // i32 [pages of the sequence]
   TensorView keep_slots;   // i32 [num_layers, num_kv_heads, max_keep]
   TensorView keep_counts;  // i32 [num_layers, num_kv_heads]
@@ -160,7 +217,7 @@ struct CopyRowsArgs {
 // valid_len - (num_queries - 1 - j) slots of its head, as it did in its own step.
 struct KvSignalArgs {
   TensorView arena;       // u8 [arena_bytes]
-  KvCacheLayout layout;
+  KvCacheLayout layout;   // of the sequence's format (KvCacheLayout::for_format)
   TensorView page_table;  // i32 [pages of the sequence]
   int num_tokens = 0;     // physical slots in use
   TensorView head_lens;   // optional i32 [num_layers, num_kv_heads]: a compacted sequence's
@@ -294,6 +351,8 @@ class Backend {
     rope(r);
     write_kv(w);
   }
+  // Whether write_kv, attention, compact_kv and kv_signals handle sequences of `format`.
+  virtual bool supports_kv_format(kvcache::KvFormatId format) const = 0;
   virtual void copy_pages(const PageCopyArgs& args) = 0;
   virtual void compact_kv(const CompactArgs& args) = 0;
   virtual void attention(const AttentionArgs& args) = 0;

@@ -6,11 +6,21 @@
 
 namespace sieve::kvcache {
 
-size_t KvFormat::bytes_per_token_head(int head_dim) const {
+int KvFormat::num_scales(int head_dim) const {
+  switch (scaling) {
+    case KvScaling::kNone:
+      return 0;
+    case KvScaling::kPerTokenHead:
+      return 1;
+    case KvScaling::kPerGroup:
+      return (head_dim + group_size - 1) / group_size;
+  }
+  return 0;
+}
+
+size_t KvFormat::data_bytes(int head_dim) const {
   SIEVE_CHECK_GT(head_dim, 0);
-  const size_t element_bytes = (static_cast<size_t>(head_dim) * bits + 7) / 8;
-  const size_t num_groups = group_size > 0 ? (head_dim + group_size - 1) / group_size : 0;
-  return element_bytes + num_groups * scale_bytes;
+  return (static_cast<size_t>(head_dim) * bits + 7) / 8;
 }
 
 size_t KvFormat::bytes_per_token(int num_layers, int num_kv_heads, int head_dim) const {

@@ -209,6 +209,8 @@ StatusOr<CompactionResult> KvManager::compact(SeqId seq, std::span<const int32_t
 
 const PageTable& KvManager::page_table(SeqId seq) const { return state(seq).table; }
 
+KvFormatId KvManager::format(SeqId seq) const { return state(seq).format; }
+
 HeadLengths KvManager::head_lengths(SeqId seq) const {
   const SeqState& s = state(seq);
   return HeadLengths{s.head_prefix_lens, s.compacted ? s.gap_end : s.table.num_tokens};

@@ -127,6 +127,7 @@ class KvManager {
   StatusOr<CompactionResult> compact(SeqId seq, std::span<const int32_t> new_head_lens);
 
   const PageTable& page_table(SeqId seq) const;
+  KvFormatId format(SeqId seq) const;
   int num_tokens(SeqId seq) const { return page_table(seq).num_tokens; }
   HeadLengths head_lengths(SeqId seq) const;
   // Valid slots of head (layer, kv_head) of `seq`: what attention reads for that head.

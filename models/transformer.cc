@@ -60,6 +60,7 @@ Status Transformer::allocate_workspace() {
   for (Tensor* buffer : {&qo_indptr_, &kv_indptr_}) RETURN_IF_ERROR(alloc_i32(seqs + 1, *buffer));
   RETURN_IF_ERROR(alloc_i32(seqs, kv_lens_));
   RETURN_IF_ERROR(alloc_i32(seqs, gap_ends_));
+  RETURN_IF_ERROR(alloc_i32(seqs, kv_formats_));
   RETURN_IF_ERROR(alloc_i32(seqs * c.num_layers * c.num_kv_heads, head_lens_));
   RETURN_IF_ERROR(alloc_i32(limits_.max_kv_indices, kv_indices_));
   RETURN_IF_ERROR(alloc({t, c.hidden_size}, hidden_));
@@ -150,7 +151,8 @@ void Transformer::attention_block(int layer, const TensorView& kv_arena,
   // Rotary dimensions are the first rotary_dim of each head (partial rotary factor).
   backend_.rope_write_kv(RopeArgs{q.slice(2, 0, c.rotary_dim()), k.slice(2, 0, c.rotary_dim()),
                                   positions_view_, inv_freq, rope_.attention_scaling},
-                         KvWriteArgs{k, v, slots_view_, kv_arena, layout, layer});
+                         KvWriteArgs{k, v, slots_view_, kv_arena, layout, layer, kv_formats_view_,
+                                     kv_formats_view_.empty() ? TensorView() : qo_indptr_view_});
   if (!capture_rows_view_.empty()) {
     backend_.copy_rows({query_store_.select(0, layer), capture_slots_view_,
                         qkv.slice(1, 0, c.q_dim()), capture_rows_view_});
@@ -168,6 +170,7 @@ void Transformer::attention_block(int layer, const TensorView& kv_arena,
   args.kv_lens = kv_lens_view_;
   args.kv_head_lens = head_lens_view_;
   args.kv_gap_ends = gap_ends_view_;
+  args.kv_formats = kv_formats_view_;
   args.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   args.min_q_len = min_q_len;
   args.max_q_len = max_q_len;
@@ -206,6 +209,11 @@ void Transformer::upload_batch(const StepBatch& batch) {
   gap_ends_view_ = batch.kv_gap_ends.empty()
                        ? TensorView()
                        : upload(batch.kv_gap_ends, gap_ends_, batch.num_seqs());
+  SIEVE_CHECK(batch.kv_formats.empty() ||
+              static_cast<int>(batch.kv_formats.size()) == batch.num_seqs());
+  kv_formats_view_ = batch.kv_formats.empty()
+                         ? TensorView()
+                         : upload(batch.kv_formats, kv_formats_, batch.num_seqs());
   rows_view_ = upload(batch.logits_indices, rows_, batch.logits_indices.size());
   SIEVE_CHECK_EQ(batch.capture_rows.size(), batch.capture_slots.size());
   SIEVE_CHECK(batch.capture_rows.empty() || !query_store_.empty()) << "captures without a store";
@@ -265,7 +273,7 @@ int Transformer::graph_bucket(const StepBatch& batch, const TensorView& kv_arena
   if (graph_buckets_.empty() || kv_arena.raw() != graph_arena_) return -1;
   const int n = batch.num_tokens();
   if (n != batch.num_seqs() || n > graph_buckets_.back() || !batch.kv_head_lens.empty() ||
-      !batch.capture_rows.empty() || !batch.moment_rows.empty() ||
+      !batch.capture_rows.empty() || !batch.moment_rows.empty() || !batch.kv_formats.empty() ||
       static_cast<int>(batch.logits_indices.size()) != n) {
     return -1;
   }
@@ -295,6 +303,7 @@ void Transformer::pad_decode_batch(const StepBatch& batch, int size) {
   pad(p.kv_lens, batch.kv_lens, size, 0);
   p.kv_head_lens.clear();
   p.kv_gap_ends.clear();
+  p.kv_formats.clear();
   p.logits_indices.resize(size);
   for (int i = 0; i < size; ++i) p.logits_indices[i] = i;
   if (batch.rope_lens.empty()) {

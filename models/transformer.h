@@ -29,6 +29,9 @@ struct StepBatch {
   // Optional, together: compacted sequences' valid slots (kernels::AttentionArgs).
   std::vector<int32_t> kv_head_lens;  // [num_seqs, num_layers, num_kv_heads]
   std::vector<int32_t> kv_gap_ends;   // [num_seqs]
+  // Optional [num_seqs]: each sequence's kvcache::KvFormatId when the batch mixes formats
+  // (kernels::AttentionArgs::kv_formats); empty: all are of the layout's format.
+  std::vector<int32_t> kv_formats;
   std::vector<int32_t> logits_indices;  // token rows whose logits are wanted
   // Optional [num_seqs]: the length dynamic-NTK RoPE computes a sequence's frequencies for
   // (default: its largest position in the step plus one). A chunked prompt passes the whole
@@ -138,13 +141,13 @@ class Transformer {
   Tensor attention_workspace_;   // u8, the backend's attention scratch (may be empty)
   // Index arrays of the current step on the device.
   Tensor ids_, positions_, slots_, qo_indptr_, kv_indptr_, kv_indices_, kv_lens_, head_lens_,
-      gap_ends_,
-      rows_, capture_rows_, capture_slots_, inv_freq_, token_inv_freq_, gathered_;
+      gap_ends_, kv_formats_, rows_, capture_rows_, capture_slots_, inv_freq_, token_inv_freq_,
+      gathered_;
   Tensor host_inv_freq_;  // dynamic NTK only
   TensorView token_inv_freq_view_;
-  TensorView ids_view_, positions_view_, slots_view_, qo_indptr_view_, kv_indptr_view_, kv_indices_view_,
-      kv_lens_view_, head_lens_view_, gap_ends_view_, rows_view_, capture_rows_view_,
-      capture_slots_view_;
+  TensorView ids_view_, positions_view_, slots_view_, qo_indptr_view_, kv_indptr_view_,
+      kv_indices_view_, kv_lens_view_, head_lens_view_, gap_ends_view_, kv_formats_view_,
+      rows_view_, capture_rows_view_, capture_slots_view_;
   TensorView query_store_;
   std::vector<StepBatch::MomentRows> moment_rows_;  // of the current step
 };

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/cpu/kv_quant.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/paged.h"
 #include "kernels/cpu/rows.h"
@@ -13,19 +14,28 @@
 namespace sieve::kernels::cpu {
 namespace {
 
-// Where one KV head's slots of a sequence live: the page table row and the arena geometry, and
-// its per-slot logit bias (null when the sequence reads none).
+// Where one KV head's slots of a sequence live (its pages read as its format), and its per-slot
+// logit bias (null when the sequence reads none).
 struct PagedHead {
-  const std::byte* arena;
-  const KvCacheLayout* layout;
-  const int32_t* pages;  // the sequence's page ids
+  const PagedSlots* slots;
+  const KvCacheLayout* layout;  // the batch's layout, which indexes the bias
+  const int32_t* pages;         // the sequence's page ids
   int layer;
   int kv_head;
   const float* bias;  // AttentionArgs::slot_bias or null
+  // The sequence's K and V of this layer already in f32, [K | V][kv_head][slot][head_dim] over
+  // `dense_slots` slots; null: read (and dequantize) the pages.
+  const float* dense;
+  int64_t dense_slots;
 
-  const float* slot(int64_t j, int kv) const {  // kv: 0 = K, 1 = V
-    return reinterpret_cast<const float*>(arena +
-                                          slot_offset(*layout, pages, layer, kv, kv_head, j));
+  // kv: 0 = K, 1 = V; dequantized into `scratch` (head_dim floats) where the format needs it.
+  const float* slot(int64_t j, int kv, float* scratch) const {
+    if (dense) {
+      const int head_dim = layout->head_dim;
+      return dense + ((static_cast<int64_t>(kv) * layout->num_kv_heads + kv_head) * dense_slots +
+                      j) * head_dim;
+    }
+    return slots->read(layer, kv, kv_head, j, scratch);
   }
   float slot_bias(int64_t j) const {
     const int tpp = layout->tokens_per_page;
@@ -36,13 +46,6 @@ struct PagedHead {
                 j % tpp];
   }
 };
-
-void check_layout(const KvCacheLayout& layout, const TensorView& arena, int layer) {
-  SIEVE_CHECK(layout.dtype == DType::kF32) << "CPU KV cache is f32, got "
-                                           << dtype_name(layout.dtype);
-  SIEVE_CHECK_GE(arena.nbytes(), layout.arena_bytes());
-  SIEVE_CHECK(layer >= 0 && layer < layout.num_layers) << "layer " << layer;
-}
 
 // Valid slots of a head below the physical limit `limit`: [0, prefix_end) and [gap_end, limit).
 int64_t virtual_limit(int64_t limit, int64_t prefix_end, int64_t gap_end) {
@@ -63,9 +66,10 @@ struct RowSlots {
   }
 };
 
-// One query row against its slots of one KV head: out = softmax(q·Kᵀ·scale + bias)·V.
+// One query row against its slots of one KV head: out = softmax(q·Kᵀ·scale + bias)·V, in f32
+// whatever the format (a quantized slot is dequantized into `scratch` first).
 void attend(const float* q, float* out, const PagedHead& head, const RowSlots& slots, int head_dim,
-            float scale, std::vector<float>& scores) {
+            float scale, std::vector<float>& scores, float* scratch) {
   std::memset(out, 0, head_dim * sizeof(float));
   const int64_t n = slots.count;
   if (n <= 0) return;
@@ -73,7 +77,7 @@ void attend(const float* q, float* out, const PagedHead& head, const RowSlots& s
   float max = -INFINITY;
   for (int64_t i = 0; i < n; ++i) {
     const int64_t j = slots.slot(i);
-    const float* k = head.slot(j, 0);
+    const float* k = head.slot(j, 0, scratch);
     float dot = 0;
     // simd: lets the compiler reassociate the sum into vector lanes (no -ffast-math needed).
 #pragma omp simd reduction(+ : dot)
@@ -91,7 +95,7 @@ void attend(const float* q, float* out, const PagedHead& head, const RowSlots& s
   const float inv = 1.0f / sum;
   for (int64_t i = 0; i < n; ++i) {
     const float p = scores[i] * inv;
-    const float* v = head.slot(slots.slot(i), 1);
+    const float* v = head.slot(slots.slot(i), 1, scratch);
 #pragma omp simd
     for (int d = 0; d < head_dim; ++d) out[d] += p * v[d];
   }
@@ -130,9 +134,31 @@ void check_selection(const AttentionArgs& a, const int32_t* head_lens, const int
   }
 }
 
+// Each sequence's layout: of its kv_formats entry, or `layout`'s format when there are none.
+std::vector<KvCacheLayout> sequence_layouts(const KvCacheLayout& layout,
+                                            const TensorView& kv_formats, int64_t num_seqs) {
+  if (kv_formats.empty()) return std::vector<KvCacheLayout>(num_seqs, layout);
+  SIEVE_CHECK_EQ(kv_formats.numel(), num_seqs) << "kv_formats has one entry per sequence";
+  std::vector<KvCacheLayout> of_format(std::size(kvcache::kKvFormats));
+  std::vector<KvCacheLayout> layouts(num_seqs);
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    const int32_t id = kv_formats.data<int32_t>()[s];
+    SIEVE_CHECK(id >= 0 && id < static_cast<int32_t>(of_format.size()))
+        << "sequence " << s << " has no KV format " << id;
+    KvCacheLayout& l = of_format[id];
+    if (l.tokens_per_page == 0) {
+      l = layout.for_format(static_cast<kvcache::KvFormatId>(id));
+      SIEVE_CHECK_GT(l.tokens_per_page, 0)
+          << kvcache::kv_format(l.kv_format()).name << ": no token fits in a page";
+    }
+    layouts[s] = l;
+  }
+  return layouts;
+}
+
 // Runs attention for the query rows of every sequence; `parallel` picks the production loop.
 void run_attention(const AttentionArgs& a, bool parallel) {
-  check_layout(a.layout, a.arena, a.layer);
+  check_kv_layout(a.layout, a.arena, a.layer);
   SIEVE_CHECK_EQ(a.q.ndim(), 3);
   SIEVE_CHECK_EQ(a.q.size(2), a.layout.head_dim);
   SIEVE_CHECK_EQ(a.q.size(1) % a.layout.num_kv_heads, 0);
@@ -170,6 +196,39 @@ void run_attention(const AttentionArgs& a, bool parallel) {
   }
   SIEVE_CHECK(a.selected_slots.empty() || selected_indptr) << "selected_slots without an indptr";
   const int64_t num_tokens = a.q.size(0);
+  const std::vector<KvCacheLayout> layouts = sequence_layouts(a.layout, a.kv_formats, num_seqs);
+  const auto* arena = static_cast<const std::byte*>(a.arena.raw());
+  std::vector<PagedSlots> seq_slots;
+  seq_slots.reserve(num_seqs);
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    seq_slots.emplace_back(arena, layouts[s], kv_indices + kv_indptr[s]);
+    SIEVE_CHECK(!bias || (bias_seqs && bias_seqs[s] == 0) ||
+                layouts[s].tokens_per_page == a.layout.tokens_per_page)
+        << "sequence " << s << " reads slot_bias but is not of the layout's format";
+  }
+  // The production path dequantizes a quantized (or bf16) sequence's slots of this layer once,
+  // not once per query row and head that reads them; the values are the same, so is the result.
+  std::vector<std::vector<float>> dense(num_seqs);
+  if (parallel) {
+    std::vector<std::pair<int32_t, int32_t>> work;  // (sequence, K|V x KV head)
+    const int hkv = a.layout.num_kv_heads, head_dim = a.layout.head_dim;
+    for (int64_t s = 0; s < num_seqs; ++s) {
+      if (layouts[s].kv_format() == kvcache::KvFormatId::kF32 || kv_lens[s] <= 0) continue;
+      dense[s].resize(static_cast<size_t>(2) * hkv * kv_lens[s] * head_dim);
+      for (int i = 0; i < 2 * hkv; ++i) work.emplace_back(static_cast<int32_t>(s), i);
+    }
+#pragma omp parallel for schedule(dynamic, 1) if (work.size() > 1)
+    for (size_t w = 0; w < work.size(); ++w) {
+      const auto [s, i] = work[w];
+      const int64_t n = kv_lens[s];
+      float* out = dense[s].data() + static_cast<size_t>(i) * n * head_dim;
+      for (int64_t j = 0; j < n; ++j) {
+        float* row = out + j * head_dim;
+        const float* got = seq_slots[s].read(a.layer, i / hkv, i % hkv, j, row);
+        if (got != row) std::memcpy(row, got, head_dim * sizeof(float));
+      }
+    }
+  }
 
   // Map each query row to its sequence once.
   std::vector<int32_t> seq_of_row(num_tokens);
@@ -184,7 +243,7 @@ void run_attention(const AttentionArgs& a, bool parallel) {
   const bool worth = parallel && key_reads * num_heads * a.layout.head_dim >= (1 << 16);
 #pragma omp parallel if (worth)
   {
-    std::vector<float> scores;
+    std::vector<float> scores, scratch(a.layout.head_dim);
 #pragma omp for schedule(dynamic, 4)
     for (int64_t work = 0; work < num_tokens * num_heads; ++work) {
       const int64_t t = work / num_heads;
@@ -194,7 +253,7 @@ void run_attention(const AttentionArgs& a, bool parallel) {
       const int64_t q_len = qo_indptr[s + 1] - qo_indptr[s];
       const int64_t limit = kv_lens[s] - q_len + (t - qo_indptr[s]) + 1;
       SIEVE_CHECK_LE(limit, static_cast<int64_t>(kv_indptr[s + 1] - kv_indptr[s]) *
-                                a.layout.tokens_per_page);
+                                layouts[s].tokens_per_page);
       RowSlots slots{limit, limit, limit, nullptr};
       if (head_lens) {
         slots.prefix_end =
@@ -215,44 +274,83 @@ void run_attention(const AttentionArgs& a, bool parallel) {
         }
       }
       const float* head_bias = bias && (!bias_seqs || bias_seqs[s] != 0) ? bias : nullptr;
-      const PagedHead head{static_cast<const std::byte*>(a.arena.raw()), &a.layout,
-                           kv_indices + kv_indptr[s], a.layer, kv_head, head_bias};
+      const PagedHead head{&seq_slots[s],
+                           &a.layout,
+                           kv_indices + kv_indptr[s],
+                           a.layer,
+                           kv_head,
+                           head_bias,
+                           dense[s].empty() ? nullptr : dense[s].data(),
+                           kv_lens[s]};
       attend(a.q.data<float>() + t * a.q.stride(0) + h * a.q.stride(1),
              a.out.data<float>() + t * a.out.stride(0) + h * a.out.stride(1), head, slots,
-             a.layout.head_dim, a.scale, scores);
+             a.layout.head_dim, a.scale, scores, scratch.data());
     }
   }
 }
 
 void run_write_kv(const KvWriteArgs& a, bool parallel) {
-  check_layout(a.layout, a.arena, a.layer);
+  check_kv_layout(a.layout, a.arena, a.layer);
   check_rows(a.k);
   check_rows(a.v);
   SIEVE_CHECK_EQ(a.k.size(1), a.layout.num_kv_heads);
   SIEVE_CHECK_EQ(a.k.size(2), a.layout.head_dim);
-  const int tpp = a.layout.tokens_per_page;
-  const size_t row_bytes = a.layout.head_dim * sizeof(float);
+  SIEVE_CHECK_EQ(a.kv_formats.empty(), a.qo_indptr.empty()) << "kv_formats come with qo_indptr";
+  const int64_t num_tokens = a.k.size(0);
+  // Each token's sequence layout: its format decides tokens per page and encoding.
+  std::vector<int32_t> seq_of_token(num_tokens, 0);
+  std::vector<PagedSlots> seq_slots;
   auto* arena = static_cast<std::byte*>(a.arena.raw());
+  if (a.kv_formats.empty()) {
+    seq_slots.emplace_back(arena, a.layout, nullptr);
+  } else {
+    const int64_t num_seqs = a.kv_formats.numel();
+    SIEVE_CHECK_EQ(a.qo_indptr.numel(), num_seqs + 1);
+    const int32_t* qo_indptr = a.qo_indptr.data<int32_t>();
+    SIEVE_CHECK_LE(qo_indptr[num_seqs], num_tokens);
+    for (const KvCacheLayout& l : sequence_layouts(a.layout, a.kv_formats, num_seqs)) {
+      seq_slots.emplace_back(arena, l, nullptr);
+    }
+    for (int64_t s = 0; s < num_seqs; ++s) {
+      for (int32_t t = qo_indptr[s]; t < qo_indptr[s + 1]; ++t)
+        seq_of_token[t] = static_cast<int32_t>(s);
+    }
+  }
+  const int num_kv_heads = a.layout.num_kv_heads, head_dim = a.layout.head_dim;
   const int32_t* slots = a.slot_mapping.data<int32_t>();
-#pragma omp parallel for schedule(static) if (parallel && a.k.size(0) >= 16)
-  for (int64_t t = 0; t < a.k.size(0); ++t) {
+#pragma omp parallel for schedule(static) if (parallel && num_tokens >= 16)
+  for (int64_t t = 0; t < num_tokens; ++t) {
     const int32_t slot = slots[t];
     if (slot < 0) continue;
+    const PagedSlots& seq = seq_slots[seq_of_token[t]];
+    const int tpp = seq.tokens_per_page();
     const int64_t page = slot / tpp;
     SIEVE_CHECK_LT(page, a.layout.num_pages);
-    std::byte* base = arena + (static_cast<size_t>(a.layer) * a.layout.num_pages + page) *
-                                  a.layout.layer_page_bytes();
-    for (int h = 0; h < a.layout.num_kv_heads; ++h) {
-      const size_t k_offset = (static_cast<size_t>(h) * tpp + slot % tpp) * row_bytes;
-      const size_t v_offset =
-          (static_cast<size_t>(a.layout.num_kv_heads + h) * tpp + slot % tpp) * row_bytes;
-      std::memcpy(base + k_offset, row_ptr<float>(a.k, t * a.k.size(1) + h), row_bytes);
-      std::memcpy(base + v_offset, row_ptr<float>(a.v, t * a.v.size(1) + h), row_bytes);
+    for (int kv = 0; kv < 2; ++kv) {
+      const TensorView& x = kv == 0 ? a.k : a.v;
+      for (int h = 0; h < num_kv_heads; ++h) {
+        quantize_vector(seq.format(), row_ptr<float>(x, t * x.size(1) + h), head_dim,
+                        arena + seq.page_data_offset(a.layer, page, kv, h, slot % tpp),
+                        arena + seq.page_meta_offset(a.layer, page, kv, h, slot % tpp));
+      }
     }
   }
 }
 
 }  // namespace
+
+void check_kv_layout(const KvCacheLayout& layout, const TensorView& arena, int layer) {
+  const kvcache::KvFormat& format = kvcache::kv_format(layout.kv_format());
+  SIEVE_CHECK(layout.dtype == format.dtype)
+      << "KV layout of " << format.name << " with elements of " << dtype_name(layout.dtype);
+  SIEVE_CHECK_GT(layout.tokens_per_page, 0);
+  SIEVE_CHECK_LE(2ull * layout.num_kv_heads * layout.tokens_per_page *
+                     format.bytes_per_token_head(layout.head_dim),
+                 layout.layer_page_bytes())
+      << "more " << format.name << " tokens per page than fit";
+  SIEVE_CHECK_GE(arena.nbytes(), layout.arena_bytes());
+  SIEVE_CHECK(layer >= 0 && layer < layout.num_layers) << "layer " << layer;
+}
 
 void copy_pages(const PageCopyArgs& a) {
   SIEVE_CHECK_EQ(a.src_pages.numel(), a.dst_pages.numel());
@@ -276,10 +374,10 @@ void compact_kv(const CompactArgs& a) {
   SIEVE_CHECK_EQ(a.keep_slots.size(0), layout.num_layers);
   SIEVE_CHECK_EQ(a.keep_slots.size(1), layout.num_kv_heads);
   const int64_t max_keep = a.keep_slots.size(2);
+  check_kv_layout(layout, a.arena, 0);
   const int64_t capacity = a.page_table.numel() * layout.tokens_per_page;
-  const size_t row_bytes = layout.head_dim * dtype_size(layout.dtype);
   auto* arena = static_cast<std::byte*>(a.arena.raw());
-  const int32_t* pages = a.page_table.data<int32_t>();
+  const PagedSlots seq(arena, layout, a.page_table.data<int32_t>());
 #pragma omp parallel for collapse(2) schedule(static)
   for (int l = 0; l < layout.num_layers; ++l) {
     for (int h = 0; h < layout.num_kv_heads; ++h) {
@@ -290,9 +388,11 @@ void compact_kv(const CompactArgs& a) {
         SIEVE_CHECK(keep[j] >= j && keep[j] < capacity && (j == 0 || keep[j] > keep[j - 1]))
             << "keep slots must ascend within the sequence: slot " << keep[j] << " at " << j;
         if (keep[j] == j) continue;
-        for (int kv = 0; kv < 2; ++kv) {
-          std::memmove(arena + slot_offset(layout, pages, l, kv, h, j),
-                       arena + slot_offset(layout, pages, l, kv, h, keep[j]), row_bytes);
+        for (int kv = 0; kv < 2; ++kv) {  // the elements, then the scales (if any)
+          std::memmove(arena + seq.data_offset(l, kv, h, j),
+                       arena + seq.data_offset(l, kv, h, keep[j]), seq.data_bytes());
+          std::memmove(arena + seq.meta_offset(l, kv, h, j),
+                       arena + seq.meta_offset(l, kv, h, keep[j]), seq.meta_bytes());
         }
       }
     }

@@ -52,6 +52,10 @@ class CpuBackend final : public Backend {
   }
   void softmax(const TensorView& x) override { cpu::softmax(x); }
   void write_kv(const KvWriteArgs& args) override { cpu::write_kv(args); }
+  bool supports_kv_format(kvcache::KvFormatId format) const override {
+    (void)format;
+    return true;  // every row of kKvFormats
+  }
   void copy_pages(const PageCopyArgs& args) override { cpu::copy_pages(args); }
   void compact_kv(const CompactArgs& args) override { cpu::compact_kv(args); }
   void attention(const AttentionArgs& args) override { cpu::attention(args); }

@@ -37,8 +37,9 @@ void accumulate_query_moments(const QueryMomentArgs& a) {
 
 void expected_logits(const ExpectedLogitArgs& a) {
   const KvCacheLayout& layout = a.layout;
-  SIEVE_CHECK(layout.dtype == DType::kF32) << "CPU KV cache is f32";
-  SIEVE_CHECK_GE(a.arena.nbytes(), layout.arena_bytes());
+  check_kv_layout(layout, a.arena, 0);
+  const PagedSlots slots(static_cast<const std::byte*>(a.arena.raw()), layout,
+                         a.page_table.data<int32_t>());
   SIEVE_CHECK_LE(a.num_tokens, a.page_table.numel() * layout.tokens_per_page);
   SIEVE_CHECK_GT(a.count, 0) << "no queries in the statistics";
   const int d = layout.head_dim;
@@ -72,6 +73,7 @@ void expected_logits(const ExpectedLogitArgs& a) {
     // mu and Σ = E[q qᵀ] - mu muᵀ of this head, in double.
     const float* m = a.moments.data<float>() + static_cast<int64_t>(work) * width;
     std::vector<double> mu(d), sigma(static_cast<size_t>(d) * d, 0.0), kr(d);
+    std::vector<float> scratch(d);  // a quantized key, dequantized
     for (int i = 0; i < d; ++i) mu[i] = m[i] / static_cast<double>(a.count);
     if (a.covariance) {
       for (int i = 0; i < d; ++i) {
@@ -84,9 +86,7 @@ void expected_logits(const ExpectedLogitArgs& a) {
     float* out = a.out.data<float>() + static_cast<int64_t>(work) * a.slot_stride;
     for (int64_t v = 0; v < count; ++v) {
       const int64_t j = v < prefix_end ? v : gap_end + (v - prefix_end);
-      const float* k = reinterpret_cast<const float*>(
-          static_cast<const std::byte*>(a.arena.raw()) +
-          slot_offset(layout, a.page_table.data<int32_t>(), layer, 0, kv_head, j));
+      const float* k = slots.read(layer, 0, kv_head, j, scratch.data());
       // k' = Rᵀ k: R's pair block [[c, -s], [s, c]] transposed.
       for (int i = 0; i < d; ++i) kr[i] = k[i];
       for (int i = 0; i < half; ++i) {

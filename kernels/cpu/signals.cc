@@ -15,19 +15,19 @@ namespace {
 
 // One (layer, KV head) of a sequence: its valid slots in virtual numbering.
 struct HeadSlots {
-  const std::byte* arena;
+  const PagedSlots* slots;  // the sequence's pages, read as its format
   const KvCacheLayout* layout;
-  const int32_t* pages;
   int layer;
   int kv_head;
   int64_t prefix_end;  // virtual v < prefix_end is physical v; later ones follow gap_end
   int64_t gap_end;
-  int64_t count;  // valid slots
+  int64_t count;   // valid slots
+  float* scratch;  // head_dim floats: a quantized row is dequantized here
 
-  const float* row(int64_t v, int kv) const {  // kv: 0 = K, 1 = V
+  // kv: 0 = K, 1 = V. Valid until the next call (a quantized row lives in `scratch`).
+  const float* row(int64_t v, int kv) const {
     const int64_t j = v < prefix_end ? v : gap_end + (v - prefix_end);
-    return reinterpret_cast<const float*>(arena +
-                                          slot_offset(*layout, pages, layer, kv, kv_head, j));
+    return slots->read(layer, kv, kv_head, j, scratch);
   }
 };
 
@@ -137,8 +137,9 @@ void key_value_signals(const KvSignalArgs& a, const HeadSlots& head) {
 
 void run_kv_signals(const KvSignalArgs& a, bool parallel) {
   const KvCacheLayout& layout = a.layout;
-  SIEVE_CHECK(layout.dtype == DType::kF32) << "CPU KV cache is f32";
-  SIEVE_CHECK_GE(a.arena.nbytes(), layout.arena_bytes());
+  check_kv_layout(layout, a.arena, 0);
+  const PagedSlots slots(static_cast<const std::byte*>(a.arena.raw()), layout,
+                         a.page_table.data<int32_t>());
   SIEVE_CHECK_LE(a.num_tokens, a.page_table.numel() * layout.tokens_per_page);
   const bool compacted = !a.head_lens.empty();
   if (compacted) {
@@ -163,14 +164,9 @@ void run_kv_signals(const KvSignalArgs& a, bool parallel) {
 #pragma omp parallel for schedule(dynamic, 1) if (parallel)
   for (int work = 0; work < num_work; ++work) {
     const int layer = work / layout.num_kv_heads, kv_head = work % layout.num_kv_heads;
-    HeadSlots head{static_cast<const std::byte*>(a.arena.raw()),
-                   &layout,
-                   a.page_table.data<int32_t>(),
-                   layer,
-                   kv_head,
-                   a.num_tokens,
-                   a.num_tokens,
-                   a.num_tokens};
+    std::vector<float> scratch(layout.head_dim);
+    HeadSlots head{&slots,       &layout,      layer,        kv_head,
+                   a.num_tokens, a.num_tokens, a.num_tokens, scratch.data()};
     if (compacted) {
       head.prefix_end = a.head_lens.data<int32_t>()[work];
       head.gap_end = a.gap_end;

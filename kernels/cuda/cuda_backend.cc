@@ -91,14 +91,24 @@ void check_same_shape(const TensorView& a, const TensorView& b) {
   for (int d = 0; d < a.ndim(); ++d) SIEVE_CHECK_EQ(a.size(d), b.size(d)) << "dim " << d;
 }
 
+bool supports_format(kvcache::KvFormatId format) {
+  return format == kvcache::KvFormatId::kBF16 || format == kvcache::KvFormatId::kF32;
+}
+
 KvArena arena_of(const TensorView& arena, const KvCacheLayout& layout) {
   check_device(arena, "KV arena");
   SIEVE_CHECK_GE(arena.nbytes(), layout.arena_bytes());
   SIEVE_CHECK(layout.dtype == DType::kBF16 || layout.dtype == DType::kF32)
       << "KV dtype " << layout.dtype;
-  return KvArena{arena.raw(),           layout.dtype,          layout.num_layers,
-                 layout.num_kv_heads,   layout.head_dim,       layout.tokens_per_page,
-                 layout.num_pages};
+  // The kernels index pages of exactly tokens_per_page unquantized tokens: the quantized
+  // formats (kvcache/formats.h) are read and written by the CPU backend only so far.
+  SIEVE_CHECK(supports_format(layout.kv_format()) &&
+              layout.layer_page_bytes() == 2ull * layout.num_kv_heads * layout.tokens_per_page *
+                                               layout.head_dim * dtype_size(layout.dtype))
+      << "CUDA KV arena: format " << kvcache::kv_format(layout.kv_format()).name
+      << " with pages of " << layout.layer_page_bytes() << " bytes";
+  return KvArena{arena.raw(),     layout.dtype,           layout.num_layers, layout.num_kv_heads,
+                 layout.head_dim, layout.tokens_per_page, layout.num_pages};
 }
 
 class CudaBackend final : public Backend {
@@ -273,6 +283,11 @@ class CudaBackend final : public Backend {
                     stream_);
   }
 
+  // Requests get bf16 only: a batch mixing it with f32 would need per-sequence formats, which
+  // the kernels do not read yet (the f32 arenas serve tests against the CPU reference).
+  bool supports_kv_format(kvcache::KvFormatId format) const override {
+    return format == kvcache::KvFormatId::kBF16;
+  }
   void copy_pages(const PageCopyArgs& a) override {
     const KvArena arena = arena_of(a.arena, a.layout);
     SIEVE_CHECK_EQ(a.src_pages.numel(), a.dst_pages.numel());
@@ -405,6 +420,7 @@ class CudaBackend final : public Backend {
 
   void attention(const AttentionArgs& a) override {
     const KvArena arena = arena_of(a.arena, a.layout);
+    SIEVE_CHECK(a.kv_formats.empty()) << "CUDA attention reads one KV format a batch so far";
     check_bf16(a.q, "attention q");
     check_bf16(a.out, "attention out");
     SIEVE_CHECK(a.q.ndim() == 3 && a.out.ndim() == 3);
@@ -629,6 +645,7 @@ class CudaBackend final : public Backend {
 
   // The checked arena of write_kv (the fused rope_write_kv shares it).
   KvArena kv_write_arena(const KvWriteArgs& a) {
+    SIEVE_CHECK(a.kv_formats.empty()) << "CUDA write_kv writes one KV format a batch so far";
     const KvArena arena = arena_of(a.arena, a.layout);
     check_bf16(a.k, "write_kv k");
     check_bf16(a.v, "write_kv v");

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kvcache/formats.h"
 #include "kvcache/policies/params.h"
 #include "kvcache/policies/registry.h"
 #include "nlohmann/json.hpp"
@@ -15,7 +16,11 @@ StatusOr<std::shared_ptr<const PolicyParams>> KvPolicy::parse(ParamReader& param
 }
 
 const std::vector<std::string>& kv_formats() {
-  static const std::vector<std::string> formats = {"bf16", "f32"};
+  static const std::vector<std::string> formats = [] {
+    std::vector<std::string> names;
+    for (const KvFormat& format : kKvFormats) names.emplace_back(format.name);
+    return names;
+  }();
   return formats;
 }
 
@@ -176,8 +181,11 @@ StatusOr<CompressionSpec> parse_compression(const nlohmann::json& json) {
     return InvalidArgumentError("compression.method: unknown method (registered: " + join(names) +
                                 ")");
   }
-  if (std::find(kv_formats().begin(), kv_formats().end(), spec.kv_format) == kv_formats().end()) {
-    return InvalidArgumentError("compression.kv_format: unknown format (supported: bf16, f32)");
+  if (!spec.kv_format.empty() && !parse_kv_format(spec.kv_format).ok()) {
+    std::string known;
+    for (const std::string& name : kv_formats()) known += (known.empty() ? "" : ", ") + name;
+    return InvalidArgumentError("compression.kv_format: unknown format \"" +
+                                printable_name(spec.kv_format) + "\" (supported: " + known + ")");
   }
   spec.policy = find_policy(spec.method);
   ParamReader reader(*params);

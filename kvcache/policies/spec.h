@@ -42,7 +42,9 @@ struct CompressionSpec {
   const KvPolicy* policy = nullptr;  // null: "none", the full cache
   std::optional<int> budget;         // KV tokens kept per layer and KV head, on average
   std::optional<double> keep_ratio;  // the same as a fraction of the prompt
-  std::string kv_format = "bf16";
+  // A name of kKvFormats (kvcache/formats.h); empty: the backend's own (f32 on the CPU, bf16 on
+  // CUDA).
+  std::string kv_format;
   Protection protection;
   // Decode steps between actions once the cache exceeds budget + interval; 0 = prefill only.
   int interval = 64;
@@ -63,7 +65,7 @@ StatusOr<CompressionSpec> parse_compression(const nlohmann::json& json);
 // gaps between them, the system prompt's end, the prompt's end. Empty without fair eviction.
 std::vector<int32_t> segment_bounds(const Protection& protection, int system_prompt_tokens,
                                     int prompt_tokens);
-// KV formats a request may name today.
+// KV formats a request may name: every row of kKvFormats.
 const std::vector<std::string>& kv_formats();
 
 }  // namespace sieve::kvcache

@@ -60,8 +60,8 @@ void run_case(const Case& c, uint32_t seed) {
   const int num_layers = 2, layer = 1, tpp = c.tokens_per_page, dim = c.head_dim;
   int total_pages = 0;
   for (const Seq& s : c.seqs) total_pages += (s.kv_len + tpp - 1) / tpp;
-  const KvCacheLayout cpu_layout{num_layers, c.num_kv_heads, dim, tpp, total_pages + 5,
-                                 DType::kF32};
+  const KvCacheLayout cpu_layout{num_layers,      c.num_kv_heads, dim,          tpp,
+                                 total_pages + 5, DType::kF32,    std::nullopt, 0};
   const size_t arena_elems = cpu_layout.arena_bytes() / sizeof(float);
   std::vector<float> arena(arena_elems, NAN);
   std::vector<int32_t> pool(cpu_layout.num_pages);
@@ -366,7 +366,7 @@ TEST(CudaKvCache, WriteCopyAndCompactMatchTheCpu) {
     SCOPED_TRACE(::testing::Message() << "KV " << kv_dtype);
     std::mt19937 rng(kv_dtype == DType::kBF16 ? 5 : 6);
     const int num_layers = 2, heads = 4, dim = 64, tpp = 16, pages = 12, tokens = 40;
-    KvCacheLayout layout{num_layers, heads, dim, tpp, pages, DType::kF32};
+    KvCacheLayout layout{num_layers, heads, dim, tpp, pages, DType::kF32, std::nullopt, 0};
     const int64_t elems = static_cast<int64_t>(layout.arena_bytes() / 4);
     Tensor arena = Tensor::empty(DType::kF32, {elems});
     std::fill_n(arena.data<float>(), elems, NAN);
@@ -386,13 +386,14 @@ TEST(CudaKvCache, WriteCopyAndCompactMatchTheCpu) {
       const TensorView k = kv_rows.view().slice(1, 0, heads * dim).unflatten(1, heads, dim);
       const TensorView v =
           kv_rows.view().slice(1, 2 * heads * dim, 3 * heads * dim).unflatten(1, heads, dim);
-      kernels::cpu::write_kv({k, v, TensorView(slots.data(), DType::kI32, {tokens}), arena,
-                              layout, l});
+      kernels::cpu::write_kv(
+          {k, v, TensorView(slots.data(), DType::kI32, {tokens}), arena, layout, l, {}, {}});
       const Tensor d_rows = upload(*gpu_backend, kv_rows, DType::kBF16);
       const TensorView dk = d_rows.view().slice(1, 0, heads * dim).unflatten(1, heads, dim);
       const TensorView dv =
           d_rows.view().slice(1, 2 * heads * dim, 3 * heads * dim).unflatten(1, heads, dim);
-      gpu_backend->write_kv({dk, dv, upload_i32(*gpu_backend, slots), d_arena, gpu_layout, l});
+      gpu_backend->write_kv(
+          {dk, dv, upload_i32(*gpu_backend, slots), d_arena, gpu_layout, l, {}, {}});
     }
     auto same_arena = [&](const char* step) {
       const Tensor got = download(*gpu_backend, d_typed);

@@ -213,8 +213,9 @@ TEST(CudaEngineCompression, ModelCapturesTheQueriesTheCpuModelCaptures) {
       const DType dtype = backend->compute_dtype();
       stores.push_back(poisoned(*backend, dtype, {c.num_layers, kStoreRows, c.q_dim()}));
       g.model->set_query_store(stores.back());
-      const kernels::KvCacheLayout layout{c.num_layers,   c.num_kv_heads,           c.head_dim,
-                                          kTokensPerPage, 200 / kTokensPerPage + 1, dtype};
+      const kernels::KvCacheLayout layout{
+          c.num_layers, c.num_kv_heads, c.head_dim, kTokensPerPage, 200 / kTokensPerPage + 1,
+          dtype,        std::nullopt,   0};
       auto arena = backend->allocate(DType::kU8, {static_cast<int64_t>(layout.arena_bytes())});
       ASSERT_TRUE(arena.ok()) << arena.status();
       // Chunk [begin, end) captures positions [first, last) into store rows from `slot`.

@@ -65,7 +65,8 @@ void run_case(const MomentCase& c, uint32_t seed) {
 
   // A paged cache; dead and unused slots NaN.
   const int num_seq_pages = (c.num_tokens + c.tpp - 1) / c.tpp;
-  const KvCacheLayout cpu_layout{layers, c.kv_heads, d, c.tpp, num_seq_pages + 3, DType::kF32};
+  const KvCacheLayout cpu_layout{
+      layers, c.kv_heads, d, c.tpp, num_seq_pages + 3, DType::kF32, std::nullopt, 0};
   const size_t arena_elems = cpu_layout.arena_bytes() / sizeof(float);
   Tensor arena = Tensor::empty(DType::kF32, {static_cast<int64_t>(arena_elems)});
   std::fill_n(arena.data<float>(), arena_elems, NAN);
@@ -73,6 +74,8 @@ void run_case(const MomentCase& c, uint32_t seed) {
   std::iota(pool.begin(), pool.end(), 0);
   std::shuffle(pool.begin(), pool.end(), rng);
   std::vector<int32_t> pages(pool.begin(), pool.begin() + num_seq_pages);
+  const kernels::cpu::PagedSlots slots(static_cast<const std::byte*>(arena.view().raw()),
+                                       cpu_layout, pages.data());
   int gap_end = c.num_tokens;
   std::vector<int32_t> head_lens(layers * c.kv_heads, c.num_tokens);
   if (c.compacted) {
@@ -92,7 +95,7 @@ void run_case(const MomentCase& c, uint32_t seed) {
       for (int j = 0; j < c.num_tokens; ++j) {
         if (c.compacted && j >= head_lens[l * c.kv_heads + h] && j < gap_end) continue;
         for (int kv = 0; kv < 2; ++kv) {
-          const size_t offset = kernels::cpu::slot_offset(cpu_layout, pages.data(), l, kv, h, j);
+          const size_t offset = slots.data_offset(l, kv, h, j);
           float* row = arena.data<float>() + offset / sizeof(float);
           for (int i = 0; i < d; ++i) row[i] = round_bf16(0.5f * normal(rng));
         }

@@ -214,8 +214,14 @@ TEST(CudaOps, RopeWriteKvEqualsRopeThenWriteKv) {
             buffer.slice(1, q_dim, q_dim + kv_dim).unflatten(1, kv_heads, dim),
             buffer.slice(1, q_dim + kv_dim, q_dim + 2 * kv_dim).unflatten(1, kv_heads, dim)};
       };
-      KvCacheLayout layout{num_layers, static_cast<int>(kv_heads), static_cast<int>(dim), tpp,
-                           pages, DType::kF32};
+      KvCacheLayout layout{num_layers,
+                           static_cast<int>(kv_heads),
+                           static_cast<int>(dim),
+                           tpp,
+                           pages,
+                           DType::kF32,
+                           std::nullopt,
+                           0};
       const int64_t elems = static_cast<int64_t>(layout.arena_bytes() / 4);
       Tensor arena = Tensor::empty(DType::kF32, {elems});
       std::fill_n(arena.data<float>(), elems, NAN);
@@ -232,7 +238,7 @@ TEST(CudaOps, RopeWriteKvEqualsRopeThenWriteKv) {
                                  {static_cast<int64_t>(gpu_layout.arena_bytes())}, Device::kCuda);
         const auto [q, k, v] = qkv(d_fused.view());
         const RopeArgs r{q.slice(2, 0, rotary), k.slice(2, 0, rotary), d_positions, d_freq, 1.0f};
-        const KvWriteArgs w{k, v, d_slots, d_arena, gpu_layout, layer};
+        const KvWriteArgs w{k, v, d_slots, d_arena, gpu_layout, layer, {}, {}};
         if (fused_op) {
           gpu_backend->rope_write_kv(r, w);
         } else {
@@ -255,7 +261,7 @@ TEST(CudaOps, RopeWriteKvEqualsRopeThenWriteKv) {
                                        TensorView(positions.data(), DType::kI32, {tokens}),
                                        inv_freq, 1.0f});
       kernels::cpu::write_kv(
-          {hk, hv, TensorView(slots.data(), DType::kI32, {tokens}), arena, layout, layer});
+          {hk, hv, TensorView(slots.data(), DType::kI32, {tokens}), arena, layout, layer, {}, {}});
       EXPECT_LT(relative_error(fused_rows, fused), kBf16Tolerance);
       // Written slots within tolerance, the others still NaN on both sides.
       Tensor got = fused_arena, want = arena;

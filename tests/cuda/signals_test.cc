@@ -135,7 +135,8 @@ SignalResult compute_signals(const SignalCase& c, uint32_t seed) {
   std::normal_distribution<float> normal;
   const int num_layers = 3, hkv = c.num_kv_heads, dim = c.head_dim, tpp = c.tokens_per_page;
   const int num_seq_pages = (c.num_tokens + tpp - 1) / tpp;
-  const KvCacheLayout cpu_layout{num_layers, hkv, dim, tpp, num_seq_pages + 4, DType::kF32};
+  const KvCacheLayout cpu_layout{num_layers,        hkv,         dim,          tpp,
+                                 num_seq_pages + 4, DType::kF32, std::nullopt, 0};
   const size_t arena_elems = cpu_layout.arena_bytes() / sizeof(float);
   std::vector<float> arena(arena_elems, NAN);
   std::vector<int32_t> pool(cpu_layout.num_pages);

@@ -38,8 +38,8 @@ void run_case(const Case& c, uint32_t seed) {
   // Pages: every sequence gets ceil(kv_len / tpp) pages drawn from a shuffled pool.
   int total_pages = 0;
   for (const auto& s : c.seqs) total_pages += (s.kv_len + c.tokens_per_page - 1) / c.tokens_per_page;
-  KvCacheLayout layout{c.num_layers, c.num_kv_heads, c.head_dim, c.tokens_per_page, total_pages + 3,
-                       DType::kF32};
+  KvCacheLayout layout{c.num_layers,    c.num_kv_heads, c.head_dim,   c.tokens_per_page,
+                       total_pages + 3, DType::kF32,    std::nullopt, 0};
   Tensor arena = Tensor::empty(DType::kU8, {static_cast<int64_t>(layout.arena_bytes())});
   std::fill_n(static_cast<float*>(arena.view().raw()), layout.arena_bytes() / 4, NAN);
   std::vector<int32_t> pool(layout.num_pages);
@@ -83,7 +83,12 @@ void run_case(const Case& c, uint32_t seed) {
     }
     write_kv({TensorView(dense_k[s].data(), DType::kF32, {n, c.num_kv_heads, c.head_dim}),
               TensorView(dense_v[s].data(), DType::kF32, {n, c.num_kv_heads, c.head_dim}),
-              TensorView(slots.data(), DType::kI32, {n}), arena, layout, c.layer});
+              TensorView(slots.data(), DType::kI32, {n}),
+              arena,
+              layout,
+              c.layer,
+              {},
+              {}});
   }
   const int num_tokens = qo_indptr.back();
   std::vector<float> q(size_t(num_tokens) * c.num_heads * c.head_dim);
@@ -228,8 +233,8 @@ std::vector<float> run_hooks(const HookBatch& b, std::mt19937& rng) {
   const int num_layers = 2, layer = 1;
   int total_pages = 0;
   for (const HookSeq& s : b.seqs) total_pages += (s.kv_len + tpp - 1) / tpp;
-  const KvCacheLayout layout{num_layers, b.num_kv_heads, b.head_dim, tpp, total_pages + 2,
-                             DType::kF32};
+  const KvCacheLayout layout{num_layers,      b.num_kv_heads, b.head_dim,   tpp,
+                             total_pages + 2, DType::kF32,    std::nullopt, 0};
   Tensor arena = Tensor::empty(DType::kU8, {static_cast<int64_t>(layout.arena_bytes())});
   std::fill_n(static_cast<float*>(arena.view().raw()), layout.arena_bytes() / 4, NAN);
   std::vector<float> bias(size_t(num_layers) * layout.num_pages * b.num_kv_heads * tpp, NAN);
@@ -267,7 +272,12 @@ std::vector<float> run_hooks(const HookBatch& b, std::mt19937& rng) {
                          {s.kv_len, b.num_kv_heads, b.head_dim}),
               TensorView(const_cast<float*>(s.v.data()), DType::kF32,
                          {s.kv_len, b.num_kv_heads, b.head_dim}),
-              TensorView(slots.data(), DType::kI32, {s.kv_len}), arena, layout, layer});
+              TensorView(slots.data(), DType::kI32, {s.kv_len}),
+              arena,
+              layout,
+              layer,
+              {},
+              {}});
     gap_ends.push_back(s.head_lens.empty() ? s.kv_len : s.gap_end);
     for (int l = 0; l < num_layers; ++l) {
       for (int h = 0; h < b.num_kv_heads; ++h) {

@@ -18,7 +18,7 @@ namespace {
 constexpr int kLayers = 2, kKvHeads = 2, kHeads = 4, kDim = 8, kTpp = 4;
 
 struct Cache {
-  KvCacheLayout layout{kLayers, kKvHeads, kDim, kTpp, 12, DType::kF32};
+  KvCacheLayout layout{kLayers, kKvHeads, kDim, kTpp, 12, DType::kF32, std::nullopt, 0};
   Tensor arena = Tensor::empty(DType::kU8, {static_cast<int64_t>(layout.arena_bytes())});
 };
 
@@ -56,7 +56,12 @@ TEST(Compaction, AttentionOverTheCompactedCacheEqualsAttentionOverTheKeptTokens)
     for (int l = 0; l < kLayers; ++l) {
       write_kv({TensorView(k.data(), DType::kF32, {n, kKvHeads, kDim}),
                 TensorView(v.data(), DType::kF32, {n, kKvHeads, kDim}),
-                TensorView(slots.data(), DType::kI32, {n}), cache.arena, cache.layout, l});
+                TensorView(slots.data(), DType::kI32, {n}),
+                cache.arena,
+                cache.layout,
+                l,
+                {},
+                {}});
     }
     // Keep-sets: a different random subset (always with the last token) per (layer, head).
     const int max_keep = 12;

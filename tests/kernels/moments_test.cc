@@ -76,14 +76,16 @@ void run_case(const MomentCase& c, uint32_t seed) {
 
   // A paged cache of keys (values unused) and its valid slots.
   const int pages = (c.num_tokens + c.tpp - 1) / c.tpp;
-  KvCacheLayout layout{c.layers, c.kv_heads, d, c.tpp, pages + 2, DType::kF32};
+  KvCacheLayout layout{c.layers, c.kv_heads, d, c.tpp, pages + 2, DType::kF32, std::nullopt, 0};
   std::vector<float> arena(layout.arena_bytes() / sizeof(float), NAN);
   std::vector<int32_t> table(layout.num_pages);
   std::iota(table.begin(), table.end(), 0);
   std::shuffle(table.begin(), table.end(), rng);
   table.resize(pages);
+  const PagedSlots slots(reinterpret_cast<const std::byte*>(arena.data()), layout,
+                          table.data());
   auto key = [&](int l, int h, int j) {
-    return arena.data() + slot_offset(layout, table.data(), l, 0, h, j) / sizeof(float);
+    return arena.data() + slots.data_offset(l, 0, h, j) / sizeof(float);
   };
   const int gap_end = c.compacted ? c.num_tokens - 4 : c.num_tokens;
   std::vector<int32_t> head_lens;

@@ -25,7 +25,8 @@ void run_case(const SignalCase& c, uint32_t seed) {
   std::normal_distribution<float> normal;
   const int heads = c.kv_heads * c.group;
   const int pages = (c.num_tokens + c.tpp - 1) / c.tpp;
-  KvCacheLayout layout{c.layers, c.kv_heads, c.head_dim, c.tpp, pages + 2, DType::kF32};
+  KvCacheLayout layout{c.layers,  c.kv_heads,  c.head_dim,   c.tpp,
+                       pages + 2, DType::kF32, std::nullopt, 0};
   Tensor arena = Tensor::empty(DType::kU8, {static_cast<int64_t>(layout.arena_bytes())});
   std::vector<int32_t> table(layout.num_pages);
   std::iota(table.begin(), table.end(), 0);

@@ -408,6 +408,11 @@ TEST(CompressionSpec, ParsesAndNamesEveryBadField) {
   EXPECT_EQ(parse_error({{"method", "knorm"}, {"budget", 8}, {"kv_format", "int3"}})
                 .rfind("compression.kv_format", 0),
             0u);
+  EXPECT_EQ(parse_ok({{"method", "none"}}).kv_format, "");  // the backend's own
+  for (const char* format : {"f32", "bf16", "fp8_e4m3", "int8", "int4"}) {
+    EXPECT_EQ(parse_ok({{"method", "snapkv"}, {"budget", 8}, {"kv_format", format}}).kv_format,
+              format);
+  }
   EXPECT_EQ(parse_error({{"method", "knorm"}, {"budget", 8}, {"params", {{"nope", 1}}}}),
             "compression.params.nope: unknown parameter for method 'knorm'");
   EXPECT_EQ(parse_error({{"method", "knorm"}, {"budget", 8}, {"params", {{"window", 65}}}})

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "core/tensor.h"
@@ -17,12 +18,26 @@ class PagedSequence {
  public:
   static constexpr int kTokensPerPage = 16;
 
-  // `max_len`: the most tokens the sequence will hold.
-  PagedSequence(models::Transformer& model, kernels::Backend& backend, int max_len)
+  // `max_len`: the most tokens the sequence will hold. With a `format`, pages have the bytes of
+  // kTokensPerPage bf16 tokens and hold what fits of the format's.
+  PagedSequence(models::Transformer& model, kernels::Backend& backend, int max_len,
+                std::optional<kvcache::KvFormatId> format = std::nullopt)
       : model_(model), backend_(backend) {
     const models::ModelConfig& c = model.config();
-    layout_ = {c.num_layers,    c.num_kv_heads, c.head_dim, kTokensPerPage,
-               (max_len + kTokensPerPage - 1) / kTokensPerPage, backend.compute_dtype()};
+    layout_ = {c.num_layers,
+               c.num_kv_heads,
+               c.head_dim,
+               kTokensPerPage,
+               (max_len + kTokensPerPage - 1) / kTokensPerPage,
+               backend.compute_dtype(),
+               std::nullopt,
+               0};
+    if (format) {
+      layout_.page_bytes = 2ull * c.num_kv_heads * kTokensPerPage * c.head_dim * 2;
+      layout_ = layout_.for_format(*format);
+      layout_.num_pages = (max_len + layout_.tokens_per_page - 1) / layout_.tokens_per_page;
+    }
+    tpp_ = layout_.tokens_per_page;
     arena_ = *backend.allocate(DType::kU8, {static_cast<int64_t>(layout_.arena_bytes())});
     host_logits_ = Tensor::empty(DType::kF32, {1, c.vocab_size});
     for (int p = layout_.num_pages - 1; p >= 0; --p) pages_.push_back(p);
@@ -37,12 +52,11 @@ class PagedSequence {
     for (int i = 0; i < n; ++i) {
       const int pos = len_ + i;
       b.positions.push_back(pos);
-      b.slot_mapping.push_back(pages_[pos / kTokensPerPage] * kTokensPerPage +
-                               pos % kTokensPerPage);
+      b.slot_mapping.push_back(pages_[pos / tpp_] * tpp_ + pos % tpp_);
     }
     len_ += n;
     b.qo_indptr = {0, n};
-    const int num_pages = (len_ + kTokensPerPage - 1) / kTokensPerPage;
+    const int num_pages = (len_ + tpp_ - 1) / tpp_;
     b.kv_indices.assign(pages_.begin(), pages_.begin() + num_pages);
     b.kv_indptr = {0, num_pages};
     b.kv_lens = {len_};
@@ -63,6 +77,7 @@ class PagedSequence {
   Tensor arena_, host_logits_;
   TensorView logits_;  // the model's memory
   std::vector<int32_t> pages_;
+  int tpp_ = 0;  // tokens per page
   int len_ = 0;
 };
 
