@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/ops.h"
 
 namespace sieve::kernels::cpu {
@@ -14,10 +15,12 @@ class CpuBackend final : public Backend {
   using Backend::allocate;
   BackendKind kind() const override { return BackendKind::kCpu; }
   std::string name() const override {
-    return "cpu (" + std::to_string(omp_get_max_threads()) + " threads)";
+    return "cpu (" + std::to_string(omp_get_max_threads()) + " threads, " +
+           kernel_level_name(kernel_level()) + " kernels)";
   }
 
   DType compute_dtype() const override { return DType::kF32; }
+  bool takes_block_weights() const override { return true; }
 
   StatusOr<Tensor> allocate(DType dtype, std::span<const int64_t> shape) override {
     return Tensor::empty(dtype, shape);
