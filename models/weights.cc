@@ -147,8 +147,9 @@ class WeightReader {
 }  // namespace
 
 StatusOr<ModelWeights> build_weights(const ModelConfig& c, const TensorMap& tensors,
-                                     Backend& backend, const std::string& source) {
-  WeightReader r(tensors, source, backend.takes_block_weights());
+                                     Backend& backend, const std::string& source,
+                                     bool dequantize_blocks) {
+  WeightReader r(tensors, source, backend.takes_block_weights() && !dequantize_blocks);
   const int64_t h = c.hidden_size, f = c.intermediate_size, q = c.q_dim(), kv = c.kv_dim();
   ModelWeights w;
   auto place = [&](StatusOr<Tensor> t, Tensor& out) -> Status {

@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <cstdlib>
 #include <cstring>
 
 #include "kernels/cpu/cpu_features.h"
@@ -66,6 +67,11 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+std::unique_ptr<Backend> make_cpu_backend() {
+  // Programs that do not go through `sieve`'s main (tests, benchmarks) size the pool here too,
+  // unless the user did (OpenBLAS, the OpenMP build, shares the pool).
+  if (std::getenv("OMP_NUM_THREADS") == nullptr) omp_set_num_threads(cpu_thread_budget());
+  return std::make_unique<CpuBackend>();
+}
 
 }  // namespace sieve::kernels::cpu

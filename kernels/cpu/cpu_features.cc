@@ -183,7 +183,8 @@ int cpu_thread_budget() {
 }
 
 std::string openblas_coretype_for(const CpuFeatures& f) {
-  if (f.avx512) return "SkylakeX";  // OpenBLAS's AVX-512 kernels (Cooperlake adds BF16 only)
+  if (f.avx512_bf16) return "Cooperlake";  // SkylakeX's AVX-512 kernels plus BF16 ones
+  if (f.avx512) return "SkylakeX";
   if (f.avx2) return "Haswell";
   return "";
 }
