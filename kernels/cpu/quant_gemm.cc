@@ -1,5 +1,6 @@
 #include "kernels/cpu/quant_gemm.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "kernels/cpu/rows.h"
@@ -56,6 +57,9 @@ size_t row_bytes(const TensorView& w) {
   SIEVE_CHECK_EQ(w.stride(1), 1);
   return dtype_bytes(w.dtype(), w.stride(0));
 }
+
+// Up to this many rows of x, Q8_0 / Q4_0 / Q4_1 weights are read without unpacking.
+constexpr int64_t kDirectMaxRows = 4;
 
 // Scratch that lives with the thread: a GEMM allocates nothing once the sizes have been seen.
 struct ActivationRows {
@@ -115,8 +119,24 @@ void quant_gemm(const GemmArgs& a, KernelLevel level) {
 
   const auto* base = static_cast<const uint8_t*>(w.raw());
   const size_t stride = row_bytes(w);
-  const bool signed_weights = w.dtype() == DType::kQ8_0;
   const float* bias = a.bias.empty() ? nullptr : a.bias.data<float>();
+  const bool signed_weights = w.dtype() == DType::kQ8_0;
+  // Few rows of x: the legacy formats' blocks are read as they are. More: each weight row is
+  // unpacked once and meets every row of x.
+  const bool direct =
+      kernels.dot_blocks != nullptr && m <= kDirectMaxRows &&
+      (w.dtype() == DType::kQ8_0 || w.dtype() == DType::kQ4_0 || w.dtype() == DType::kQ4_1);
+  if (direct) {
+#pragma omp parallel for schedule(static)
+    for (int64_t j = 0; j < n; ++j) {
+      const float b = bias ? bias[j] : 0.0f;
+      for (int64_t i = 0; i < m; ++i) {
+        row_ptr<float>(a.y, i)[j] = b + kernels.dot_blocks(w.dtype(), base + j * stride, xq + i * k,
+                                                           xd + i * k / 32, xdsum + i * k / 16, k);
+      }
+    }
+    return;
+  }
 #pragma omp parallel
   {
     static thread_local WeightRow row;
@@ -128,10 +148,12 @@ void quant_gemm(const GemmArgs& a, KernelLevel level) {
       kernels.unpack_row(w.dtype(), base + j * stride, k, row.q.data(), row.scale.data(),
                          row.offset.data());
       const float b = bias ? bias[j] : 0.0f;
-      for (int64_t i = 0; i < m; ++i) {
-        row_ptr<float>(a.y, i)[j] =
-            b + kernels.dot(signed_weights, row.q.data(), row.scale.data(), row.offset.data(),
-                            xq + i * k, xd + i * k / 32, xdsum + i * k / 16, k);
+      for (int64_t i = 0; i < m; i += 4) {
+        const int rows = static_cast<int>(std::min<int64_t>(4, m - i));
+        float out[4];
+        kernels.dot(signed_weights, row.q.data(), row.scale.data(), row.offset.data(), xq + i * k,
+                    xd + i * k / 32, xdsum + i * k / 16, k, rows, out);
+        for (int r = 0; r < rows; ++r) row_ptr<float>(a.y, i + r)[j] = b + out[r];
       }
     }
   }

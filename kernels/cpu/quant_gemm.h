@@ -31,9 +31,15 @@ struct QuantKernels {
   // One weight row of `dtype` -> q ([k]: u8, s8 for Q8_0), scale and offset (f32 [k / 16]).
   void (*unpack_row)(DType dtype, const uint8_t* src, int64_t k, uint8_t* q, float* scale,
                      float* offset);
-  // Σ w·x of an unpacked weight row and a quantized activation row.
-  float (*dot)(bool signed_weights, const uint8_t* wq, const float* wscale, const float* woffset,
-               const int8_t* xq, const float* xd, const float* xdsum, int64_t k);
+  // out[r] = Σ w·x of an unpacked weight row and quantized activation row r, for r < rows (at
+  // most 4; row r's q, d and dsum start r * k, r * k / 32 and r * k / 16 further on).
+  void (*dot)(bool signed_weights, const uint8_t* wq, const float* wscale, const float* woffset,
+              const int8_t* xq, const float* xd, const float* xdsum, int64_t k, int rows,
+              float* out);
+  // Σ w·x straight from a row of Q8_0, Q4_0 or Q4_1 blocks (no unpacking: for the few rows of x
+  // of a decode step); nullptr at the scalar level, which always unpacks.
+  float (*dot_blocks)(DType dtype, const uint8_t* w, const int8_t* xq, const float* xd,
+                      const float* xdsum, int64_t k);
 };
 
 // The kernels of `level` (which the CPU must be able to run).

@@ -150,7 +150,9 @@ TEST(QuantGemm, EveryFormatAndLevelWithinTheRoundingBoundOfTheF32Reference) {
       const int64_t n = 13;
       Tensor w = random_weights(f.dtype, n, k, rng);
       Tensor w_f32 = dequantized(w, f.ggml);
-      for (const int64_t m : {1, 5}) {
+      // m = 1: Q8_0 / Q4_0 / Q4_1 read without unpacking (SIMD levels); m = 6, 7: unpacked, and
+      // rows taken four at a time with a tail of 2 or 3.
+      for (const int64_t m : {1, 6, 7}) {
         Tensor x = random_f32({m, k}, rng), bias = random_f32({n}, rng);
         Tensor y_ref = poisoned(m, n), y_rounded = poisoned(m, n);
         ref::gemm({x, w_f32, bias, y_ref});
