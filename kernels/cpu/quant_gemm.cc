@@ -108,18 +108,8 @@ void dequantized_gemm(const GemmArgs& a, const QuantKernels& kernels) {
     for (int64_t j = 0; j < n; ++j) {
       kernels.unpack_row(w.dtype(), base + j * stride, k, row.q.data(), row.scale.data(),
                          row.offset.data());
-      float* out = f32 + j * k;
-      for (int64_t h = 0; h < k / 16; ++h) {  // 16 at a time: the compiler vectorizes each
-        const float scale = row.scale[h], offset = row.offset[h];
-        const uint8_t* q = row.q.data() + 16 * h;
-        if (signed_weights) {
-          for (int e = 0; e < 16; ++e) {
-            out[16 * h + e] = scale * static_cast<float>(static_cast<int8_t>(q[e])) + offset;
-          }
-        } else {
-          for (int e = 0; e < 16; ++e) out[16 * h + e] = scale * static_cast<float>(q[e]) + offset;
-        }
-      }
+      kernels.to_f32(signed_weights, row.q.data(), row.scale.data(), row.offset.data(), k,
+                     f32 + j * k);
     }
   }
   float beta = 0.0f;

@@ -31,6 +31,9 @@ struct QuantKernels {
   // One weight row of `dtype` -> q ([k]: u8, s8 for Q8_0), scale and offset (f32 [k / 16]).
   void (*unpack_row)(DType dtype, const uint8_t* src, int64_t k, uint8_t* q, float* scale,
                      float* offset);
+  // An unpacked row back to f32 (the dequantized BLAS path).
+  void (*to_f32)(bool signed_weights, const uint8_t* q, const float* scale, const float* offset,
+                 int64_t k, float* out);
   // out[r] = Σ w·x of an unpacked weight row and quantized activation row r, for r < rows (at
   // most 4; row r's q, d and dsum start r * k, r * k / 32 and r * k / 16 further on).
   void (*dot)(bool signed_weights, const uint8_t* wq, const float* wscale, const float* woffset,
