@@ -62,7 +62,7 @@ size_t row_bytes(const TensorView& w) {
   return dtype_bytes(w.dtype(), w.stride(0));
 }
 
-// Up to this many rows of x, Q8_0 / Q4_0 / Q4_1 weights are read without unpacking.
+// Up to this many rows of x, Q4_0 / Q4_1 weights are read without unpacking.
 constexpr int64_t kDirectMaxRows = 4;
 
 // From this many rows of x (prefill chunks, large batches) the weights are dequantized to f32 for
@@ -124,6 +124,34 @@ void dequantized_gemm(const GemmArgs& a, const QuantKernels& kernels) {
               static_cast<int>(k), beta, a.y.data<float>(), static_cast<int>(a.y.stride(0)));
 }
 
+// Q8_0 weights against unrounded x: each weight row to f32 once, then f32 dot products.
+void q8_0_f32_gemm(const GemmArgs& a, const QuantKernels& kernels) {
+  const TensorView& w = a.w;
+  const int64_t m = a.x.size(0), n = w.size(0), k = w.size(1);
+  const auto* base = static_cast<const uint8_t*>(w.raw());
+  const size_t stride = row_bytes(w);
+  const float* bias = a.bias.empty() ? nullptr : a.bias.data<float>();
+#pragma omp parallel
+  {
+    static thread_local WeightRow row;
+    static thread_local std::vector<float> f32;
+    row.q.resize(static_cast<size_t>(k));
+    row.scale.resize(static_cast<size_t>(k / 16));
+    row.offset.resize(static_cast<size_t>(k / 16));
+    f32.resize(static_cast<size_t>(k));
+#pragma omp for schedule(static)
+    for (int64_t j = 0; j < n; ++j) {
+      kernels.unpack_row(w.dtype(), base + j * stride, k, row.q.data(), row.scale.data(),
+                         row.offset.data());
+      kernels.to_f32(true, row.q.data(), row.scale.data(), row.offset.data(), k, f32.data());
+      const float b = bias ? bias[j] : 0.0f;
+      for (int64_t i = 0; i < m; ++i) {
+        row_ptr<float>(a.y, i)[j] = b + kernels.dot_f32(f32.data(), row_ptr<float>(a.x, i), k);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 const QuantKernels& quant_kernels(KernelLevel level) {
@@ -157,6 +185,7 @@ void quant_gemm(const GemmArgs& a, KernelLevel level) {
   if (m == 0 || n == 0) return;
   const QuantKernels& kernels = quant_kernels(level);
   if (blas_min_rows() > 0 && m >= blas_min_rows()) return dequantized_gemm(a, kernels);
+  if (w.dtype() == DType::kQ8_0) return q8_0_f32_gemm(a, kernels);
 
   static thread_local ActivationRows act;
   act.q.resize(static_cast<size_t>(m * k));

@@ -12,6 +12,12 @@
 // per 16 elements (w = scale * q + offset), and then meets every row of x: the unpacking costs
 // once per weight row however many rows x has. The offsets meet the activation blocks' sums.
 //
+// Q8_0 weights are the exception: they meet x in f32 (each weight row converted once, then f32
+// dot products; the same bytes read). With 8-bit weights, rounding x to 8 bits too is the larger
+// error, and Q8_0 is what a GGUF's LM head usually is (SmolLM2's tied embedding): there int8
+// activations flipped the default model's first answer token (measured: "What is the capital of
+// France?" answered "L'Étoile..." instead of "The capital of France is Paris.").
+//
 // Error: against the f32 product of the dequantized weights with x, only the rounding of x to
 // int8 counts (the integer sums are exact), so |y - y_ref| <= Σ_blocks (max|x_block| / 254) ·
 // Σ_block |w| plus f32 rounding; quant_gemm_test.cc holds every format and level to that bound.
@@ -34,13 +40,15 @@ struct QuantKernels {
   // An unpacked row back to f32 (the dequantized BLAS path).
   void (*to_f32)(bool signed_weights, const uint8_t* q, const float* scale, const float* offset,
                  int64_t k, float* out);
+  // Σ w·x of two f32 rows (Q8_0 weights, converted a row at a time).
+  float (*dot_f32)(const float* w, const float* x, int64_t k);
   // out[r] = Σ w·x of an unpacked weight row and quantized activation row r, for r < rows (at
   // most 4; row r's q, d and dsum start r * k, r * k / 32 and r * k / 16 further on).
   void (*dot)(bool signed_weights, const uint8_t* wq, const float* wscale, const float* woffset,
               const int8_t* xq, const float* xd, const float* xdsum, int64_t k, int rows,
               float* out);
-  // Σ w·x straight from a row of Q8_0, Q4_0 or Q4_1 blocks (no unpacking: for the few rows of x
-  // of a decode step); nullptr at the scalar level, which always unpacks.
+  // Σ w·x straight from a row of Q4_0 or Q4_1 blocks (no unpacking: for the few rows of x of a
+  // decode step); nullptr at the scalar level, which always unpacks.
   float (*dot_blocks)(DType dtype, const uint8_t* w, const int8_t* xq, const float* xd,
                       const float* xdsum, int64_t k);
 };
