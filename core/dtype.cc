@@ -1,8 +1,11 @@
 #include "core/dtype.h"
 
+#include "core/check.h"
+
 namespace sieve {
 
-size_t dtype_size(DType dtype) {
+// clang-format off
+size_t dtype_block_bytes(DType dtype) {
   switch (dtype) {
     case DType::kF32: return 4;
     case DType::kF16: return 2;
@@ -10,8 +13,45 @@ size_t dtype_size(DType dtype) {
     case DType::kI32: return 4;
     case DType::kI64: return 8;
     case DType::kU8: return 1;
+    case DType::kQ8_0: return 34;
+    case DType::kQ4_0: return 18;
+    case DType::kQ4_1: return 20;
+    case DType::kQ4_K: return 144;
+    case DType::kQ5_K: return 176;
+    case DType::kQ6_K: return 210;
   }
   return 0;
+}
+
+int64_t dtype_block_elems(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+    case DType::kF16:
+    case DType::kBF16:
+    case DType::kI32:
+    case DType::kI64:
+    case DType::kU8: return 1;
+    case DType::kQ8_0:
+    case DType::kQ4_0:
+    case DType::kQ4_1: return 32;
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K: return 256;
+  }
+  return 1;
+}
+// clang-format on
+
+size_t dtype_size(DType dtype) {
+  SIEVE_CHECK(!is_block_dtype(dtype)) << dtype_name(dtype) << " has no per-element size";
+  return dtype_block_bytes(dtype);
+}
+
+size_t dtype_bytes(DType dtype, int64_t numel) {
+  const int64_t block = dtype_block_elems(dtype);
+  SIEVE_CHECK(numel % block == 0) << numel << " elements of " << dtype_name(dtype)
+                                  << " are not whole blocks of " << block;
+  return static_cast<size_t>(numel / block) * dtype_block_bytes(dtype);
 }
 
 std::string_view dtype_name(DType dtype) {
@@ -22,6 +62,12 @@ std::string_view dtype_name(DType dtype) {
     case DType::kI32: return "i32";
     case DType::kI64: return "i64";
     case DType::kU8: return "u8";
+    case DType::kQ8_0: return "q8_0";
+    case DType::kQ4_0: return "q4_0";
+    case DType::kQ4_1: return "q4_1";
+    case DType::kQ4_K: return "q4_k";
+    case DType::kQ5_K: return "q5_k";
+    case DType::kQ6_K: return "q6_k";
   }
   return "?";
 }

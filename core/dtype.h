@@ -17,10 +17,24 @@ enum class DType : uint8_t {
   kI32,
   kI64,
   kU8,
+  // GGUF block formats (models/gguf/quant.h has their layouts), kept as they are in the file for
+  // the CPU backend's quantized GEMM. A view of one counts elements; its rows are whole blocks.
+  kQ8_0,
+  kQ4_0,
+  kQ4_1,
+  kQ4_K,
+  kQ5_K,
+  kQ6_K,
 };
 
-// Bytes of one element.
+// Bytes of one element; a block format has none (checked): use dtype_bytes.
 size_t dtype_size(DType dtype);
+// Elements per block (1 for a plain dtype) and bytes per block.
+int64_t dtype_block_elems(DType dtype);
+size_t dtype_block_bytes(DType dtype);
+inline bool is_block_dtype(DType dtype) { return dtype_block_elems(dtype) > 1; }
+// Bytes of `numel` elements, which must be whole blocks.
+size_t dtype_bytes(DType dtype, int64_t numel);
 std::string_view dtype_name(DType dtype);
 
 // IEEE half and bfloat16 conversions (round to nearest even), exact for every finite value.

@@ -37,7 +37,8 @@ TensorView TensorView::slice(int dim, int64_t begin, int64_t end) const {
   SIEVE_CHECK(0 <= begin && begin <= end && end <= size(dim))
       << "slice [" << begin << ", " << end << ") of " << shape_string() << " dim " << dim;
   TensorView out = *this;
-  out.data_ = static_cast<char*>(data_) + begin * strides_[dim] * static_cast<int64_t>(dtype_size(dtype_));
+  out.data_ =
+      static_cast<char*>(data_) + static_cast<int64_t>(dtype_bytes(dtype_, begin * strides_[dim]));
   out.shape_[dim] = end - begin;
   return out;
 }
@@ -90,7 +91,7 @@ std::string TensorView::shape_string() const {
 Tensor Tensor::empty(DType dtype, std::span<const int64_t> shape) {
   int64_t numel = 1;
   for (int64_t s : shape) numel *= s;
-  size_t bytes = static_cast<size_t>(numel) * dtype_size(dtype);
+  size_t bytes = dtype_bytes(dtype, numel);
   bytes = (bytes + 63) / 64 * 64;
   void* data = std::aligned_alloc(64, bytes == 0 ? 64 : bytes);
   SIEVE_CHECK(data != nullptr) << "out of host memory allocating " << bytes << " bytes";

@@ -39,7 +39,7 @@ class TensorView {
   int64_t size(int dim) const { return shape_[checked(dim)]; }
   int64_t stride(int dim) const { return strides_[checked(dim)]; }
   int64_t numel() const;
-  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype_); }
+  size_t nbytes() const { return dtype_bytes(dtype_, numel()); }
   bool is_contiguous() const;
   bool empty() const { return data_ == nullptr; }
 

@@ -316,6 +316,9 @@ class Backend {
   // The dtype of weights, activations and the KV cache on this backend: f32 on the CPU (the
   // exact reference), bf16 on CUDA. Logits and sampling are always f32.
   virtual DType compute_dtype() const = 0;
+  // Whether gemm takes weights in GGUF block formats (core/dtype.h) as they are (and embed a
+  // table in one); the loader dequantizes them for a backend that does not.
+  virtual bool takes_block_weights() const { return false; }
 
   // Memory on the backend's device; errors (out of memory) are values.
   virtual StatusOr<Tensor> allocate(DType dtype, std::span<const int64_t> shape) = 0;

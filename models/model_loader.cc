@@ -45,7 +45,9 @@ StatusOr<ModelFiles> load_model_files(const std::string& model, LoadFormat forma
     return files;
   }
   if (path.extension() == ".gguf") {
-    ASSIGN_OR_RETURN(gguf::GgufModel gguf, gguf::load_gguf_model(files.source));
+    // Block formats stay as they are; build_weights dequantizes for backends that need f32.
+    ASSIGN_OR_RETURN(gguf::GgufModel gguf,
+                     gguf::load_gguf_model(files.source, /*keep_blocks=*/true));
     files.config = std::move(gguf.config);
     files.tensors = std::move(gguf.tensors);
     files.gguf_vocab = std::move(gguf.vocab);

@@ -1,14 +1,27 @@
 #include "models/weights.h"
 
 #include <cstring>
+#include <optional>
+
+#include "models/gguf/gguf_model.h"
+#include "models/gguf/quant.h"
 
 namespace sieve::models {
 namespace {
 
 using kernels::Backend;
 
-// Converts a host tensor of f32, f16 or bf16 to a contiguous f32 host tensor; f32 input is used
-// as it is (no copy: weights are read straight from the mapped file).
+std::optional<gguf::GgmlType> ggml_type(DType dtype) {
+  for (const gguf::GgmlType type :
+       {gguf::GgmlType::kQ8_0, gguf::GgmlType::kQ4_0, gguf::GgmlType::kQ4_1, gguf::GgmlType::kQ4_K,
+        gguf::GgmlType::kQ5_K, gguf::GgmlType::kQ6_K}) {
+    if (gguf::block_dtype(type) == dtype) return type;
+  }
+  return std::nullopt;
+}
+
+// Converts a host tensor of f32, f16, bf16 or a GGUF block format to a contiguous f32 host tensor;
+// f32 input is used as it is (no copy: weights are read straight from the mapped file).
 StatusOr<Tensor> to_f32(const Tensor& src, const std::string& where) {
   if (src.dtype() == DType::kF32 && src.view().is_contiguous()) return src;
   std::vector<int64_t> shape;
@@ -26,6 +39,17 @@ StatusOr<Tensor> to_f32(const Tensor& src, const std::string& where) {
     case DType::kBF16:
       for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(src.data<uint16_t>()[i]);
       break;
+    case DType::kQ8_0:
+    case DType::kQ4_0:
+    case DType::kQ4_1:
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K: {
+      const std::optional<gguf::GgmlType> type = ggml_type(src.dtype());
+      RETURN_IF_ERROR(
+          gguf::dequantize(*type, static_cast<const std::byte*>(src.view().raw()), n, dst));
+      break;
+    }
     case DType::kI32:
     case DType::kI64:
     case DType::kU8:
@@ -36,10 +60,11 @@ StatusOr<Tensor> to_f32(const Tensor& src, const std::string& where) {
 }
 
 // Places a host f32 tensor on the backend's device in its compute dtype (a no-op for the CPU
-// backend, which computes in f32 on the host).
+// backend, which computes in f32 on the host, and takes block-format weights as they are).
 StatusOr<Tensor> to_device(Tensor host, Backend& backend) {
   const DType dtype = backend.compute_dtype();
   if (backend.kind() == kernels::BackendKind::kCpu && dtype == DType::kF32) return host;
+  SIEVE_CHECK(!is_block_dtype(host.dtype())) << "block weights for " << backend.name();
   std::vector<int64_t> shape;
   for (int d = 0; d < host.ndim(); ++d) shape.push_back(host.size(d));
   if (dtype == DType::kBF16) {
@@ -57,8 +82,10 @@ StatusOr<Tensor> to_device(Tensor host, Backend& backend) {
 
 class WeightReader {
  public:
-  WeightReader(const TensorMap& tensors, const std::string& source)
-      : tensors_(tensors), source_(source) {}
+  // `keep_blocks`: matrices in a block format come back as they are (the backend multiplies
+  // them), everything else as f32.
+  WeightReader(const TensorMap& tensors, const std::string& source, bool keep_blocks)
+      : tensors_(tensors), source_(source), keep_blocks_(keep_blocks) {}
 
   bool has(const std::string& name) const { return tensors_.count(name) != 0; }
 
@@ -76,21 +103,37 @@ class WeightReader {
       return InvalidArgumentError(source_ + ": tensor '" + name + "' has shape " +
                                   t.view().shape_string() + ", expected " + want + "]");
     }
+    if (keep_blocks_ && is_block_dtype(t.dtype())) return t;
     return to_f32(t, source_ + ": tensor '" + name + "'");
   }
 
   // Rows of several [rows_i, cols] tensors stacked into one [sum rows_i, cols] tensor.
+  // Parts in one block format stay in it (rows of blocks stack like rows of floats); parts in
+  // different formats are stacked as f32.
   StatusOr<Tensor> stacked(const std::vector<std::pair<std::string, int64_t>>& parts,
                            int64_t cols) const {
     int64_t rows = 0;
     for (const auto& part : parts) rows += part.second;
-    Tensor out = cols > 0 ? Tensor::empty(DType::kF32, {rows, cols}) : Tensor::empty(DType::kF32, {rows});
-    char* dst = reinterpret_cast<char*>(out.data<float>());
+    std::vector<Tensor> got;
     for (const auto& [name, part_rows] : parts) {
       StatusOr<Tensor> part = cols > 0 ? get(name, {part_rows, cols}) : get(name, {part_rows});
       RETURN_IF_ERROR(part.status());
-      std::memcpy(dst, part->data<float>(), part->nbytes());
-      dst += part->nbytes();
+      got.push_back(*std::move(part));
+    }
+    DType dtype = got.front().dtype();
+    for (Tensor& part : got) {
+      if (part.dtype() == dtype) continue;
+      dtype = DType::kF32;
+      for (Tensor& p : got) {
+        ASSIGN_OR_RETURN(p, to_f32(p, source_));
+      }
+      break;
+    }
+    Tensor out = cols > 0 ? Tensor::empty(dtype, {rows, cols}) : Tensor::empty(dtype, {rows});
+    auto* dst = out.data<std::byte>();
+    for (const Tensor& part : got) {
+      std::memcpy(dst, part.data<std::byte>(), part.nbytes());
+      dst += part.nbytes();
     }
     return out;
   }
@@ -98,13 +141,15 @@ class WeightReader {
  private:
   const TensorMap& tensors_;
   const std::string& source_;
+  bool keep_blocks_;
 };
 
 }  // namespace
 
 StatusOr<ModelWeights> build_weights(const ModelConfig& c, const TensorMap& tensors,
-                                     Backend& backend, const std::string& source) {
-  WeightReader r(tensors, source);
+                                     Backend& backend, const std::string& source,
+                                     bool dequantize_blocks) {
+  WeightReader r(tensors, source, backend.takes_block_weights() && !dequantize_blocks);
   const int64_t h = c.hidden_size, f = c.intermediate_size, q = c.q_dim(), kv = c.kv_dim();
   ModelWeights w;
   auto place = [&](StatusOr<Tensor> t, Tensor& out) -> Status {
@@ -144,9 +189,9 @@ StatusOr<ModelWeights> build_weights(const ModelConfig& c, const TensorMap& tens
       RETURN_IF_ERROR(place(r.get(p + "self_attn.k_norm.weight", {c.head_dim}), lw.k_norm));
     }
     RETURN_IF_ERROR(place(r.get(p + "self_attn.o_proj.weight", {h, q}), lw.o_proj));
-    RETURN_IF_ERROR(place(r.stacked({{p + "mlp.gate_proj.weight", f}, {p + "mlp.up_proj.weight", f}},
-                                    h),
-                          lw.gate_up));
+    RETURN_IF_ERROR(
+        place(r.stacked({{p + "mlp.gate_proj.weight", f}, {p + "mlp.up_proj.weight", f}}, h),
+              lw.gate_up));
     RETURN_IF_ERROR(place(r.get(p + "mlp.down_proj.weight", {h, f}), lw.down));
   }
   return w;

@@ -27,15 +27,19 @@ struct LayerWeights {
 };
 
 struct ModelWeights {
-  Tensor embed;       // [vocab, hidden]
+  Tensor embed;  // [vocab, hidden]
   std::vector<LayerWeights> layers;
   Tensor final_norm;  // [hidden]
   Tensor lm_head;     // [vocab, hidden]; the embedding itself when tied
 };
 
-// Every missing tensor or wrong shape is an error naming `source` and the tensor.
+// Every missing tensor or wrong shape is an error naming `source` and the tensor. Matrices in a
+// GGUF block format stay in it on a backend that takes them (the CPU: int8 activations, the
+// tolerance in kernels/cpu/quant_gemm.h) unless `dequantize_blocks` asks for f32 weights, the
+// exact reference (tests against transformers' decisions).
 StatusOr<ModelWeights> build_weights(const ModelConfig& config, const TensorMap& tensors,
-                                     kernels::Backend& backend, const std::string& source);
+                                     kernels::Backend& backend, const std::string& source,
+                                     bool dequantize_blocks = false);
 
 // Random weights at the config's shapes (`--load-format dummy`), drawn on the backend: mean 0
 // and std 0.02 for the matrices, mean 1 and std 0.1 for the norms, from `seed`.

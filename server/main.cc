@@ -3,9 +3,11 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <string>
 
 #include "CLI/CLI.hpp"
 #include "core/logging.h"
+#include "kernels/cpu/cpu_features.h"
 #include "server/cli_bench.h"
 #include "server/cli_common.h"
 #include "server/cli_eval.h"
@@ -15,20 +17,35 @@
 
 namespace {
 
-// OpenMP threads that spin while they wait cost more than they save on small or shared machines
-// (measured on the 2-core dev machine: prefill 6.7x and decode 3.3x slower than with sleeping
-// threads). libgomp reads its wait policy before main, so the process sets it and restarts
-// itself once; an explicit OMP_WAIT_POLICY is left alone.
-void ensure_passive_openmp_waits(char** argv) {
-  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
-  ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-  ::execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
+// What libgomp and OpenBLAS read once, before main, set from our own view of the machine; the
+// process sets what is unset and restarts itself once (a variable set by the user is left alone):
+// - OMP_WAIT_POLICY=PASSIVE: OpenMP threads that spin while they wait cost more than they save on
+//   small or shared machines (measured on the 2-core dev machine: prefill 6.7x and decode 3.3x
+//   slower than with sleeping threads), and a busy neighbour turns spinning into stalls.
+// - OMP_NUM_THREADS and OPENBLAS_NUM_THREADS: the CPUs this process may use (affinity mask and
+//   cgroup quota), not the machine's: one pool, since OpenBLAS (the OpenMP build) runs on it too.
+// - OPENBLAS_CORETYPE from our cpuid: Debian's OpenBLAS 0.3.21 does not know recent CPUs (a
+//   Sapphire Rapids runs its SSE3 kernels) and says nothing.
+void prepare_runtime_environment(char** argv) {
+  bool changed = false;
+  auto set_default = [&changed](const char* name, const std::string& value) {
+    if (value.empty() || std::getenv(name) != nullptr) return;
+    ::setenv(name, value.c_str(), 1);
+    changed = true;
+  };
+  const std::string threads = std::to_string(sieve::kernels::cpu::cpu_thread_budget());
+  set_default("OMP_WAIT_POLICY", "PASSIVE");
+  set_default("OMP_NUM_THREADS", threads);
+  set_default("OPENBLAS_NUM_THREADS", threads);
+  set_default("OPENBLAS_CORETYPE",
+              sieve::kernels::cpu::openblas_coretype_for(sieve::kernels::cpu::cpu_features()));
+  if (changed) ::execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  ensure_passive_openmp_waits(argv);
+  prepare_runtime_environment(argv);
   CLI::App app{"Sieve: an LLM serving engine with per-request KV-cache compression"};
   app.require_subcommand(1);
   std::string log_level = "info";

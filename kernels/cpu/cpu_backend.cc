@@ -2,8 +2,10 @@
 
 #include <omp.h>
 
+#include <cstdlib>
 #include <cstring>
 
+#include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/ops.h"
 
 namespace sieve::kernels::cpu {
@@ -14,10 +16,12 @@ class CpuBackend final : public Backend {
   using Backend::allocate;
   BackendKind kind() const override { return BackendKind::kCpu; }
   std::string name() const override {
-    return "cpu (" + std::to_string(omp_get_max_threads()) + " threads)";
+    return "cpu (" + std::to_string(omp_get_max_threads()) + " threads, " +
+           kernel_level_name(kernel_level()) + " kernels)";
   }
 
   DType compute_dtype() const override { return DType::kF32; }
+  bool takes_block_weights() const override { return true; }
 
   StatusOr<Tensor> allocate(DType dtype, std::span<const int64_t> shape) override {
     return Tensor::empty(dtype, shape);
@@ -71,6 +75,11 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+std::unique_ptr<Backend> make_cpu_backend() {
+  // Programs that do not go through `sieve`'s main (tests, benchmarks) size the pool here too,
+  // unless the user did (OpenBLAS, the OpenMP build, shares the pool).
+  if (std::getenv("OMP_NUM_THREADS") == nullptr) omp_set_num_threads(cpu_thread_budget());
+  return std::make_unique<CpuBackend>();
+}
 
 }  // namespace sieve::kernels::cpu

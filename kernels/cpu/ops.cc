@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/quant_gemm.h"
 #include "kernels/cpu/rows.h"
 
 namespace sieve::kernels::cpu {
@@ -16,7 +18,13 @@ namespace {
 void embed_row(const TensorView& ids, const TensorView& table, const TensorView& out, int64_t r) {
   const int32_t id = ids.data<int32_t>()[r];
   SIEVE_CHECK(id >= 0 && id < table.size(0)) << "token id " << id << " of " << table.size(0);
+  if (is_block_dtype(table.dtype())) return dequantize_row(table, id, row_ptr<float>(out, r));
   std::memcpy(row_ptr<float>(out, r), row_ptr<float>(table, id), row_size(out) * sizeof(float));
+}
+
+// A table may be f32 or, on the production path, a block format (a GGUF's embedding).
+void check_table(const TensorView& table) {
+  if (!is_block_dtype(table.dtype())) check_rows(table);
 }
 
 void rms_norm_row(float* out, const float* x, const float* w, int64_t n, float eps) {
@@ -175,7 +183,7 @@ void softmax(const TensorView& x) {
 // The production CPU path.
 
 void embed(const TensorView& ids, const TensorView& table, const TensorView& out) {
-  check_rows(table);
+  check_table(table);
   check_rows(out);
   SIEVE_CHECK_EQ(row_size(table), row_size(out));
 #pragma omp parallel for schedule(static) if (worth_parallel(out))
@@ -207,6 +215,7 @@ void add_rms_norm(const TensorView& out, const TensorView& residual, const Tenso
 }
 
 void gemm(const GemmArgs& a) {
+  if (is_block_dtype(a.w.dtype())) return quant_gemm(a, kernel_level());
   check_gemm(a);
   const int m = static_cast<int>(a.x.size(0));
   const int n = static_cast<int>(a.w.size(0));

@@ -204,7 +204,24 @@ std::string shape_string(const std::vector<int64_t>& shape) {
   return s + "]";
 }
 
-StatusOr<Tensor> load_weight(const GgufFile& file, const WeightSpec& spec) {
+// The rows of a block-format matrix, un-permuted as unpermute_qk_rows does for f32 rows.
+void unpermute_block_rows(std::byte* weight, int64_t num_heads, int64_t head_dim,
+                          size_t row_bytes) {
+  const int64_t half = head_dim / 2;
+  std::vector<std::byte> head(static_cast<size_t>(head_dim) * row_bytes);
+  for (int64_t h = 0; h < num_heads; ++h) {
+    std::byte* base = weight + h * head_dim * row_bytes;
+    std::copy(base, base + head.size(), head.begin());
+    for (int64_t i = 0; i < half; ++i) {
+      for (int64_t j = 0; j < 2; ++j) {
+        const std::byte* src = head.data() + (2 * i + j) * row_bytes;
+        std::copy(src, src + row_bytes, base + (j * half + i) * row_bytes);
+      }
+    }
+  }
+}
+
+StatusOr<Tensor> load_weight(const GgufFile& file, const WeightSpec& spec, bool keep_blocks) {
   const TensorInfo* info = file.find_tensor(spec.gguf_name);
   if (info == nullptr) {
     return file_error(file, "missing tensor '" + spec.gguf_name + "' (" + spec.hf_name + ")");
@@ -222,17 +239,33 @@ StatusOr<Tensor> load_weight(const GgufFile& file, const WeightSpec& spec) {
     return file_error(file, "tensor '" + spec.gguf_name + "' has type " +
                                 std::string(traits->name) + ", which Sieve cannot dequantize");
   }
+  const int64_t rows = spec.shape[0];
+  const int64_t cols = spec.shape.size() > 1 ? spec.shape[1] : 1;
+  const int64_t head_dim = spec.permute_heads > 0 ? rows / spec.permute_heads : 0;
+  if (spec.permute_heads > 0 && (rows % spec.permute_heads != 0 || head_dim % 2 != 0)) {
+    return file_error(file, "tensor '" + spec.gguf_name + "': " + std::to_string(rows) +
+                                " rows do not split into " + std::to_string(spec.permute_heads) +
+                                " heads of even size");
+  }
+  const std::optional<DType> blocks = block_dtype(info->type);
+  if (keep_blocks && blocks && spec.shape.size() == 2) {
+    // The parser checked that each row is whole blocks (ggml's rule for ne[0]).
+    const size_t bytes = dtype_bytes(*blocks, info->numel);
+    auto* data = const_cast<std::byte*>(info->data);  // only ever read
+    if (spec.permute_heads == 0 && file.file() != nullptr) {
+      return Tensor(TensorView(data, *blocks, spec.shape), file.file());
+    }
+    Tensor copy = Tensor::empty(*blocks, spec.shape);
+    std::copy(data, data + bytes, copy.data<std::byte>());
+    if (spec.permute_heads > 0) {
+      unpermute_block_rows(copy.data<std::byte>(), spec.permute_heads, head_dim,
+                           dtype_bytes(*blocks, cols));
+    }
+    return copy;
+  }
   Tensor tensor = Tensor::empty(DType::kF32, spec.shape);
   RETURN_IF_ERROR(dequantize(info->type, info->data, info->numel, tensor.data<float>()));
   if (spec.permute_heads > 0) {
-    const int64_t rows = spec.shape[0];
-    const int64_t cols = spec.shape.size() > 1 ? spec.shape[1] : 1;
-    const int64_t head_dim = rows / spec.permute_heads;
-    if (rows % spec.permute_heads != 0 || head_dim % 2 != 0) {
-      return file_error(file, "tensor '" + spec.gguf_name + "': " + std::to_string(rows) +
-                                  " rows do not split into " + std::to_string(spec.permute_heads) +
-                                  " heads of even size");
-    }
     unpermute_qk_rows(tensor.data<float>(), spec.permute_heads, head_dim, cols);
   }
   return tensor;
@@ -399,7 +432,26 @@ StatusOr<VocabData> read_vocab(const GgufFile& file) {
   return v;
 }
 
-StatusOr<GgufModel> load_gguf_model(const GgufFile& file) {
+std::optional<DType> block_dtype(GgmlType type) {
+  switch (type) {
+    case GgmlType::kQ8_0:
+      return DType::kQ8_0;
+    case GgmlType::kQ4_0:
+      return DType::kQ4_0;
+    case GgmlType::kQ4_1:
+      return DType::kQ4_1;
+    case GgmlType::kQ4_K:
+      return DType::kQ4_K;
+    case GgmlType::kQ5_K:
+      return DType::kQ5_K;
+    case GgmlType::kQ6_K:
+      return DType::kQ6_K;
+    default:
+      return std::nullopt;
+  }
+}
+
+StatusOr<GgufModel> load_gguf_model(const GgufFile& file, bool keep_blocks) {
   GgufModel model;
   ASSIGN_OR_RETURN(model.config, read_model_config(file));
   ASSIGN_OR_RETURN(model.vocab, read_vocab(file));
@@ -410,16 +462,16 @@ StatusOr<GgufModel> load_gguf_model(const GgufFile& file) {
                                 " tensors can hold");
   }
   for (const WeightSpec& spec : weight_specs(file, model.config)) {
-    ASSIGN_OR_RETURN(Tensor tensor, load_weight(file, spec));
+    ASSIGN_OR_RETURN(Tensor tensor, load_weight(file, spec, keep_blocks));
     model.tensors.emplace(spec.hf_name, std::move(tensor));
   }
   model.file = file.file();
   return model;
 }
 
-StatusOr<GgufModel> load_gguf_model(const std::string& path) {
+StatusOr<GgufModel> load_gguf_model(const std::string& path, bool keep_blocks) {
   ASSIGN_OR_RETURN(const GgufFile file, GgufFile::open(path));
-  return load_gguf_model(file);
+  return load_gguf_model(file, keep_blocks);
 }
 
 }  // namespace sieve::models::gguf

@@ -7,6 +7,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "core/mapped_file.h"
@@ -22,6 +23,8 @@ struct GgufModel {
   ModelConfig config;
   // HF name -> f32 host tensor, [out_features, in_features] for projections. lm_head.weight is
   // present only when the file has its own output.weight (otherwise config.tie_word_embeddings).
+  // With `keep_blocks`, matrices in a block format the CPU backend multiplies (core/dtype.h) keep
+  // it: a view of the mapping, or a copy where Q/K rows had to be un-permuted.
   std::map<std::string, Tensor> tensors;
   VocabData vocab;
   std::shared_ptr<MappedFile> file;
@@ -29,9 +32,12 @@ struct GgufModel {
 
 // Opens, validates and dequantizes the model at `path`. Errors name the file and the key or
 // tensor at fault (unsupported architecture, missing tensor, wrong shape, unsupported type).
-StatusOr<GgufModel> load_gguf_model(const std::string& path);
+StatusOr<GgufModel> load_gguf_model(const std::string& path, bool keep_blocks = false);
 // The same from a parsed file (model.file is the file's mapping, null for GgufFile::parse).
-StatusOr<GgufModel> load_gguf_model(const GgufFile& file);
+StatusOr<GgufModel> load_gguf_model(const GgufFile& file, bool keep_blocks = false);
+
+// The Sieve dtype that holds `type`'s blocks as they are, if any.
+std::optional<DType> block_dtype(GgmlType type);
 
 // The config from `<arch>.*` metadata and the tensors present (bias, q/k norm, output).
 StatusOr<ModelConfig> read_model_config(const GgufFile& file);

@@ -38,7 +38,9 @@ DefaultModel& default_model() {
     SIEVE_CHECK(fs::exists(path)) << path << " is absent: run scripts/setup.sh";
     auto files = models::load_model_files(path, models::LoadFormat::kAuto);
     SIEVE_CHECK(files.ok()) << files.status();
-    auto weights = models::build_weights(files->config, files->tensors, *d->backend, path);
+    // f32 weights: the decisions are compared with transformers' on the dequantized model.
+    auto weights = models::build_weights(files->config, files->tensors, *d->backend, path,
+                                         /*dequantize_blocks=*/true);
     SIEVE_CHECK(weights.ok()) << weights.status();
     auto model = models::Transformer::create(files->config, *std::move(weights), *d->backend,
                                              {1024, 4, 1 << 14});

@@ -12,6 +12,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "models/gguf/quant.h"
 #include "tests/models/gguf/test_util.h"
 
 namespace sieve::models::gguf {
@@ -122,6 +123,41 @@ TEST_F(GgufModelTest, LlamaIsUnpermutedToTheHuggingFaceLayout) {
   EXPECT_FALSE(v.add_eos);
   EXPECT_FALSE(v.add_space_prefix);
   EXPECT_EQ(v.chat_template, "{% for m in messages %}{{ m.content }}{% endfor %}");
+}
+
+// keep_blocks: matrices in a block format the CPU multiplies stay in it (permuted Q/K rows moved
+// as whole rows of blocks) and dequantize to exactly the f32 load; everything else is unchanged.
+TEST_F(GgufModelTest, KeptBlocksDequantizeToTheF32Weights) {
+  StatusOr<GgufModel> f32 = load_gguf_model(dir_ + "/llama.gguf");
+  StatusOr<GgufModel> blocks = load_gguf_model(dir_ + "/llama.gguf", /*keep_blocks=*/true);
+  ASSERT_TRUE(f32.ok() && blocks.ok());
+  ASSERT_EQ(f32->tensors.size(), blocks->tensors.size());
+  std::set<DType> kept;
+  for (const auto& [name, want] : f32->tensors) {
+    SCOPED_TRACE(name);
+    const Tensor& got = blocks->tensors.at(name);
+    ASSERT_EQ(shape_of(got), shape_of(want));
+    std::vector<float> values(static_cast<size_t>(got.numel()));
+    if (!is_block_dtype(got.dtype())) {
+      ASSERT_EQ(got.dtype(), DType::kF32);
+      std::memcpy(values.data(), got.data<float>(), got.nbytes());
+    } else {
+      kept.insert(got.dtype());
+      GgmlType type = GgmlType::kF32;
+      for (const GgmlType t : {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ4_K,
+                               GgmlType::kQ5_K, GgmlType::kQ6_K}) {
+        if (block_dtype(t) == got.dtype()) type = t;
+      }
+      ASSERT_TRUE(dequantize(type, got.data<std::byte>(), got.numel(), values.data()).ok());
+    }
+    EXPECT_EQ(0, std::memcmp(values.data(), want.data<float>(), want.nbytes()));
+  }
+  // The fixture has each kept format, Q8_0 among the permuted Q/K of layer 1.
+  EXPECT_EQ(kept, (std::set<DType>{DType::kQ8_0, DType::kQ4_0, DType::kQ4_1, DType::kQ4_K,
+                                   DType::kQ5_K, DType::kQ6_K}));
+  EXPECT_EQ(blocks->tensors.at("model.layers.1.self_attn.q_proj.weight").dtype(), DType::kQ8_0);
+  // Q5_1 has no kernels: dequantized.
+  EXPECT_EQ(blocks->tensors.at("model.layers.0.mlp.up_proj.weight").dtype(), DType::kF32);
 }
 
 TEST_F(GgufModelTest, Qwen2HasBiasesUntiedHeadAndYarn) {
