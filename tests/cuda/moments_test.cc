@@ -43,7 +43,9 @@ void run_case(const MomentCase& c, uint32_t seed) {
   // Queries: per layer rows of a fused-QKV-like buffer, a mean away from zero on some dims.
   const int row_width = heads * d + 2 * c.kv_heads * d;
   Tensor qkv = random_bf16_values({layers, c.num_queries, row_width}, rng);
-  for (int64_t i = 0; i < qkv.numel(); i += 7) qkv.data<float>()[i] += 1.0f;
+  for (int64_t i = 0; i < qkv.numel(); i += 7) {
+    qkv.data<float>()[i] = round_bf16(qkv.data<float>()[i] + 1.0f);  // stays exact in bf16
+  }
   const Tensor d_qkv = upload(gpu, qkv, c.query_dtype);
   Tensor want_moments = Tensor::empty(DType::kF32, {layers, heads, width});
   std::fill_n(want_moments.data<float>(), want_moments.numel(), 0.0f);
