@@ -19,6 +19,7 @@
 #include "models/model_loader.h"
 #include "models/weights.h"
 #include "nlohmann/json.hpp"
+#include "tests/support/default_model.h"
 #include "tests/support/paged_sequence.h"
 
 namespace sieve::engine {
@@ -28,29 +29,11 @@ namespace fs = std::filesystem;
 using kvcache::KvFormatId;
 using nlohmann::json;
 
-struct DefaultModel {
-  std::unique_ptr<kernels::Backend> backend = kernels::cpu::make_cpu_backend();
-  std::unique_ptr<models::Transformer> model;
-};
+using test_support::DefaultModel;
 
+// f32 weights: the KV format is the only approximation under test.
 DefaultModel& default_model() {
-  static DefaultModel* m = [] {
-    auto* d = new DefaultModel;
-    const std::string path = models::default_model_path();
-    SIEVE_CHECK(fs::exists(path)) << path << " is absent: run scripts/setup.sh";
-    auto files = models::load_model_files(path, models::LoadFormat::kAuto);
-    SIEVE_CHECK(files.ok()) << files.status();
-    // Weights dequantized to f32: the KV format is the only approximation under test (the CPU's
-    // quantized-weight GEMMs take other paths at other batch sizes, kernels/README.md).
-    auto weights = models::build_weights(files->config, files->tensors, *d->backend, path,
-                                         /*dequantize_blocks=*/true);
-    SIEVE_CHECK(weights.ok()) << weights.status();
-    auto model = models::Transformer::create(files->config, *std::move(weights), *d->backend,
-                                             {256, 8, 1 << 14});
-    SIEVE_CHECK(model.ok()) << model.status();
-    d->model = *std::move(model);
-    return d;
-  }();
+  static DefaultModel* m = new DefaultModel(test_support::load_default_model({256, 8, 1 << 14}));
   return *m;
 }
 

@@ -19,6 +19,7 @@
 #include "models/model_loader.h"
 #include "models/weights.h"
 #include "nlohmann/json.hpp"
+#include "tests/support/default_model.h"
 
 namespace sieve::engine {
 namespace {
@@ -26,28 +27,11 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-struct DefaultModel {
-  std::unique_ptr<kernels::Backend> backend = kernels::cpu::make_cpu_backend();
-  std::unique_ptr<models::Transformer> model;
-};
+using test_support::DefaultModel;
 
+// f32 weights: the decisions are compared with transformers' on the dequantized model.
 DefaultModel& default_model() {
-  static DefaultModel* m = [] {
-    auto* d = new DefaultModel;
-    const std::string path = models::default_model_path();
-    SIEVE_CHECK(fs::exists(path)) << path << " is absent: run scripts/setup.sh";
-    auto files = models::load_model_files(path, models::LoadFormat::kAuto);
-    SIEVE_CHECK(files.ok()) << files.status();
-    // f32 weights: the decisions are compared with transformers' on the dequantized model.
-    auto weights = models::build_weights(files->config, files->tensors, *d->backend, path,
-                                         /*dequantize_blocks=*/true);
-    SIEVE_CHECK(weights.ok()) << weights.status();
-    auto model = models::Transformer::create(files->config, *std::move(weights), *d->backend,
-                                             {1024, 4, 1 << 14});
-    SIEVE_CHECK(model.ok()) << model.status();
-    d->model = *std::move(model);
-    return d;
-  }();
+  static DefaultModel* m = new DefaultModel(test_support::load_default_model({1024, 4, 1 << 14}));
   return *m;
 }
 
