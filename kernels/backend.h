@@ -226,6 +226,9 @@ class Backend {
   // The dtype of weights, activations and the KV cache on this backend: f32 on the CPU (the
   // exact reference), bf16 on CUDA. Logits and sampling are always f32.
   virtual DType compute_dtype() const = 0;
+  // Whether allocate() returns host memory that the host may read and write in place (ggml's
+  // buffer is_host): callers then skip copies to and from the device. Asked instead of kind().
+  virtual bool memory_is_host() const { return false; }
 
   // Memory on the backend's device; errors (out of memory) are values.
   virtual StatusOr<Tensor> allocate(DType dtype, std::span<const int64_t> shape) = 0;

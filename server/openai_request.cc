@@ -5,6 +5,9 @@
 #include <limits>
 #include <set>
 
+#include "core/field_error.h"
+#include "engine/input_processor.h"
+
 namespace sieve::server {
 
 using nlohmann::json;
@@ -145,11 +148,7 @@ Status read_token_ids(const json& array, const std::string& key, const ModelCont
     const json& id = array[i];
     if (!id.is_number_integer()) return type_error(key, "an array of integer token ids");
     const int64_t value = id.get<int64_t>();
-    if (value < 0 || value >= model.config.vocab_size) {
-      return InvalidArgumentError(key + ": token id " + id.dump() + " at position " +
-                                  std::to_string(i) + " is outside the vocabulary [0, " +
-                                  std::to_string(model.config.vocab_size) + ")");
-    }
+    RETURN_IF_ERROR(engine::check_token_id(value, i, model.config.vocab_size, key));
     out->push_back(static_cast<int32_t>(value));
   }
   return OkStatus();
@@ -277,24 +276,13 @@ Status read_compression(const json& body, const ModelContext& model, GenerationR
   return OkStatus();
 }
 
-// Checks every prompt against the context with its max_tokens, as the engine will, so a bad
-// request with several prompts fails before any of them starts.
-Status check_context(const GenerationRequest& r, const ModelContext& model, const char* prompt_key,
-                     const char* max_tokens_key) {
+// Checks every prompt with the parameters as the engine will (engine/input_processor.h), so a
+// call with several prompts fails before any of them starts; errors use this API's names.
+Status check_prompts(const GenerationRequest& r, const ModelContext& model,
+                     const engine::RequestFields& fields) {
+  if (r.prompts.empty()) return engine::validate(r.params);
   for (const std::vector<int32_t>& prompt : r.prompts) {
-    const int len = static_cast<int>(prompt.size());
-    if (len == 0) return InvalidArgumentError(std::string(prompt_key) + ": prompt is empty");
-    if (len >= model.max_model_len) {
-      return InvalidArgumentError(std::string(prompt_key) + ": the prompt has " +
-                                  std::to_string(len) + " tokens, past the model's context of " +
-                                  std::to_string(model.max_model_len) + " tokens");
-    }
-    if (int64_t{len} + r.params.max_tokens > model.max_model_len) {  // no int overflow
-      return InvalidArgumentError(std::string(max_tokens_key) + ": " +
-                                  std::to_string(r.params.max_tokens) + " tokens plus the " +
-                                  std::to_string(len) + "-token prompt exceed the model's " +
-                                  "context of " + std::to_string(model.max_model_len) + " tokens");
-    }
+    RETURN_IF_ERROR(engine::check_request(prompt, r.params, model.input_limits(), fields));
   }
   return OkStatus();
 }
@@ -382,8 +370,7 @@ StatusOr<GenerationRequest> parse_completion_request(const json& body, const Mod
       }
     }
   }
-  RETURN_IF_ERROR(engine::validate(r.params));
-  RETURN_IF_ERROR(check_context(r, model, "prompt", "max_tokens"));
+  RETURN_IF_ERROR(check_prompts(r, model, {"prompt", "max_tokens"}));
   return r;
 }
 
@@ -491,12 +478,7 @@ StatusOr<GenerationRequest> parse_chat_request(const json& body, const ModelCont
     max_key = "max_completion_tokens";
     RETURN_IF_ERROR(read_int(body, "max_completion_tokens", &r.params.max_tokens));
   }
-  Status valid = engine::validate(r.params);
-  if (!valid.ok() && std::string(valid.message()).starts_with("max_tokens")) {
-    return InvalidArgumentError(max_key + std::string(valid.message()).substr(10));
-  }
-  RETURN_IF_ERROR(valid);
-  RETURN_IF_ERROR(check_context(r, model, "messages", max_key));
+  RETURN_IF_ERROR(check_prompts(r, model, {"messages", max_key}));
   return r;
 }
 
@@ -604,7 +586,10 @@ ApiError api_error_from(const Status& status) {
     case absl::StatusCode::kOutOfRange:
     case absl::StatusCode::kUnimplemented:
       e.http_status = 400;
-      e.param = param_of(e.message);
+      // The field travels with the error (core/field_error.h); errors made without it still
+      // start with the field they name.
+      e.param = error_field(status);
+      if (e.param.empty()) e.param = param_of(e.message);
       if (e.param == "model") e.code = "model_not_found";
       break;
     case absl::StatusCode::kResourceExhausted:
