@@ -41,6 +41,7 @@ class TimingBackend final : public kernels::Backend {
   bool skip_ops = false;
 
   kernels::BackendKind kind() const override { return inner_.kind(); }
+  bool memory_is_host() const override { return inner_.memory_is_host(); }
   std::string name() const override { return inner_.name(); }
   DType compute_dtype() const override { return inner_.compute_dtype(); }
   StatusOr<Tensor> allocate(DType dtype, std::span<const int64_t> shape) override {

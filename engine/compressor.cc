@@ -65,7 +65,7 @@ Compressor::Compressor(kernels::Backend& backend, kvcache::KvManager& kv, const 
 Compressor::~Compressor() = default;
 
 StatusOr<std::unique_ptr<Compressor>> Compressor::create(
-    kernels::Backend& backend, models::Transformer& model, kvcache::KvManager& kv,
+    kernels::Backend& backend, models::ModelRunner& model, kvcache::KvManager& kv,
     const TensorView& arena, const kernels::KvCacheLayout& layout, int num_rings) {
   const models::ModelConfig& c = model.config();
   std::unique_ptr<Compressor> compressor(new Compressor(backend, kv, arena, layout, c));

@@ -23,7 +23,7 @@
 #include "kernels/backend.h"
 #include "kvcache/kv_manager.h"
 #include "kvcache/policies/spec.h"
-#include "models/transformer.h"
+#include "models/model_runner.h"
 #include "scheduler/scheduler.h"
 
 namespace sieve::engine {
@@ -45,7 +45,7 @@ class Compressor {
   // `arena` and `layout` are the engine's KV arena; `num_rings` sequences may gather queries at
   // once (0: policies that score with queries never act).
   static StatusOr<std::unique_ptr<Compressor>> create(
-      kernels::Backend& backend, models::Transformer& model, kvcache::KvManager& kv,
+      kernels::Backend& backend, models::ModelRunner& model, kvcache::KvManager& kv,
       const TensorView& arena, const kernels::KvCacheLayout& layout, int num_rings);
   ~Compressor();
 

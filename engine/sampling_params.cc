@@ -2,11 +2,13 @@
 
 #include <cmath>
 
+#include "core/field_error.h"
+
 namespace sieve::engine {
 
 Status validate(const SamplingParams& p) {
   auto bad = [](const std::string& field, const std::string& why) {
-    return InvalidArgumentError(field + " " + why);
+    return InvalidFieldError(field, field + " " + why);
   };
   if (!(p.temperature >= 0.0f) || !std::isfinite(p.temperature)) {
     return bad("temperature", "must be a finite number >= 0, got " + std::to_string(p.temperature));

@@ -35,7 +35,7 @@ struct SamplingParams {
 // Most top logprobs a request may ask for (vLLM's default max_logprobs).
 inline constexpr int kMaxLogprobs = 20;
 
-// Checks ranges that do not depend on the model.
+// Checks ranges that do not depend on the model; an error names its field (error_field()).
 Status validate(const SamplingParams& params);
 
 }  // namespace sieve::engine

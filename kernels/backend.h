@@ -319,6 +319,9 @@ class Backend {
   // Whether gemm takes weights in GGUF block formats (core/dtype.h) as they are (and embed a
   // table in one); the loader dequantizes them for a backend that does not.
   virtual bool takes_block_weights() const { return false; }
+  // Whether allocate() returns host memory that the host may read and write in place (ggml's
+  // buffer is_host): callers then skip copies to and from the device. Asked instead of kind().
+  virtual bool memory_is_host() const { return false; }
 
   // Memory on the backend's device; errors (out of memory) are values.
   virtual StatusOr<Tensor> allocate(DType dtype, std::span<const int64_t> shape) = 0;

@@ -63,7 +63,7 @@ StatusOr<Tensor> to_f32(const Tensor& src, const std::string& where) {
 // backend, which computes in f32 on the host, and takes block-format weights as they are).
 StatusOr<Tensor> to_device(Tensor host, Backend& backend) {
   const DType dtype = backend.compute_dtype();
-  if (backend.kind() == kernels::BackendKind::kCpu && dtype == DType::kF32) return host;
+  if (backend.memory_is_host() && dtype == DType::kF32) return host;
   SIEVE_CHECK(!is_block_dtype(host.dtype())) << "block weights for " << backend.name();
   std::vector<int64_t> shape;
   for (int d = 0; d < host.ndim(); ++d) shape.push_back(host.size(d));

@@ -167,6 +167,7 @@ Status run_serve(ServeOptions o) {
   model.source = runner.files.source;
   model.backend_name = runner.backend->name();
   model.max_model_len = engine->max_model_len();
+  model.max_num_seqs = engine->input_limits().max_num_seqs;
   model.kv_pages_total = engine->stats().kv_pages_total.load();
   model.default_compression = default_compression;
 

@@ -1,5 +1,6 @@
 #include "server/grpc_request.h"
 
+#include "engine/input_processor.h"
 #include "server/openai_request.h"
 
 namespace sieve::server {
@@ -113,12 +114,7 @@ StatusOr<std::vector<int32_t>> checked_ids(const google::protobuf::RepeatedField
                                            const char* key, const ModelContext& model) {
   std::vector<int32_t> out;
   for (int i = 0; i < ids.size(); ++i) {
-    if (ids[i] < 0 || ids[i] >= model.config.vocab_size) {
-      return InvalidArgumentError(std::string(key) + ": token id " + std::to_string(ids[i]) +
-                                  " at position " + std::to_string(i) +
-                                  " is outside the vocabulary [0, " +
-                                  std::to_string(model.config.vocab_size) + ")");
-    }
+    RETURN_IF_ERROR(engine::check_token_id(ids[i], i, model.config.vocab_size, key));
     out.push_back(ids[i]);
   }
   return out;
@@ -166,19 +162,7 @@ StatusOr<engine::Request> request_from_proto(const v1::GenerateRequest& request,
     case v1::GenerateRequest::PROMPT_NOT_SET:
       return InvalidArgumentError("prompt: required (text, token_ids or chat)");
   }
-  const int len = static_cast<int>(r.prompt_token_ids.size());
-  if (len == 0) return InvalidArgumentError("prompt: the prompt is empty");
-  if (len >= model.max_model_len) {
-    return InvalidArgumentError("prompt: the prompt has " + std::to_string(len) +
-                                " tokens, past the model's context of " +
-                                std::to_string(model.max_model_len) + " tokens");
-  }
-  if (int64_t{len} + r.params.max_tokens > model.max_model_len) {  // no int overflow
-    return InvalidArgumentError("max_tokens: " + std::to_string(r.params.max_tokens) +
-                                " tokens plus the " + std::to_string(len) +
-                                "-token prompt exceed the model's context of " +
-                                std::to_string(model.max_model_len) + " tokens");
-  }
+  RETURN_IF_ERROR(engine::check_request(r, model.input_limits()));
   return r;
 }
 

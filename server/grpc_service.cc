@@ -7,6 +7,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "engine/input_processor.h"
 #include "fmt/format.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
@@ -153,11 +154,8 @@ class SieveService final : public v1::Sieve::Service {
     std::vector<int32_t> ids;
     for (int i = 0; i < request->token_ids_size(); ++i) {
       const int32_t id = request->token_ids(i);
-      if (id < 0 || id >= model.config.vocab_size) {
-        return to_grpc(InvalidArgumentError("token_ids: token id " + std::to_string(id) +
-                                            " at position " + std::to_string(i) +
-                                            " is outside the vocabulary"));
-      }
+      const Status valid = engine::check_token_id(id, i, model.config.vocab_size, "token_ids");
+      if (!valid.ok()) return to_grpc(valid);
       ids.push_back(id);
     }
     const bool skip = request->has_skip_special_tokens() ? request->skip_special_tokens() : true;

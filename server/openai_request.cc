@@ -5,6 +5,9 @@
 #include <limits>
 #include <set>
 
+#include "core/field_error.h"
+#include "engine/input_processor.h"
+
 namespace sieve::server {
 
 using nlohmann::json;
@@ -52,8 +55,7 @@ StatusOr<json> parse_json_body(std::string_view body) {
   bool too_deep = false;
   const json::parser_callback_t limit_depth = [&too_deep](int depth, json::parse_event_t event,
                                                           json&) {
-    if ((event == json::parse_event_t::object_start ||
-         event == json::parse_event_t::array_start) &&
+    if ((event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) &&
         depth >= kMaxJsonDepth) {
       too_deep = true;
     }
@@ -85,8 +87,14 @@ bool has_string(const json& object, const char* key, std::string_view expected) 
   return it != object.end() && it->is_string() && it->get_ref<const std::string&>() == expected;
 }
 
+// An error about `field`: its message starts with the field, which also travels as data
+// (core/field_error.h) for the error's `param`.
+Status field_error(const std::string& field, const std::string& why) {
+  return InvalidFieldError(field, field + ": " + why);
+}
+
 Status type_error(const std::string& key, const char* expected) {
-  return InvalidArgumentError(key + ": must be " + expected);
+  return field_error(key, std::string("must be ") + expected);
 }
 
 // Integers, accepting integral floats (5.0) as pydantic does, within [lo, hi].
@@ -103,8 +111,8 @@ Status read_int(const json& body, const char* key, int* out, int64_t lo = INT32_
     return type_error(key, "an integer");
   }
   if (value < static_cast<double>(lo) || value > static_cast<double>(hi)) {
-    return InvalidArgumentError(std::string(key) + ": " + v->dump() + " is out of range [" +
-                                std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    return field_error(key, v->dump() + " is out of range [" + std::to_string(lo) + ", " +
+                                std::to_string(hi) + "]");
   }
   *out = static_cast<int>(value);
   return OkStatus();
@@ -116,7 +124,7 @@ Status read_float(const json& body, const char* key, float* out) {
   if (!v->is_number()) return type_error(key, "a number");
   const double value = v->get<double>();
   if (std::fabs(value) > std::numeric_limits<float>::max()) {
-    return InvalidArgumentError(std::string(key) + ": " + v->dump() + " is out of range");
+    return field_error(key, v->dump() + " is out of range");
   }
   *out = static_cast<float>(value);
   return OkStatus();
@@ -145,11 +153,7 @@ Status read_token_ids(const json& array, const std::string& key, const ModelCont
     const json& id = array[i];
     if (!id.is_number_integer()) return type_error(key, "an array of integer token ids");
     const int64_t value = id.get<int64_t>();
-    if (value < 0 || value >= model.config.vocab_size) {
-      return InvalidArgumentError(key + ": token id " + id.dump() + " at position " +
-                                  std::to_string(i) + " is outside the vocabulary [0, " +
-                                  std::to_string(model.config.vocab_size) + ")");
-    }
+    RETURN_IF_ERROR(engine::check_token_id(value, i, model.config.vocab_size, key));
     out->push_back(static_cast<int32_t>(value));
   }
   return OkStatus();
@@ -169,7 +173,7 @@ Status read_stop(const json& body, std::vector<std::string>* out) {
     return type_error("stop", "a string or an array of strings");
   }
   for (const std::string& s : *out) {
-    if (s.empty()) return InvalidArgumentError("stop: strings must not be empty");
+    if (s.empty()) return field_error("stop", "strings must not be empty");
   }
   return OkStatus();
 }
@@ -178,8 +182,8 @@ Status check_model(const json& body, const ModelContext& model) {
   std::string name;
   RETURN_IF_ERROR(read_string(body, "model", &name));
   if (!model.serves(name)) {
-    return InvalidArgumentError("model: '" + name + "' is not served here (serving '" +
-                                model.model_name() + "')");
+    return field_error("model",
+                       "'" + name + "' is not served here (serving '" + model.model_name() + "')");
   }
   return OkStatus();
 }
@@ -190,19 +194,19 @@ Status reject_unsupported(const json& body) {
   for (const char* key : {"tools", "functions", "logit_bias", "guided_json", "guided_regex",
                           "guided_choice", "guided_grammar", "structured_outputs"}) {
     const json* v = field(body, key);
-    if (v && !v->empty()) return InvalidArgumentError(std::string(key) + ": not supported");
+    if (v && !v->empty()) return field_error(key, "not supported");
   }
   if (const json* v = field(body, "suffix");
       v && !(v->is_string() && v->get<std::string>().empty())) {
-    return InvalidArgumentError("suffix: not supported");
+    return field_error("suffix", "not supported");
   }
   if (const json* v = field(body, "response_format")) {
     if (!has_string(*v, "type", "text")) {
-      return InvalidArgumentError("response_format: only {\"type\": \"text\"} is supported");
+      return field_error("response_format", "only {\"type\": \"text\"} is supported");
     }
   }
   if (const json* v = field(body, "tool_choice"); v && *v != "none" && *v != "auto") {
-    return InvalidArgumentError("tool_choice: not supported");
+    return field_error("tool_choice", "not supported");
   }
   return OkStatus();
 }
@@ -244,7 +248,7 @@ Status read_sampling(const json& body, engine::SamplingParams* p) {
   if (field(body, "best_of")) {
     int best_of = 0;
     RETURN_IF_ERROR(read_int(body, "best_of", &best_of));
-    if (best_of != p->n) return InvalidArgumentError("best_of: only best_of == n is supported");
+    if (best_of != p->n) return field_error("best_of", "only best_of == n is supported");
   }
   return OkStatus();
 }
@@ -254,7 +258,7 @@ Status read_stream_options(const json& body, GenerationRequest* r) {
   const json* options = field(body, "stream_options");
   if (!options) return OkStatus();
   if (!options->is_object()) return type_error("stream_options", "an object");
-  if (!r->stream) return InvalidArgumentError("stream_options: only allowed with stream true");
+  if (!r->stream) return field_error("stream_options", "only allowed with stream true");
   auto read_option = [&](const char* key, bool* out) -> Status {
     const json* v = field(*options, key);
     if (!v) return OkStatus();
@@ -277,24 +281,13 @@ Status read_compression(const json& body, const ModelContext& model, GenerationR
   return OkStatus();
 }
 
-// Checks every prompt against the context with its max_tokens, as the engine will, so a bad
-// request with several prompts fails before any of them starts.
-Status check_context(const GenerationRequest& r, const ModelContext& model, const char* prompt_key,
-                     const char* max_tokens_key) {
+// Checks every prompt with the parameters as the engine will (engine/input_processor.h), so a
+// call with several prompts fails before any of them starts; errors use this API's names.
+Status check_prompts(const GenerationRequest& r, const ModelContext& model,
+                     const engine::RequestFields& fields) {
+  if (r.prompts.empty()) return engine::validate(r.params);
   for (const std::vector<int32_t>& prompt : r.prompts) {
-    const int len = static_cast<int>(prompt.size());
-    if (len == 0) return InvalidArgumentError(std::string(prompt_key) + ": prompt is empty");
-    if (len >= model.max_model_len) {
-      return InvalidArgumentError(std::string(prompt_key) + ": the prompt has " +
-                                  std::to_string(len) + " tokens, past the model's context of " +
-                                  std::to_string(model.max_model_len) + " tokens");
-    }
-    if (int64_t{len} + r.params.max_tokens > model.max_model_len) {  // no int overflow
-      return InvalidArgumentError(std::string(max_tokens_key) + ": " +
-                                  std::to_string(r.params.max_tokens) + " tokens plus the " +
-                                  std::to_string(len) + "-token prompt exceed the model's " +
-                                  "context of " + std::to_string(model.max_model_len) + " tokens");
-    }
+    RETURN_IF_ERROR(engine::check_request(prompt, r.params, model.input_limits(), fields));
   }
   return OkStatus();
 }
@@ -306,8 +299,7 @@ std::vector<int32_t> encode_text(const std::string& text, const ModelContext& mo
 
 Status need_tokenizer(const ModelContext& model, const char* key) {
   if (model.tokenizer) return OkStatus();
-  return InvalidArgumentError(std::string(key) +
-                              ": the model has no tokenizer; send token ids instead");
+  return field_error(key, "the model has no tokenizer; send token ids instead");
 }
 
 constexpr size_t kMaxPromptsPerRequest = 256;
@@ -333,17 +325,17 @@ StatusOr<GenerationRequest> parse_completion_request(const json& body, const Mod
   RETURN_IF_ERROR(read_bool(body, "echo", &echo));
   RETURN_IF_ERROR(read_bool(body, "add_special_tokens", &add_special_tokens));
   if (echo && r.params.logprobs >= 0) {
-    return InvalidArgumentError("echo: echo with logprobs needs prompt logprobs, not supported");
+    return field_error("echo", "echo with logprobs needs prompt logprobs, not supported");
   }
   RETURN_IF_ERROR(read_compression(body, model, &r));
 
   const json* prompt = field(body, "prompt");
-  if (!prompt) return InvalidArgumentError("prompt: required");
+  if (!prompt) return field_error("prompt", "required");
   std::vector<std::string> texts;
   if (prompt->is_string()) {
     texts.push_back(prompt->get<std::string>());
   } else if (prompt->is_array()) {
-    if (prompt->empty()) return InvalidArgumentError("prompt: must not be empty");
+    if (prompt->empty()) return field_error("prompt", "must not be empty");
     if ((*prompt)[0].is_number_integer()) {
       r.prompts.emplace_back();
       RETURN_IF_ERROR(read_token_ids(*prompt, "prompt", model, &r.prompts.back()));
@@ -364,8 +356,8 @@ StatusOr<GenerationRequest> parse_completion_request(const json& body, const Mod
     return type_error("prompt", "a string, an array of strings, or token ids");
   }
   if (texts.size() + r.prompts.size() > kMaxPromptsPerRequest) {
-    return InvalidArgumentError("prompt: at most " + std::to_string(kMaxPromptsPerRequest) +
-                                " prompts in one request");
+    return field_error(
+        "prompt", "at most " + std::to_string(kMaxPromptsPerRequest) + " prompts in one request");
   }
   if (!texts.empty()) RETURN_IF_ERROR(need_tokenizer(model, "prompt"));
   for (const std::string& text : texts) {
@@ -382,8 +374,7 @@ StatusOr<GenerationRequest> parse_completion_request(const json& body, const Mod
       }
     }
   }
-  RETURN_IF_ERROR(engine::validate(r.params));
-  RETURN_IF_ERROR(check_context(r, model, "prompt", "max_tokens"));
+  RETURN_IF_ERROR(check_prompts(r, model, {"prompt", "max_tokens"}));
   return r;
 }
 
@@ -408,7 +399,7 @@ int system_prompt_length(const json& messages, const ModelContext& model,
 StatusOr<std::vector<int32_t>> encode_chat(const json& messages, const ModelContext& model,
                                            bool add_generation_prompt) {
   if (!messages.is_array()) return type_error("messages", "an array of messages");
-  if (messages.empty()) return InvalidArgumentError("messages: must not be empty");
+  if (messages.empty()) return field_error("messages", "must not be empty");
   RETURN_IF_ERROR(need_tokenizer(model, "messages"));
   std::vector<models::ChatMessage> chat;
   for (size_t i = 0; i < messages.size(); ++i) {
@@ -416,13 +407,13 @@ StatusOr<std::vector<int32_t>> encode_chat(const json& messages, const ModelCont
     const json& m = messages[i];
     if (!m.is_object()) return type_error(key, "an object");
     const json* role = field(m, "role");
-    if (!role) return InvalidArgumentError(key + ".role: required");
+    if (!role) return field_error(key + ".role", "required");
     if (!role->is_string()) return type_error(key + ".role", "a string");
     std::string role_name = role->get<std::string>();
     if (role_name == "developer") role_name = "system";  // OpenAI's newer name for it
     if (role_name != "system" && role_name != "user" && role_name != "assistant") {
-      return InvalidArgumentError(key + ".role: unknown role '" + role->get<std::string>() +
-                                  "' (expected system, user or assistant)");
+      return field_error(key + ".role", "unknown role '" + role->get<std::string>() +
+                                            "' (expected system, user or assistant)");
     }
     std::string content;
     const json* c = field(m, "content");
@@ -434,7 +425,7 @@ StatusOr<std::vector<int32_t>> encode_chat(const json& messages, const ModelCont
         const json& part = (*c)[j];
         const std::string part_key = key + ".content[" + std::to_string(j) + "]";
         if (!has_string(part, "type", "text")) {
-          return InvalidArgumentError(part_key + ": only {\"type\": \"text\"} parts are supported");
+          return field_error(part_key, "only {\"type\": \"text\"} parts are supported");
         }
         const json* text = field(part, "text");
         if (!text || !text->is_string()) return type_error(part_key + ".text", "a string");
@@ -444,12 +435,12 @@ StatusOr<std::vector<int32_t>> encode_chat(const json& messages, const ModelCont
     } else if (c) {
       return type_error(key + ".content", "a string or an array of text parts");
     } else if (role_name != "assistant") {
-      return InvalidArgumentError(key + ".content: required");
+      return field_error(key + ".content", "required");
     }
     chat.push_back({role_name, std::move(content)});
   }
   auto text = models::apply_chat_template(model.chat_template, chat, add_generation_prompt);
-  if (!text.ok()) return InvalidArgumentError("messages: " + std::string(text.status().message()));
+  if (!text.ok()) return field_error("messages", std::string(text.status().message()));
   // The template writes BOS itself where the model wants one.
   return model.tokenizer->encode(*text, /*add_special_tokens=*/false);
 }
@@ -467,14 +458,14 @@ StatusOr<GenerationRequest> parse_chat_request(const json& body, const ModelCont
   RETURN_IF_ERROR(read_bool(body, "logprobs", &logprobs));
   RETURN_IF_ERROR(read_int(body, "top_logprobs", &top_logprobs, 0, engine::kMaxLogprobs));
   if (top_logprobs >= 0 && !logprobs) {
-    return InvalidArgumentError("top_logprobs: needs logprobs set to true");
+    return field_error("top_logprobs", "needs logprobs set to true");
   }
   if (logprobs) r.params.logprobs = std::max(top_logprobs, 0);
   RETURN_IF_ERROR(read_compression(body, model, &r));
   bool add_generation_prompt = true;
   RETURN_IF_ERROR(read_bool(body, "add_generation_prompt", &add_generation_prompt));
   const json* messages = field(body, "messages");
-  if (!messages) return InvalidArgumentError("messages: required");
+  if (!messages) return field_error("messages", "required");
   ASSIGN_OR_RETURN(std::vector<int32_t> prompt,
                    encode_chat(*messages, model, add_generation_prompt));
   r.system_prompt_tokens = system_prompt_length(*messages, model, prompt);
@@ -491,12 +482,7 @@ StatusOr<GenerationRequest> parse_chat_request(const json& body, const ModelCont
     max_key = "max_completion_tokens";
     RETURN_IF_ERROR(read_int(body, "max_completion_tokens", &r.params.max_tokens));
   }
-  Status valid = engine::validate(r.params);
-  if (!valid.ok() && std::string(valid.message()).starts_with("max_tokens")) {
-    return InvalidArgumentError(max_key + std::string(valid.message()).substr(10));
-  }
-  RETURN_IF_ERROR(valid);
-  RETURN_IF_ERROR(check_context(r, model, "messages", max_key));
+  RETURN_IF_ERROR(check_prompts(r, model, {"messages", max_key}));
   return r;
 }
 
@@ -508,7 +494,7 @@ StatusOr<std::vector<int32_t>> parse_tokenize_request(const json& body, const Mo
     return encode_chat(*messages, model, add_generation_prompt);
   }
   const json* prompt = field(body, "prompt");
-  if (!prompt) return InvalidArgumentError("prompt: required (or messages)");
+  if (!prompt) return field_error("prompt", "required (or messages)");
   if (!prompt->is_string()) return type_error("prompt", "a string");
   RETURN_IF_ERROR(need_tokenizer(model, "prompt"));
   bool add_special_tokens = true;
@@ -520,7 +506,7 @@ StatusOr<std::vector<int32_t>> parse_detokenize_request(const json& body,
                                                         const ModelContext& model) {
   RETURN_IF_ERROR(check_model(body, model));
   const json* tokens = field(body, "tokens");
-  if (!tokens) return InvalidArgumentError("tokens: required");
+  if (!tokens) return field_error("tokens", "required");
   RETURN_IF_ERROR(need_tokenizer(model, "tokens"));
   std::vector<int32_t> ids;
   RETURN_IF_ERROR(read_token_ids(*tokens, "tokens", model, &ids));
@@ -604,7 +590,10 @@ ApiError api_error_from(const Status& status) {
     case absl::StatusCode::kOutOfRange:
     case absl::StatusCode::kUnimplemented:
       e.http_status = 400;
-      e.param = param_of(e.message);
+      // The field travels with the error (core/field_error.h); errors made without it still
+      // start with the field they name.
+      e.param = error_field(status);
+      if (e.param.empty()) e.param = param_of(e.message);
       if (e.param == "model") e.code = "model_not_found";
       break;
     case absl::StatusCode::kResourceExhausted:

@@ -22,6 +22,7 @@ class CpuBackend final : public Backend {
 
   DType compute_dtype() const override { return DType::kF32; }
   bool takes_block_weights() const override { return true; }
+  bool memory_is_host() const override { return true; }
 
   StatusOr<Tensor> allocate(DType dtype, std::span<const int64_t> shape) override {
     return Tensor::empty(dtype, shape);

@@ -22,6 +22,7 @@
 #include "engine/engine.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kvcache/policies/spec.h"
+#include "models/transformer_runner.h"
 #include "nlohmann/json.hpp"
 #include "tests/cuda/test_util.h"
 #include "tests/support/golden_model.h"
@@ -218,6 +219,9 @@ TEST(CudaEngineCompression, ModelCapturesTheQueriesTheCpuModelCaptures) {
           dtype,        std::nullopt,   0};
       auto arena = backend->allocate(DType::kU8, {static_cast<int64_t>(layout.arena_bytes())});
       ASSERT_TRUE(arena.ok()) << arena.status();
+      auto runner = models::TransformerRunner::create(*g.model);
+      ASSERT_TRUE(runner.ok()) << runner.status();
+      (*runner)->bind_kv_cache(*arena, layout);
       // Chunk [begin, end) captures positions [first, last) into store rows from `slot`.
       auto chunk = [&](int begin, int end, int first, int last, int slot) {
         models::StepBatch b;
@@ -236,7 +240,7 @@ TEST(CudaEngineCompression, ModelCapturesTheQueriesTheCpuModelCaptures) {
           b.capture_rows.push_back(pos - begin);
           b.capture_slots.push_back(slot++);
         }
-        g.model->forward(b, *arena, layout);
+        (*runner)->execute(b);
       };
       chunk(0, 120, 100, 120, 0);     // store rows 0..19
       chunk(120, 200, 150, 190, 20);  // store rows 20..59

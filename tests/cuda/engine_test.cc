@@ -123,8 +123,8 @@ TEST(CudaEngine, GraphStepsGiveTheEagerTokens) {
     Fixture eager = load(name, 4096, 64, 0);
     auto graph_engine = make_engine(graphs);
     auto eager_engine = make_engine(eager);
-    EXPECT_GT(graphs.model->num_graphs(), 0);
-    EXPECT_EQ(eager.model->num_graphs(), 0);
+    EXPECT_GT(graph_engine->runner().num_graphs(), 0);
+    EXPECT_EQ(eager_engine->runner().num_graphs(), 0);
     // 8 and 24 requests finish together: every decode step is a bucket's exact size.
     for (const int count : {8, 24}) {
       const auto reqs = requests(graphs, count, 24);

@@ -13,6 +13,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "kvcache/policies/registry.h"
 #include "nlohmann/json.hpp"
+#include "tests/support/engine_harness.h"
 #include "tests/support/golden_model.h"
 
 namespace sieve::engine {
@@ -36,13 +37,8 @@ Fixture load(const std::string& name) {
 
 std::unique_ptr<Engine> make_engine(Fixture& f, int num_kv_pages = 0) {
   EngineConfig config;
-  config.max_num_batched_tokens = 128;
-  config.max_num_seqs = 32;
-  config.kv_cache_bytes = 32 << 20;
   config.num_kv_pages = num_kv_pages;
-  auto engine = Engine::create(*f.model, *f.backend, nullptr, {}, config);
-  SIEVE_CHECK(engine.ok()) << engine.status();
-  return *std::move(engine);
+  return test_support::make_engine(*f.model, *f.backend, config);
 }
 
 std::vector<int32_t> random_prompt(int vocab, int len, int seed) {
@@ -54,11 +50,7 @@ std::vector<int32_t> random_prompt(int vocab, int len, int seed) {
 }
 
 Request request(const std::vector<int32_t>& prompt, int max_tokens, const json& compression) {
-  Request r;
-  r.prompt_token_ids = prompt;
-  r.params.temperature = 0;
-  r.params.max_tokens = max_tokens;
-  r.params.ignore_eos = true;
+  Request r = test_support::greedy_request(prompt, max_tokens);
   auto spec = kvcache::parse_compression(compression);
   SIEVE_CHECK(spec.ok()) << spec.status();
   if (spec->compresses()) r.compression = std::make_shared<const kvcache::CompressionSpec>(*spec);
@@ -73,18 +65,9 @@ struct Result {
 
 std::vector<Result> run_all(Engine& engine,
                             const std::vector<std::shared_ptr<OutputStream>>& streams) {
-  int guard = 0;
-  while (engine.has_work() && ++guard < 100000) engine.step();
-  std::vector<Result> results(streams.size());
-  for (size_t i = 0; i < streams.size(); ++i) {
-    while (auto out = streams[i]->next(std::chrono::milliseconds(0))) {
-      results[i].tokens.insert(results[i].tokens.end(), out->token_ids.begin(),
-                               out->token_ids.end());
-      if (out->finished_request) {
-        results[i].usage = out->usage;
-        results[i].finish = out->finish_reason.value_or("");
-      }
-    }
+  std::vector<Result> results;
+  for (const test_support::RequestResult& r : test_support::run_to_end(engine, streams)) {
+    results.push_back({r.all_tokens(), r.usage, r.finish});
   }
   return results;
 }

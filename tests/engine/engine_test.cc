@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "kernels/cpu/cpu_backend.h"
+#include "tests/support/engine_harness.h"
 #include "tests/support/golden_model.h"
 
 namespace sieve::engine {
@@ -34,39 +35,22 @@ Fixture load(const std::string& name, int max_num_tokens, int max_num_seqs) {
   return f;
 }
 
-// An engine whose step limits are the model runner's.
 std::unique_ptr<Engine> make_engine(Fixture& f, EngineConfig config = {}) {
-  config.max_num_batched_tokens = f.model->limits().max_num_tokens;
-  config.max_num_seqs = f.model->limits().max_num_seqs;
-  if (config.num_kv_pages == 0 && config.kv_cache_bytes == EngineConfig{}.kv_cache_bytes) {
-    config.kv_cache_bytes = 32 << 20;
-  }
-  auto engine = Engine::create(*f.model, *f.backend, nullptr, {}, config);
-  SIEVE_CHECK(engine.ok()) << engine.status();
-  return *std::move(engine);
+  return test_support::make_engine(*f.model, *f.backend, config);
 }
 
 Request greedy_request(const Case& c) {
-  Request r;
-  r.prompt_token_ids = c.prompt;
-  r.params.temperature = 0;
-  r.params.max_tokens = static_cast<int>(c.greedy.size());
-  r.params.ignore_eos = true;
-  return r;
+  return test_support::greedy_request(c.prompt, static_cast<int>(c.greedy.size()));
 }
 
 // Drives the engine synchronously until every stream finished; returns each stream's tokens.
 std::vector<std::vector<int32_t>> run_all(Engine& engine,
                                           const std::vector<std::shared_ptr<OutputStream>>& streams,
                                           std::vector<std::string>* finish = nullptr) {
-  std::vector<std::vector<int32_t>> tokens(streams.size());
-  int guard = 0;
-  while (engine.has_work() && ++guard < 100000) engine.step();
-  for (size_t i = 0; i < streams.size(); ++i) {
-    while (auto out = streams[i]->next(std::chrono::milliseconds(0))) {
-      tokens[i].insert(tokens[i].end(), out->token_ids.begin(), out->token_ids.end());
-      if (finish && out->finished_request) finish->push_back(out->finish_reason.value_or(""));
-    }
+  std::vector<std::vector<int32_t>> tokens;
+  for (const test_support::RequestResult& r : test_support::run_to_end(engine, streams)) {
+    tokens.push_back(r.all_tokens());
+    if (finish && r.finished) finish->push_back(r.finish);
   }
   return tokens;
 }
@@ -252,18 +236,11 @@ TEST(Engine, ParallelSamplesShareThePromptAndDiffer) {
   r.params.seed = 7;
   r.params.n = 4;
   r.params.max_tokens = 8;
-  auto stream = *engine->add_request(r);
-  while (engine->has_work()) engine->step();
-  std::vector<std::vector<int32_t>> samples(4);
-  Usage usage;
-  while (auto out = stream->next(std::chrono::milliseconds(0))) {
-    samples.at(out->index)
-        .insert(samples[out->index].end(), out->token_ids.begin(), out->token_ids.end());
-    if (out->finished_request) usage = out->usage;
-  }
-  for (const auto& s : samples) EXPECT_EQ(s.size(), 8u);
-  EXPECT_EQ(usage.completion_tokens, 32);
-  EXPECT_NE(samples[0], samples[1]);
+  const test_support::RequestResult result = test_support::run_requests(*engine, {r})[0];
+  ASSERT_EQ(result.samples.size(), 4u);
+  for (const auto& s : result.samples) EXPECT_EQ(s.tokens.size(), 8u);
+  EXPECT_EQ(result.usage.completion_tokens, 32);
+  EXPECT_NE(result.samples[0].tokens, result.samples[1].tokens);
 }
 
 }  // namespace

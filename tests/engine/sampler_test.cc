@@ -12,6 +12,7 @@
 
 #include "engine/engine.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "tests/support/engine_harness.h"
 #include "tests/support/golden_model.h"
 #include "tests/support/penalty_reference.h"
 
@@ -91,32 +92,25 @@ Model load(const std::string& name) {
 
 using test_support::Generated;
 
-// Each sample's tokens and logprobs from the engine.
+// Each sample's tokens and logprobs from the engine, request after request.
 std::vector<Generated> run(Engine& engine, const std::vector<Request>& requests) {
-  std::vector<std::shared_ptr<OutputStream>> streams;
-  for (const Request& r : requests) streams.push_back(*engine.add_request(r));
-  while (engine.has_work()) engine.step();
   std::vector<Generated> out;
-  for (size_t i = 0; i < streams.size(); ++i) {
-    std::vector<Generated> samples(requests[i].params.n);
-    while (auto chunk = streams[i]->next(std::chrono::milliseconds(0))) {
-      Generated& g = samples.at(chunk->index);
-      g.tokens.insert(g.tokens.end(), chunk->token_ids.begin(), chunk->token_ids.end());
-      for (const TokenLogprob& lp : chunk->logprobs) g.logprobs.push_back(lp.logprob);
+  for (const test_support::RequestResult& r : test_support::run_requests(engine, requests)) {
+    EXPECT_TRUE(r.finished);
+    for (const test_support::SampleResult& sample : r.samples) {
+      Generated g;
+      g.tokens = sample.tokens;
+      g.logprobs = sample.logprobs;
+      out.push_back(std::move(g));
     }
-    out.insert(out.end(), samples.begin(), samples.end());
   }
   return out;
 }
 
 std::unique_ptr<Engine> make_engine(Model& m, std::vector<int32_t> eos) {
   EngineConfig config;
-  config.max_num_batched_tokens = 128;
-  config.max_num_seqs = 16;
   config.kv_cache_bytes = 16 << 20;
-  auto engine = Engine::create(*m.model, *m.backend, nullptr, std::move(eos), config);
-  SIEVE_CHECK(engine.ok()) << engine.status();
-  return *std::move(engine);
+  return test_support::make_engine(*m.model, *m.backend, config, std::move(eos));
 }
 
 TEST(EnginePenalties, GreedyWithPenaltiesMatchesTheReference) {

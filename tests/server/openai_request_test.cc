@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include "core/field_error.h"
 #include "tests/server/server_test_util.h"
 
 namespace sieve::server {
@@ -119,6 +120,11 @@ TEST_P(OpenAiBadInput, IsA400NamingTheField) {
   const ApiError e = api_error_from(r.status());
   EXPECT_EQ(e.http_status, 400);
   EXPECT_EQ(e.param, c.param) << e.message;
+  // The field travels with the error as data, not only as the message's first word (except
+  // the compression object's, parsed in kvcache/policies).
+  if (!std::string(c.param).starts_with("compression")) {
+    EXPECT_EQ(error_field(r.status()), c.param) << e.message;
+  }
   EXPECT_FALSE(e.message.empty());
   const json j = e.to_json();
   EXPECT_EQ(j["error"]["type"], "invalid_request_error");
@@ -246,6 +252,16 @@ TEST(OpenAiRequest, TokenizeAndDetokenizeBodies) {
   auto bad = parse_detokenize_request(json{{"tokens", {1, 99999999}}}, default_model());
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(api_error_from(bad.status()).param, "tokens");
+}
+
+// api_error_from takes `param` from the error's field, whatever its message says.
+TEST(ApiError, ParamIsTheFieldTheErrorCarries) {
+  EXPECT_EQ(api_error_from(InvalidFieldError("n", "too many samples for this server")).param, "n");
+  EXPECT_EQ(api_error_from(InvalidFieldError("messages[1].role", "unknown role")).param,
+            "messages[1].role");
+  // Without one, the message's leading field, as before.
+  EXPECT_EQ(api_error_from(InvalidArgumentError("top_p: must be in (0, 1]")).param, "top_p");
+  EXPECT_EQ(api_error_from(InvalidArgumentError("something else went wrong")).param, "");
 }
 
 std::string nested(const std::string& open, const std::string& close, int depth) {

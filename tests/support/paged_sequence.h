@@ -5,12 +5,14 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <vector>
 
 #include "core/tensor.h"
 #include "kernels/backend.h"
 #include "models/transformer.h"
+#include "models/transformer_runner.h"
 
 namespace sieve::test_support {
 
@@ -22,7 +24,7 @@ class PagedSequence {
   // kTokensPerPage bf16 tokens and hold what fits of the format's.
   PagedSequence(models::Transformer& model, kernels::Backend& backend, int max_len,
                 std::optional<kvcache::KvFormatId> format = std::nullopt)
-      : model_(model), backend_(backend) {
+      : backend_(backend) {
     const models::ModelConfig& c = model.config();
     layout_ = {c.num_layers,
                c.num_kv_heads,
@@ -41,6 +43,10 @@ class PagedSequence {
     arena_ = *backend.allocate(DType::kU8, {static_cast<int64_t>(layout_.arena_bytes())});
     host_logits_ = Tensor::empty(DType::kF32, {1, c.vocab_size});
     for (int p = layout_.num_pages - 1; p >= 0; --p) pages_.push_back(p);
+    auto runner = models::TransformerRunner::create(model);
+    SIEVE_CHECK(runner.ok()) << runner.status();
+    runner_ = *std::move(runner);
+    runner_->bind_kv_cache(arena_, layout_);
   }
 
   // Runs `tokens` at the next positions. `rope_len` is the whole prompt's length while a prompt
@@ -62,7 +68,7 @@ class PagedSequence {
     b.kv_lens = {len_};
     b.logits_indices = {n - 1};
     b.rope_lens = {std::max(rope_len, len_)};
-    logits_ = model_.forward(b, arena_, layout_);
+    logits_ = runner_->execute(b);
     backend_.copy(host_logits_, logits_);
     return host_logits_.data<float>();
   }
@@ -71,8 +77,8 @@ class PagedSequence {
   const TensorView& device_logits() const { return logits_; }
 
  private:
-  models::Transformer& model_;
   kernels::Backend& backend_;
+  std::unique_ptr<models::TransformerRunner> runner_;  // eager steps over arena_
   kernels::KvCacheLayout layout_;
   Tensor arena_, host_logits_;
   TensorView logits_;  // the model's memory
