@@ -1,5 +1,7 @@
 #include "engine/compressor.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -27,10 +29,10 @@ struct Compressor::SeqState {
   double budget_exact = 0;
   int system_prompt_tokens = 0;
   std::vector<int32_t> segment_bounds;  // fair eviction's, for this prompt
-  bool prefilled = false;  // the prefill-end check ran
-  int last_check = 0;      // the cache's token count at the last check
-  int ring = -1;           // the query ring it holds, or -1
-  int num_captured = 0;    // rows of the current window captured so far
+  bool prefilled = false;               // the prefill-end check ran
+  int last_check = 0;                   // the cache's token count at the last check
+  int ring = -1;                        // the query ring it holds, or -1
+  int num_captured = 0;                 // rows of the current window captured so far
   // A compacted sequence's packed survivors: their token positions per (layer, KV head) row;
   // slots appended since hold positions first_appended_position on.
   std::vector<std::vector<int32_t>> kept_positions;
@@ -207,6 +209,19 @@ void Compressor::plan_captures(const scheduler::SchedulerOutput& out,
 }
 
 void Compressor::act(const scheduler::SchedulerOutput& out, const scheduler::Scheduler& scheduler) {
+  std::vector<Action> due;
+  auto add = [&](SeqId seq, SeqState& st, bool at_prefill_end, int cached, int ring,
+                 int num_captured) {
+    Action& a = due.emplace_back();
+    a.seq = seq;
+    a.st = &st;
+    a.at_prefill_end = at_prefill_end;
+    a.cached_tokens = cached;
+    a.ring = ring;
+    a.num_captured = num_captured;
+    a.moments = st.moments;
+  };
+  std::vector<int> rings_to_release;
   for (const scheduler::ScheduledSeq& s : out.scheduled) {
     const auto it = seqs_.find(s.seq_id);
     if (it == seqs_.end()) continue;
@@ -218,8 +233,8 @@ void Compressor::act(const scheduler::SchedulerOutput& out, const scheduler::Sch
       if (!s.sample) continue;  // the prefill goes on
       st.prefilled = true;
       st.last_check = cached;
-      act_on(s.seq_id, st, /*at_prefill_end=*/true, cached);
-      // Children forked this step share the prompt and take the same window.
+      add(s.seq_id, st, /*at_prefill_end=*/true, cached, st.ring, st.num_captured);
+      // Children forked this step share the prompt and take the same window and statistics.
       for (const scheduler::Fork& f : out.forks) {
         if (f.parent != s.seq_id || !seqs_.contains(f.child) || !kv_.has_sequence(f.child)) {
           continue;
@@ -227,121 +242,194 @@ void Compressor::act(const scheduler::SchedulerOutput& out, const scheduler::Sch
         SeqState& child = *seqs_.at(f.child);
         child.prefilled = true;
         child.last_check = cached;
-        child.ring = st.ring;
-        child.num_captured = st.num_captured;
         child.moments = st.moments;
-        act_on(f.child, child, /*at_prefill_end=*/true, cached);
-        child.ring = -1;
+        add(f.child, child, /*at_prefill_end=*/true, cached, st.ring, st.num_captured);
         if (child.spec->interval == 0) child.moments.reset();
       }
-      release_ring(st);
-      if (st.spec->interval == 0) st.moments.reset();  // no later action reads them
-      continue;
+    } else {
+      if (st.spec->interval == 0 || cached < st.last_check + st.spec->interval) continue;
+      st.last_check = cached;
+      add(s.seq_id, st, /*at_prefill_end=*/false, cached, st.ring, st.num_captured);
     }
-    if (st.spec->interval == 0 || cached < st.last_check + st.spec->interval) continue;
-    st.last_check = cached;
-    act_on(s.seq_id, st, /*at_prefill_end=*/false, cached);
-    release_ring(st);
+    // The window was read into the actions; the ring serves the next window.
+    if (st.ring >= 0) rings_to_release.push_back(st.ring);
+    st.ring = -1;
+    st.num_captured = 0;
+    if (st.spec->interval == 0) st.moments.reset();  // no later action reads them
   }
+  // In groups, so host memory for signals stays bounded: signals on the engine thread (they
+  // use the backend), decisions in parallel (pure functions of each action's data), compaction
+  // back on the engine thread in the actions' order.
+  const int group = std::max(1, 2 * omp_get_max_threads());
+  for (size_t begin = 0; begin < due.size(); begin += group) {
+    const size_t end = std::min(due.size(), begin + group);
+    for (size_t i = begin; i < end; ++i) due[i].wanted = gather(due[i]);
+#pragma omp parallel for schedule(dynamic, 1) if (end - begin > 1)
+    for (size_t i = begin; i < end; ++i) {
+      if (due[i].wanted) decide(due[i]);
+    }
+    for (size_t i = begin; i < end; ++i) {
+      if (due[i].wanted) commit(due[i]);
+    }
+  }
+  for (int ring : rings_to_release) free_rings_.push_back(ring);
 }
 
-bool Compressor::act_on(SeqId seq, SeqState& st, bool at_prefill_end, int cached_tokens) {
-  const auto start = std::chrono::steady_clock::now();
+bool Compressor::gather(Action& a) {
+  a.start = std::chrono::steady_clock::now();
+  const SeqState& st = *a.st;
   const int rows = layout_.num_layers * layout_.num_kv_heads;
-  std::vector<int32_t> valid_lens(rows);
-  int slot_stride = 0;
+  a.valid_lens.resize(rows);
+  a.slot_stride = 0;
   bool over_budget = false;
   for (int l = 0; l < layout_.num_layers; ++l) {
     for (int h = 0; h < layout_.num_kv_heads; ++h) {
-      const int n = kv_.head_valid_len(seq, l, h);
-      valid_lens[l * layout_.num_kv_heads + h] = n;
-      slot_stride = std::max(slot_stride, n);
+      const int n = kv_.head_valid_len(a.seq, l, h);
+      a.valid_lens[l * layout_.num_kv_heads + h] = n;
+      a.slot_stride = std::max(a.slot_stride, n);
       over_budget = over_budget || n > st.budget;
     }
   }
   if (!over_budget) return false;
   const int window = st.spec->protection.window;
-  const int num_queries = std::min(window, kv_.num_tokens(seq));
-  if (st.needs.any_window() && (st.ring < 0 || st.num_captured < num_queries)) {
+  const int num_queries = std::min(window, kv_.num_tokens(a.seq));
+  if (st.needs.any_window() && (a.ring < 0 || a.num_captured < num_queries)) {
     ++stats_.skipped_actions;
-    SPDLOG_DEBUG("sequence {}: {} skips an action without its window's queries", seq,
+    SPDLOG_DEBUG("sequence {}: {} skips an action without its window's queries", a.seq,
                  st.spec->method);
     return false;
   }
-  if (st.needs.expected_logits && (!st.moments || st.moments->count == 0)) {
+  if (st.needs.expected_logits && (!a.moments || a.moments->count == 0)) {
     ++stats_.skipped_actions;
-    SPDLOG_DEBUG("sequence {}: {} skips an action without query statistics", seq, st.spec->method);
+    SPDLOG_DEBUG("sequence {}: {} skips an action without query statistics", a.seq,
+                 st.spec->method);
     return false;
   }
-  // Each slot's token position.
-  const kvcache::HeadLengths head = kv_.head_lengths(seq);
-  std::vector<int32_t> positions(static_cast<size_t>(rows) * slot_stride, 0);
-  for (int r = 0; r < rows; ++r) {
-    int32_t* p = positions.data() + static_cast<size_t>(r) * slot_stride;
-    const int packed = head.prefix_lens.empty() ? 0 : head.prefix_lens[r];
-    for (int v = 0; v < valid_lens[r]; ++v) {
-      p[v] = v < packed ? st.kept_positions[r][v]
-                        : (head.prefix_lens.empty() ? v : st.first_appended_position + v - packed);
-    }
-  }
-  const std::vector<uint8_t> protect = kvcache::protected_slots(
-      st.spec->protection, st.system_prompt_tokens, positions, valid_lens, slot_stride);
-  std::vector<float> state;
-  if (st.needs.slot_state) {
-    state.assign(static_cast<size_t>(rows) * slot_stride, 0.0f);
-    for (int r = 0; r < rows && !st.state.empty(); ++r) {
-      std::copy(st.state[r].begin(), st.state[r].end(), state.begin() + r * slot_stride);
-    }
-  }
-  kvcache::Signals signals;
-  signals.num_queries = st.needs.any_window() ? num_queries : 0;
+  const kvcache::HeadLengths head = kv_.head_lengths(a.seq);
+  a.prefix_lens.assign(head.prefix_lens.begin(), head.prefix_lens.end());
+  a.gap_end = head.gap_end;
+  a.num_queries = st.needs.any_window() ? num_queries : 0;
   const kvcache::PolicyNeeds& n = st.needs;
   if (n.any_window() || n.key_norms || n.value_norms || n.key_anchor_dot || n.expected_logits) {
-    if (!ensure_signal_buffers(slot_stride).ok()) {
+    if (!ensure_signal_buffers(a.slot_stride).ok()) {
       ++stats_.skipped_actions;
       return false;
     }
-    compute_signals(seq, st, st.needs, slot_stride, cached_tokens, &signals);
+    compute_signals(a);
   }
+  a.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - a.start).count();
+  return true;
+}
+
+void Compressor::decide(Action& a) const {
+  const auto start = std::chrono::steady_clock::now();
+  const SeqState& st = *a.st;
+  const int rows = layout_.num_layers * layout_.num_kv_heads;
+  const int stride = a.slot_stride;
+  // Each slot's token position.
+  a.positions.assign(static_cast<size_t>(rows) * stride, 0);
+  for (int r = 0; r < rows; ++r) {
+    int32_t* p = a.positions.data() + static_cast<size_t>(r) * stride;
+    const int packed = a.prefix_lens.empty() ? 0 : a.prefix_lens[r];
+    for (int v = 0; v < a.valid_lens[r]; ++v) {
+      p[v] = v < packed ? st.kept_positions[r][v]
+                        : (a.prefix_lens.empty() ? v : st.first_appended_position + v - packed);
+    }
+  }
+  const std::vector<uint8_t> protect = kvcache::protected_slots(
+      st.spec->protection, st.system_prompt_tokens, a.positions, a.valid_lens, stride);
+  if (st.needs.slot_state) {
+    a.state.assign(static_cast<size_t>(rows) * stride, 0.0f);
+    for (int r = 0; r < rows && !st.state.empty(); ++r) {
+      std::copy(st.state[r].begin(), st.state[r].end(), a.state.begin() + r * stride);
+    }
+  }
+  kvcache::Signals signals;
+  signals.num_queries = a.num_queries;
+  auto span = [](const std::vector<float>& v) { return std::span<const float>(v); };
+  signals.window_attention = span(a.window_attention);
+  signals.window_attention_group_max = span(a.group_max);
+  signals.key_norms = span(a.key_norms);
+  signals.value_norms = span(a.value_norms);
+  signals.key_anchor_dot = span(a.anchor_dot);
+  signals.expected_logits = span(a.expected_logits);
 
   kvcache::PolicyInput in;
   in.num_layers = layout_.num_layers;
   in.num_kv_heads = layout_.num_kv_heads;
   in.num_heads = num_heads_;
-  in.valid_lens = valid_lens;
-  in.slot_stride = slot_stride;
+  in.valid_lens = a.valid_lens;
+  in.slot_stride = stride;
   in.protected_slots = protect;
-  in.positions = positions;
+  in.positions = a.positions;
   in.budget = st.budget;
   in.budget_exact = st.budget_exact;
-  in.window = window;
-  in.at_prefill_end = at_prefill_end;
+  in.window = st.spec->protection.window;
+  in.at_prefill_end = a.at_prefill_end;
   in.signals = signals;
   in.segment_bounds = st.segment_bounds;
-  in.state = state;
+  in.state = a.state;
   in.params = st.spec->params.get();
-  const kvcache::KeepSlots keep = st.spec->policy->decide(in);
-  kvcache::check_decision(in, keep, st.spec->policy->name());
-  if (!apply(seq, st, keep, positions, slot_stride, cached_tokens)) return false;
-  if (st.needs.slot_state) {
-    st.state.assign(rows, {});
-    for (int r = 0; r < rows; ++r) {
-      for (int i = keep.indptr[r]; i < keep.indptr[r + 1]; ++i) {
-        st.state[r].push_back(state[static_cast<size_t>(r) * slot_stride + keep.slots[i]]);
-      }
+  a.keep = st.spec->policy->decide(in);
+  kvcache::check_decision(in, a.keep, st.spec->policy->name());
+
+  // What compaction needs: each row's count and its kept slots' physical indices (before the
+  // compaction moves them), and the survivors' positions and state once it has.
+  a.counts.resize(rows);
+  a.max_keep = 1;
+  for (int r = 0; r < rows; ++r) {
+    a.counts[r] = a.keep.indptr[r + 1] - a.keep.indptr[r];
+    a.max_keep = std::max(a.max_keep, a.counts[r]);
+  }
+  a.physical.assign(static_cast<size_t>(rows) * a.max_keep, 0);
+  a.kept_positions.assign(rows, {});
+  if (st.needs.slot_state) a.kept_state.assign(rows, {});
+  for (int r = 0; r < rows; ++r) {
+    a.kept_positions[r].reserve(a.counts[r]);
+    for (int i = a.keep.indptr[r]; i < a.keep.indptr[r + 1]; ++i) {
+      const int v = a.keep.slots[i];
+      const size_t slot = static_cast<size_t>(r) * stride + v;
+      const int p =
+          a.prefix_lens.empty() || v < a.prefix_lens[r] ? v : a.gap_end + (v - a.prefix_lens[r]);
+      a.physical[static_cast<size_t>(r) * a.max_keep + (i - a.keep.indptr[r])] = p;
+      a.kept_positions[r].push_back(a.positions[slot]);
+      if (st.needs.slot_state) a.kept_state[r].push_back(a.state[slot]);
     }
   }
+  a.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+void Compressor::commit(Action& a) {
+  const auto start = std::chrono::steady_clock::now();
+  SeqState& st = *a.st;
+  auto result = kv_.compact(a.seq, a.counts);
+  if (!result.ok()) {  // the pool is short of pages for copy-on-write: try at the next check
+    ++stats_.skipped_actions;
+    SPDLOG_DEBUG("sequence {}: compaction postponed: {}", a.seq, result.status().message());
+    return;
+  }
+  copy_pages(backend_, arena_, layout_, result->copies);
+  const int64_t l = layout_.num_layers, hkv = layout_.num_kv_heads;
+  backend_.compact_kv({arena_, layout_.for_format(kv_.format(a.seq)),
+                       TensorView(result->source_pages.data(), DType::kI32,
+                                  {static_cast<int64_t>(result->source_pages.size())}),
+                       TensorView(a.physical.data(), DType::kI32, {l, hkv, a.max_keep}),
+                       TensorView(a.counts.data(), DType::kI32, {l * hkv})});
+  // No synchronize: a backend reads host index arrays before its op returns (CUDA stages them
+  // with copies that return once the pageable source was read), and later work is stream-ordered.
+  st.kept_positions = std::move(a.kept_positions);
+  if (st.needs.slot_state) st.state = std::move(a.kept_state);
+  if (observer_) observer_(a.seq, st.kept_positions);
+  // Slots appended from now on hold the tokens after the cache's last one.
+  st.first_appended_position = a.cached_tokens;
+  const int rows = layout_.num_layers * layout_.num_kv_heads;
   int64_t dropped = 0;
-  for (int r = 0; r < rows; ++r) dropped += valid_lens[r] - (keep.indptr[r + 1] - keep.indptr[r]);
+  for (int r = 0; r < rows; ++r) dropped += a.valid_lens[r] - a.counts[r];
   ++stats_.actions;
   stats_.evicted_tokens += dropped / rows;
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  {
-    std::lock_guard<std::mutex> lock(seconds_mutex_);
-    if (action_seconds_.size() < 4096) action_seconds_.push_back(seconds);
-  }
-  return true;
+  a.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::lock_guard<std::mutex> lock(seconds_mutex_);
+  if (action_seconds_.size() < 4096) action_seconds_.push_back(a.seconds);
 }
 
 Status Compressor::ensure_signal_buffers(int slot_stride) {
@@ -364,70 +452,70 @@ Status Compressor::ensure_signal_buffers(int slot_stride) {
   return OkStatus();
 }
 
-void Compressor::compute_signals(SeqId seq, const SeqState& st, const kvcache::PolicyNeeds& needs,
-                                 int slot_stride, int cached_tokens, kvcache::Signals* signals) {
-  const kvcache::PageTable& table = kv_.page_table(seq);
-  const kvcache::HeadLengths head = kv_.head_lengths(seq);
+void Compressor::compute_signals(Action& a) {
+  const SeqState& st = *a.st;
+  const kvcache::PolicyNeeds& needs = st.needs;
+  const int slot_stride = a.slot_stride;
+  const kvcache::PageTable& table = kv_.page_table(a.seq);
   const int64_t l = layout_.num_layers, hkv = layout_.num_kv_heads;
-  kernels::KvSignalArgs a;
-  a.arena = arena_;
-  a.layout = layout_.for_format(kv_.format(seq));
-  a.page_table = TensorView(const_cast<int32_t*>(table.pages.data()), DType::kI32,
+  kernels::KvSignalArgs k;
+  k.arena = arena_;
+  k.layout = layout_.for_format(kv_.format(a.seq));
+  k.page_table = TensorView(const_cast<int32_t*>(table.pages.data()), DType::kI32,
                             {static_cast<int64_t>(table.pages.size())});
-  a.num_tokens = table.num_tokens;
-  if (!head.prefix_lens.empty()) {
-    a.head_lens = TensorView(const_cast<int32_t*>(head.prefix_lens.data()), DType::kI32, {l * hkv});
-    a.gap_end = head.gap_end;
+  k.num_tokens = table.num_tokens;
+  if (!a.prefix_lens.empty()) {
+    k.head_lens = TensorView(a.prefix_lens.data(), DType::kI32, {l * hkv});
+    k.gap_end = a.gap_end;
   }
-  if (signals->num_queries > 0) {
-    const int64_t row0 = int64_t{st.ring} * kMaxQueryWindow;
-    a.queries = query_store_.view()
-                    .slice(1, row0, row0 + signals->num_queries)
+  if (a.num_queries > 0) {
+    const int64_t row0 = int64_t{a.ring} * kMaxQueryWindow;
+    k.queries = query_store_.view()
+                    .slice(1, row0, row0 + a.num_queries)
                     .unflatten(2, num_heads_, layout_.head_dim);
-    a.num_queries = signals->num_queries;
+    k.num_queries = a.num_queries;
   }
-  a.scale = 1.0f / std::sqrt(static_cast<float>(layout_.head_dim));
-  a.slot_stride = slot_stride;
+  k.scale = 1.0f / std::sqrt(static_cast<float>(layout_.head_dim));
+  k.slot_stride = slot_stride;
   const Device device = arena_.device();
   auto view = [&](const Tensor& t, int64_t heads, bool wanted) {
     return wanted ? TensorView(t.view().raw(), DType::kF32, {l, heads, slot_stride}, device)
                   : TensorView();
   };
-  a.window_attention = view(window_attention_, num_heads_, needs.window_attention);
-  a.window_attention_group_max = view(group_max_, hkv, needs.window_attention_group_max);
-  a.key_norms = view(key_norms_, hkv, needs.key_norms);
-  a.value_norms = view(value_norms_, hkv, needs.value_norms);
-  a.key_anchor_dot = view(anchor_dot_, hkv, needs.key_anchor_dot);
-  backend_.kv_signals(a);
+  k.window_attention = view(window_attention_, num_heads_, needs.window_attention);
+  k.window_attention_group_max = view(group_max_, hkv, needs.window_attention_group_max);
+  k.key_norms = view(key_norms_, hkv, needs.key_norms);
+  k.value_norms = view(value_norms_, hkv, needs.value_norms);
+  k.key_anchor_dot = view(anchor_dot_, hkv, needs.key_anchor_dot);
+  backend_.kv_signals(k);
   if (needs.expected_logits) {
     kernels::ExpectedLogitArgs e;
-    e.arena = a.arena;
-    e.layout = a.layout;
-    e.page_table = a.page_table;
-    e.num_tokens = a.num_tokens;
-    e.head_lens = a.head_lens;
-    e.gap_end = a.gap_end;
-    compute_expected_logits(e, st, slot_stride, cached_tokens);
+    e.arena = k.arena;
+    e.layout = k.layout;
+    e.page_table = k.page_table;
+    e.num_tokens = k.num_tokens;
+    e.head_lens = k.head_lens;
+    e.gap_end = k.gap_end;
+    compute_expected_logits(e, a);
   }
   auto to_host = [&](const TensorView& device_view, std::vector<float>& host) {
-    if (device_view.empty()) return std::span<const float>();
+    if (device_view.empty()) return;
     host.resize(device_view.numel());
     backend_.copy(TensorView(host.data(), DType::kF32, {device_view.numel()}),
                   device_view.reshape({device_view.numel()}));
-    return std::span<const float>(host);
   };
-  signals->window_attention = to_host(a.window_attention, host_window_);
-  signals->window_attention_group_max = to_host(a.window_attention_group_max, host_group_max_);
-  signals->key_norms = to_host(a.key_norms, host_key_norms_);
-  signals->value_norms = to_host(a.value_norms, host_value_norms_);
-  signals->key_anchor_dot = to_host(a.key_anchor_dot, host_anchor_dot_);
-  signals->expected_logits =
-      to_host(view(expected_logits_, num_heads_, needs.expected_logits), host_expected_logits_);
+  to_host(k.window_attention, a.window_attention);
+  to_host(k.window_attention_group_max, a.group_max);
+  to_host(k.key_norms, a.key_norms);
+  to_host(k.value_norms, a.value_norms);
+  to_host(k.key_anchor_dot, a.anchor_dot);
+  to_host(view(expected_logits_, num_heads_, needs.expected_logits), a.expected_logits);
   backend_.synchronize();
 }
 
-void Compressor::compute_expected_logits(const kernels::ExpectedLogitArgs& cache,
-                                         const SeqState& st, int slot_stride, int cached_tokens) {
+void Compressor::compute_expected_logits(const kernels::ExpectedLogitArgs& cache, const Action& a) {
+  const SeqState& st = *a.st;
+  const int slot_stride = a.slot_stride, cached_tokens = a.cached_tokens;
   // The RoPE rotation averaged over the positions after the sequence: per pair, the mean of
   // cos and sin of its angle (times YaRN's attention scaling, as the model's RoPE applies it).
   const int first = cached_tokens, count = st.needs.future_positions;
@@ -446,8 +534,8 @@ void Compressor::compute_expected_logits(const kernels::ExpectedLogitArgs& cache
     avg_sin[i] = static_cast<float>(s / count * rope.attention_scaling);
   }
   kernels::ExpectedLogitArgs e = cache;
-  e.moments = st.moments->sums.view();
-  e.count = st.moments->count;
+  e.moments = a.moments->sums.view();
+  e.count = a.moments->count;
   e.rope_cos = TensorView(avg_cos.data(), DType::kF32, {half});
   e.rope_sin = TensorView(avg_sin.data(), DType::kF32, {half});
   e.covariance = st.needs.query_covariance;
@@ -456,55 +544,6 @@ void Compressor::compute_expected_logits(const kernels::ExpectedLogitArgs& cache
   e.out = TensorView(expected_logits_.view().raw(), DType::kF32,
                      {layout_.num_layers, num_heads_, slot_stride}, arena_.device());
   backend_.expected_logits(e);
-}
-
-bool Compressor::apply(SeqId seq, SeqState& st, const kvcache::KeepSlots& keep,
-                       const std::vector<int32_t>& positions, int slot_stride, int cached_tokens) {
-  const int rows = layout_.num_layers * layout_.num_kv_heads;
-  const kvcache::HeadLengths head = kv_.head_lengths(seq);
-  const std::vector<int32_t> packed(head.prefix_lens.begin(), head.prefix_lens.end());
-  const int gap_end = head.gap_end;
-  std::vector<int32_t> counts(rows);
-  int max_keep = 1;
-  for (int r = 0; r < rows; ++r) {
-    counts[r] = keep.indptr[r + 1] - keep.indptr[r];
-    max_keep = std::max(max_keep, counts[r]);
-  }
-  // Virtual slots to physical ones (before the compaction moves them).
-  std::vector<int32_t> physical(static_cast<size_t>(rows) * max_keep, 0);
-  for (int r = 0; r < rows; ++r) {
-    for (int i = keep.indptr[r]; i < keep.indptr[r + 1]; ++i) {
-      const int v = keep.slots[i];
-      const int p = packed.empty() || v < packed[r] ? v : gap_end + (v - packed[r]);
-      physical[static_cast<size_t>(r) * max_keep + (i - keep.indptr[r])] = p;
-    }
-  }
-  auto result = kv_.compact(seq, counts);
-  if (!result.ok()) {  // the pool is short of pages for copy-on-write: try at the next check
-    ++stats_.skipped_actions;
-    SPDLOG_DEBUG("sequence {}: compaction postponed: {}", seq, result.status().message());
-    return false;
-  }
-  copy_pages(backend_, arena_, layout_, result->copies);
-  const int64_t l = layout_.num_layers, hkv = layout_.num_kv_heads;
-  backend_.compact_kv({arena_, layout_.for_format(kv_.format(seq)),
-                       TensorView(result->source_pages.data(), DType::kI32,
-                                  {static_cast<int64_t>(result->source_pages.size())}),
-                       TensorView(physical.data(), DType::kI32, {l, hkv, max_keep}),
-                       TensorView(counts.data(), DType::kI32, {l * hkv})});
-  // No synchronize: a backend reads host index arrays before its op returns (CUDA stages them
-  // with copies that return once the pageable source was read), and later work is stream-ordered.
-  st.kept_positions.assign(rows, {});
-  for (int r = 0; r < rows; ++r) {
-    for (int i = keep.indptr[r]; i < keep.indptr[r + 1]; ++i) {
-      st.kept_positions[r].push_back(
-          positions[static_cast<size_t>(r) * slot_stride + keep.slots[i]]);
-    }
-  }
-  if (observer_) observer_(seq, st.kept_positions);
-  // Slots appended from now on hold the tokens after the cache's last one.
-  st.first_appended_position = cached_tokens;
-  return true;
 }
 
 std::vector<double> Compressor::take_action_seconds() {

@@ -7,9 +7,12 @@
 //     tokens once over budget), computes the signals the policy needs with Backend::kv_signals,
 //     asks the policy, checks protection, and compacts: KvManager::compact, copy_pages,
 //     compact_kv. The freed pages return to the pool in the same step.
-// One thread (the engine's) owns it.
+// One thread (the engine's) owns it; the policies' decisions of one step run on OpenMP threads
+// (all the sequences of a batch tend to act in the same step, and each decision is ~1-2 ms of
+// host work at 8B geometry).
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -81,6 +84,37 @@ class Compressor {
  private:
   struct SeqState;
   struct Moments;
+  // One due action, gathered (lengths, signals) and committed (compaction) on the engine thread,
+  // decided on any thread: decide() reads only the action and its sequence's state.
+  struct Action {
+    kvcache::SeqId seq = 0;
+    SeqState* st = nullptr;
+    bool at_prefill_end = false;
+    int cached_tokens = 0;
+    int ring = -1;  // the query ring holding the window, and its captured rows
+    int num_captured = 0;
+    std::shared_ptr<Moments> moments;
+    bool wanted = false;  // gathered: over budget, with what its policy reads
+    std::chrono::steady_clock::time_point start;
+    double seconds = 0;  // its own work, for the action histogram
+    // Gathered.
+    std::vector<int32_t> valid_lens;   // [L * Hkv]
+    std::vector<int32_t> prefix_lens;  // KvManager::head_lengths, copied
+    int gap_end = 0;
+    int slot_stride = 0;
+    int num_queries = 0;
+    std::vector<float> window_attention, group_max, key_norms, value_norms, anchor_dot,
+        expected_logits;
+    // Decided.
+    std::vector<int32_t> positions;  // [L * Hkv * slot_stride]
+    std::vector<float> state;        // PolicyNeeds::slot_state
+    kvcache::KeepSlots keep;
+    std::vector<int32_t> counts;    // kept slots per row
+    std::vector<int32_t> physical;  // [L * Hkv * max_keep]: kept slots' arena slots
+    int max_keep = 1;
+    std::vector<std::vector<int32_t>> kept_positions;
+    std::vector<std::vector<float>> kept_state;
+  };
 
   Compressor(kernels::Backend& backend, kvcache::KvManager& kv, const TensorView& arena,
              const kernels::KvCacheLayout& layout, const models::ModelConfig& config);
@@ -88,17 +122,17 @@ class Compressor {
   // statistics of its sequence (PolicyNeeds::expected_logits).
   void plan_moments(const scheduler::ScheduledSeq& s, SeqState& st, int first_row,
                     models::StepBatch& batch);
-  // Runs the policy on one sequence holding `cached_tokens` tokens; true when it compacted.
-  bool act_on(kvcache::SeqId seq, SeqState& st, bool at_prefill_end, int cached_tokens);
-  // The signals `needs` asks for, of one sequence, into host arrays.
-  void compute_signals(kvcache::SeqId seq, const SeqState& st, const kvcache::PolicyNeeds& needs,
-                       int slot_stride, int cached_tokens, kvcache::Signals* signals);
+  // An action's lengths and signals; false when it has nothing to do (within budget) or
+  // cannot act (its window or statistics missing: counted as skipped).
+  bool gather(Action& a);
+  // The policy's decision and what compaction needs from it. Thread-safe across actions.
+  void decide(Action& a) const;
+  // Compacts the sequence to the decision; nothing changes when the pool is short of pages.
+  void commit(Action& a);
+  // The signals the action's policy reads, of its sequence, into the action's host arrays.
+  void compute_signals(Action& a);
   // ExpectedAttention's logits of one sequence into expected_logits_ (device).
-  void compute_expected_logits(const kernels::ExpectedLogitArgs& cache, const SeqState& st,
-                               int slot_stride, int cached_tokens);
-  // Compacts the sequence to `keep`; false (nothing changed) when the pool is short of pages.
-  bool apply(kvcache::SeqId seq, SeqState& st, const kvcache::KeepSlots& keep,
-             const std::vector<int32_t>& positions, int slot_stride, int cached_tokens);
+  void compute_expected_logits(const kernels::ExpectedLogitArgs& cache, const Action& a);
   void release_ring(SeqState& st);
   Status ensure_signal_buffers(int slot_stride);
 
@@ -108,18 +142,16 @@ class Compressor {
   kernels::KvCacheLayout layout_;
   int num_heads_ = 0;
   models::ModelConfig config_;  // for the averaged RoPE of ExpectedAttention
-  Tensor query_store_;  // [num_layers, num_rings * kMaxQueryWindow, num_heads * head_dim]
+  Tensor query_store_;          // [num_layers, num_rings * kMaxQueryWindow, num_heads * head_dim]
   // Query statistics (ExpectedAttention) are allocated per sequence, at most max_moment_sets_
   // at once: num_layers · num_heads · head_dim · (head_dim + 1) floats each.
   int max_moment_sets_ = 0;
   int moment_sets_ = 0;
   std::vector<int> free_rings_;
   std::unordered_map<kvcache::SeqId, std::unique_ptr<SeqState>> seqs_;
-  // Device outputs of kv_signals and their host copies, grown to the longest sequence seen.
+  // Device outputs of kv_signals, grown to the longest sequence seen.
   int signal_stride_ = 0;
   Tensor window_attention_, group_max_, key_norms_, value_norms_, anchor_dot_, expected_logits_;
-  std::vector<float> host_window_, host_group_max_, host_key_norms_, host_value_norms_,
-      host_anchor_dot_, host_expected_logits_;
   CompressionStats stats_;
   Observer observer_;
   std::mutex seconds_mutex_;

@@ -4,6 +4,7 @@
 // preemptions of compressed sequences.
 
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <filesystem>
@@ -100,8 +101,9 @@ TEST(Compression, EveryPolicyCompactsAndKeepsGenerating) {
   EXPECT_EQ(engine->compression_stats().skipped_actions.load(), 0);
 }
 
-// 18 requests with 9 methods in one continuously batched run: each request's greedy tokens are
-// the ones it produces alone.
+// 18 requests with 9 methods in one continuously batched run: each request's greedy tokens and
+// every decision its policy takes are the ones it produces alone. Several act in the same step,
+// so their decisions run on parallel threads (four here, whatever the machine has).
 TEST(Compression, MethodsMixInOneBatchAndEachEqualsItsRunAlone) {
   Fixture f = load("qwen2");
   const int vocab = f.model->config().vocab_size;
@@ -122,22 +124,41 @@ TEST(Compression, MethodsMixInOneBatchAndEachEqualsItsRunAlone) {
     requests.push_back(
         request(random_prompt(vocab, 60 + 7 * i, 100 + i), 48, methods[i % methods.size()]));
   }
+  // Each run's decisions in order, by request (sequence ids count from 1, one per request).
+  using Decisions = std::vector<std::vector<std::vector<int32_t>>>;
+  auto record = [&](Engine& engine, std::vector<Decisions>& out) {
+    out.assign(num_requests, {});
+    engine.set_compression_observer(
+        [&out](kvcache::SeqId seq, const std::vector<std::vector<int32_t>>& kept) {
+          out.at(seq - 1).push_back(kept);
+        });
+  };
   std::vector<std::vector<int32_t>> alone;
+  std::vector<Decisions> alone_decisions, together_decisions;
   {
     auto engine = make_engine(f);
+    record(*engine, alone_decisions);
     for (const Request& r : requests) {
       alone.push_back(run_all(*engine, {*engine->add_request(r)})[0].tokens);
     }
   }
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(4);
   auto engine = make_engine(f);
+  record(*engine, together_decisions);
   std::vector<std::shared_ptr<OutputStream>> streams;
   for (const Request& r : requests) streams.push_back(*engine->add_request(r));
   const std::vector<Result> together = run_all(*engine, streams);
+  omp_set_num_threads(threads);
+  int actions = 0;
   for (int i = 0; i < num_requests; ++i) {
-    EXPECT_EQ(together[i].tokens, alone[i])
-        << "request " << i << ": " << methods[i % methods.size()].dump();
+    SCOPED_TRACE("request " + std::to_string(i) + ": " + methods[i % methods.size()].dump());
+    EXPECT_EQ(together[i].tokens, alone[i]);
     EXPECT_EQ(together[i].tokens.size(), 48u);
+    EXPECT_EQ(together_decisions[i], alone_decisions[i]);
+    actions += static_cast<int>(together_decisions[i].size());
   }
+  EXPECT_GE(actions, 16);  // every compressing request acted (interval 32 ones twice)
   EXPECT_EQ(engine->stats().kv_pages_used.load(), 0);
 }
 
