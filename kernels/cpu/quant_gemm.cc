@@ -82,9 +82,17 @@ struct ActivationRows {
   std::vector<int8_t> q;
   std::vector<float> d, dsum;
 };
+// One weight row unpacked to u8 quants with a scale and offset per 16 (QuantKernels::unpack_row).
 struct WeightRow {
   std::vector<uint8_t> q;
   std::vector<float> scale, offset;
+
+  void unpack(const QuantKernels& kernels, DType dtype, const uint8_t* packed, int64_t k) {
+    q.resize(static_cast<size_t>(k));
+    scale.resize(static_cast<size_t>(k / 16));
+    offset.resize(static_cast<size_t>(k / 16));
+    kernels.unpack_row(dtype, packed, k, q.data(), scale.data(), offset.data());
+  }
 };
 
 // y = x · dequantize(w)ᵀ (+ bias) through one cblas_sgemm (OpenMP inside), the weights
@@ -101,13 +109,9 @@ void dequantized_gemm(const GemmArgs& a, const QuantKernels& kernels) {
 #pragma omp parallel
   {
     static thread_local WeightRow row;
-    row.q.resize(static_cast<size_t>(k));
-    row.scale.resize(static_cast<size_t>(k / 16));
-    row.offset.resize(static_cast<size_t>(k / 16));
 #pragma omp for schedule(static)
     for (int64_t j = 0; j < n; ++j) {
-      kernels.unpack_row(w.dtype(), base + j * stride, k, row.q.data(), row.scale.data(),
-                         row.offset.data());
+      row.unpack(kernels, w.dtype(), base + j * stride, k);
       kernels.to_f32(signed_weights, row.q.data(), row.scale.data(), row.offset.data(), k,
                      f32 + j * k);
     }
@@ -135,14 +139,10 @@ void q8_0_f32_gemm(const GemmArgs& a, const QuantKernels& kernels) {
   {
     static thread_local WeightRow row;
     static thread_local std::vector<float> f32;
-    row.q.resize(static_cast<size_t>(k));
-    row.scale.resize(static_cast<size_t>(k / 16));
-    row.offset.resize(static_cast<size_t>(k / 16));
     f32.resize(static_cast<size_t>(k));
 #pragma omp for schedule(static)
     for (int64_t j = 0; j < n; ++j) {
-      kernels.unpack_row(w.dtype(), base + j * stride, k, row.q.data(), row.scale.data(),
-                         row.offset.data());
+      row.unpack(kernels, w.dtype(), base + j * stride, k);
       kernels.to_f32(true, row.q.data(), row.scale.data(), row.offset.data(), k, f32.data());
       const float b = bias ? bias[j] : 0.0f;
       for (int64_t i = 0; i < m; ++i) {
@@ -223,13 +223,9 @@ void quant_gemm(const GemmArgs& a, KernelLevel level) {
 #pragma omp parallel
   {
     static thread_local WeightRow row;
-    row.q.resize(static_cast<size_t>(k));
-    row.scale.resize(static_cast<size_t>(k / 16));
-    row.offset.resize(static_cast<size_t>(k / 16));
 #pragma omp for schedule(static)
     for (int64_t j = 0; j < n; ++j) {
-      kernels.unpack_row(w.dtype(), base + j * stride, k, row.q.data(), row.scale.data(),
-                         row.offset.data());
+      row.unpack(kernels, w.dtype(), base + j * stride, k);
       const float b = bias ? bias[j] : 0.0f;
       for (int64_t i = 0; i < m; i += 4) {
         const int rows = static_cast<int>(std::min<int64_t>(4, m - i));

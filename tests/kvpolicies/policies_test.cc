@@ -77,6 +77,22 @@ std::vector<std::vector<int32_t>> rows_of(const KeepSlots& keep) {
   return rows;
 }
 
+// A golden case's shape (every slot valid, in token order) and its window attention.
+Case case_from(const json& g) {
+  Case c;
+  c.layers = g["num_layers"];
+  c.kv_heads = g["num_kv_heads"];
+  c.heads = g["num_heads"];
+  c.stride = g["num_slots"];
+  c.num_queries = g["num_queries"];
+  c.valid_lens.assign(c.layers * c.kv_heads, c.stride);
+  for (int r = 0; r < c.layers * c.kv_heads; ++r) {
+    for (int v = 0; v < c.stride; ++v) c.positions.push_back(v);
+  }
+  c.window = g["window_attention"].get<std::vector<float>>();
+  return c;
+}
+
 TEST(PolicyGoldens, MatchTheNumpyReference) {
   std::ifstream in(std::filesystem::path(SIEVE_SOURCE_DIR) /
                    "tests/fixtures/policies/goldens.json");
@@ -84,17 +100,7 @@ TEST(PolicyGoldens, MatchTheNumpyReference) {
   const json goldens = json::parse(in);
   for (const json& g : goldens["cases"]) {
     SCOPED_TRACE("seed " + std::to_string(g["seed"].get<int>()));
-    Case c;
-    c.layers = g["num_layers"];
-    c.kv_heads = g["num_kv_heads"];
-    c.heads = g["num_heads"];
-    c.stride = g["num_slots"];
-    c.num_queries = g["num_queries"];
-    c.valid_lens.assign(c.layers * c.kv_heads, c.stride);
-    for (int r = 0; r < c.layers * c.kv_heads; ++r) {
-      for (int v = 0; v < c.stride; ++v) c.positions.push_back(v);
-    }
-    c.window = g["window_attention"].get<std::vector<float>>();
+    Case c = case_from(g);
     c.group_max = g["window_attention_group_max"].get<std::vector<float>>();
     c.anchor_dot = g["key_anchor_dot"].get<std::vector<float>>();
     const int budget = g["budget"];
@@ -138,17 +144,7 @@ TEST(PolicyGoldens, SurfaceLogicMatchesTheNumpyReference) {
   ASSERT_FALSE(goldens["surface_logic"].empty());
   for (const json& g : goldens["surface_logic"]) {
     SCOPED_TRACE("seed " + std::to_string(g["seed"].get<int>()));
-    Case c;
-    c.layers = g["num_layers"];
-    c.kv_heads = g["num_kv_heads"];
-    c.heads = g["num_heads"];
-    c.stride = g["num_slots"];
-    c.num_queries = g["num_queries"];
-    c.valid_lens.assign(c.layers * c.kv_heads, c.stride);
-    for (int r = 0; r < c.layers * c.kv_heads; ++r) {
-      for (int v = 0; v < c.stride; ++v) c.positions.push_back(v);
-    }
-    c.window = g["window_attention"].get<std::vector<float>>();
+    Case c = case_from(g);
     const int budget = g["budget"];
     const CompressionSpec spec = parse_ok(
         {{"method", "surface_logic"},
