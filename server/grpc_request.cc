@@ -102,6 +102,12 @@ Status read_compression(const v1::GenerateRequest& request, const ModelContext& 
   if (c.has_budget()) object["budget"] = c.budget();
   if (c.has_keep_ratio()) object["keep_ratio"] = c.keep_ratio();
   if (!c.kv_format().empty()) object["kv_format"] = c.kv_format();
+  if (c.has_fair_eviction()) object["fair_eviction"] = c.fair_eviction();
+  if (c.segments_size() > 0) {
+    json segments = json::array();
+    for (const v1::Segment& s : c.segments()) segments.push_back({s.begin(), s.end()});
+    object["segments"] = std::move(segments);
+  }
   if (c.has_params()) {
     ASSIGN_OR_RETURN(object["params"], struct_to_json(c.params(), "compression.params"));
   }

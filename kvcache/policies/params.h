@@ -12,6 +12,10 @@
 
 namespace sieve::kvcache {
 
+// INVALID_ARGUMENT "field: why", the field carried as data too (core/field_error.h), so the APIs
+// report it (OpenAI's `param`) as it is.
+Status field_error(const std::string& field, const std::string& why);
+
 class ParamReader {
  public:
   // `params` is a JSON object and outlives the reader.

@@ -65,7 +65,7 @@ class SnapKv final : public KvPolicy {
 Status SnapKvScoring::read(ParamReader& reader) {
   RETURN_IF_ERROR(reader.read_int("kernel_size", 1, 63, &kernel_size));
   if (kernel_size % 2 == 0) {
-    return InvalidArgumentError(ParamReader::field("kernel_size") + ": must be odd");
+    return field_error(ParamReader::field("kernel_size"), "must be odd");
   }
   std::string pooling = max_pooling ? "max" : "avg";
   RETURN_IF_ERROR(reader.read_choice("pooling", {"avg", "max"}, &pooling));

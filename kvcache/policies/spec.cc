@@ -60,16 +60,16 @@ Status read_spans(ParamReader& reader, Protection* protection) {
   if (!spans) return OkStatus();
   const std::string field = ParamReader::field("protected_spans");
   if (!spans->is_array() || spans->size() > 1024) {
-    return InvalidArgumentError(field + ": must be a list of at most 1024 [begin, end] pairs");
+    return field_error(field, "must be a list of at most 1024 [begin, end] pairs");
   }
   for (const nlohmann::json& span : *spans) {
     const bool pair = span.is_array() && span.size() == 2 && span[0].is_number_integer() &&
                       span[1].is_number_integer();
-    if (!pair) return InvalidArgumentError(field + ": each span is [begin, end] token positions");
+    if (!pair) return field_error(field, "each span is [begin, end] token positions");
     const int64_t begin = span[0].get<int64_t>(), end = span[1].get<int64_t>();
     if (begin < 0 || end <= begin || end > (int64_t{1} << 30)) {
-      return InvalidArgumentError(field + ": span [" + std::to_string(begin) + ", " +
-                                  std::to_string(end) + "] must have 0 <= begin < end");
+      return field_error(field, "span [" + std::to_string(begin) + ", " + std::to_string(end) +
+                                    "] must have 0 <= begin < end");
     }
     protection->spans.emplace_back(static_cast<int>(begin), static_cast<int>(end));
   }
@@ -79,19 +79,19 @@ Status read_spans(ParamReader& reader, Protection* protection) {
 // `segments`: [[begin, end], ...] disjoint token positions, begin < end.
 Status read_segments(const nlohmann::json& value, Protection* protection) {
   if (!value.is_array() || value.size() > 1024) {
-    return InvalidArgumentError(
-        "compression.segments: must be a list of at most 1024 [begin, end] pairs");
+    return field_error("compression.segments", "must be a list of at most 1024 [begin, end] pairs");
   }
   for (const nlohmann::json& segment : value) {
     const bool pair = segment.is_array() && segment.size() == 2 && segment[0].is_number_integer() &&
                       segment[1].is_number_integer();
     if (!pair) {
-      return InvalidArgumentError("compression.segments: each segment is [begin, end] positions");
+      return field_error("compression.segments", "each segment is [begin, end] positions");
     }
     const int64_t begin = segment[0].get<int64_t>(), end = segment[1].get<int64_t>();
     if (begin < 0 || end <= begin || end > (int64_t{1} << 30)) {
-      return InvalidArgumentError("compression.segments: segment [" + std::to_string(begin) + ", " +
-                                  std::to_string(end) + "] must have 0 <= begin < end");
+      return field_error("compression.segments", "segment [" + std::to_string(begin) + ", " +
+                                                     std::to_string(end) +
+                                                     "] must have 0 <= begin < end");
     }
     protection->segments.emplace_back(static_cast<int>(begin), static_cast<int>(end));
   }
@@ -99,10 +99,11 @@ Status read_segments(const nlohmann::json& value, Protection* protection) {
   std::sort(sorted.begin(), sorted.end());
   for (size_t i = 1; i < sorted.size(); ++i) {
     if (sorted[i].first < sorted[i - 1].second) {
-      return InvalidArgumentError(
-          "compression.segments: segments [" + std::to_string(sorted[i - 1].first) + ", " +
-          std::to_string(sorted[i - 1].second) + "] and [" + std::to_string(sorted[i].first) +
-          ", " + std::to_string(sorted[i].second) + "] overlap");
+      return field_error("compression.segments",
+                         "segments [" + std::to_string(sorted[i - 1].first) + ", " +
+                             std::to_string(sorted[i - 1].second) + "] and [" +
+                             std::to_string(sorted[i].first) + ", " +
+                             std::to_string(sorted[i].second) + "] overlap");
     }
   }
   return OkStatus();
@@ -112,10 +113,10 @@ Status read_budget(const nlohmann::json& value, CompressionSpec* spec) {
   const bool integral =
       value.is_number_integer() || (value.is_number_float() && std::isfinite(value.get<double>()) &&
                                     std::floor(value.get<double>()) == value.get<double>());
-  if (!integral) return InvalidArgumentError("compression.budget: must be an integer");
+  if (!integral) return field_error("compression.budget", "must be an integer");
   const double budget = value.get<double>();
   if (budget < 1 || budget > 1e9) {
-    return InvalidArgumentError("compression.budget: must be in [1, 1e9], got " + value.dump());
+    return field_error("compression.budget", "must be in [1, 1e9], got " + value.dump());
   }
   spec->budget = static_cast<int>(budget);
   return OkStatus();
@@ -125,41 +126,38 @@ Status read_fields(const nlohmann::json& json, CompressionSpec* spec,
                    const nlohmann::json** params) {
   for (const auto& [key, value] : json.items()) {
     if (key == "method") {
-      if (!value.is_string()) return InvalidArgumentError("compression.method: must be a string");
+      if (!value.is_string()) return field_error("compression.method", "must be a string");
       spec->method = value.get<std::string>();
     } else if (key == "budget") {
       if (!value.is_null()) RETURN_IF_ERROR(read_budget(value, spec));
     } else if (key == "keep_ratio") {
       if (value.is_null()) continue;
-      if (!value.is_number())
-        return InvalidArgumentError("compression.keep_ratio: must be a number");
+      if (!value.is_number()) return field_error("compression.keep_ratio", "must be a number");
       const double ratio = value.get<double>();
       if (!(ratio > 0.0 && ratio <= 1.0)) {
-        return InvalidArgumentError("compression.keep_ratio: must be in (0, 1], got " +
-                                    value.dump());
+        return field_error("compression.keep_ratio", "must be in (0, 1], got " + value.dump());
       }
       spec->keep_ratio = ratio;
     } else if (key == "kv_format") {
       if (value.is_null()) continue;
-      if (!value.is_string())
-        return InvalidArgumentError("compression.kv_format: must be a string");
+      if (!value.is_string()) return field_error("compression.kv_format", "must be a string");
       spec->kv_format = value.get<std::string>();
     } else if (key == "fair_eviction") {
       if (value.is_null()) continue;
       if (!value.is_boolean()) {
-        return InvalidArgumentError("compression.fair_eviction: must be true or false");
+        return field_error("compression.fair_eviction", "must be true or false");
       }
       spec->protection.fair_eviction = value.get<bool>();
     } else if (key == "segments") {
       if (!value.is_null()) RETURN_IF_ERROR(read_segments(value, &spec->protection));
     } else if (key == "params") {
       if (value.is_null()) continue;
-      if (!value.is_object()) return InvalidArgumentError("compression.params: must be an object");
+      if (!value.is_object()) return field_error("compression.params", "must be an object");
       *params = &value;
     } else {
-      return InvalidArgumentError("compression." + printable_name(key) +
-                                  ": unknown field (expected method, budget, keep_ratio, "
-                                  "kv_format, fair_eviction, segments or params)");
+      return field_error("compression." + printable_name(key),
+                         "unknown field (expected method, budget, keep_ratio, "
+                         "kv_format, fair_eviction, segments or params)");
     }
   }
   return OkStatus();
@@ -168,47 +166,45 @@ Status read_fields(const nlohmann::json& json, CompressionSpec* spec,
 }  // namespace
 
 StatusOr<CompressionSpec> parse_compression(const nlohmann::json& json) {
-  if (!json.is_object()) return InvalidArgumentError("compression: must be an object");
+  if (!json.is_object()) return field_error("compression", "must be an object");
   CompressionSpec spec;
   static const nlohmann::json kNoParams = nlohmann::json::object();
   const nlohmann::json* params = &kNoParams;
   RETURN_IF_ERROR(read_fields(json, &spec, &params));
   if (spec.budget && spec.keep_ratio) {
-    return InvalidArgumentError("compression.budget: give budget or keep_ratio, not both");
+    return field_error("compression.budget", "give budget or keep_ratio, not both");
   }
   const std::vector<std::string_view> names = compression_method_names();
   if (std::find(names.begin(), names.end(), spec.method) == names.end()) {
-    return InvalidArgumentError("compression.method: unknown method (registered: " + join(names) +
-                                ")");
+    return field_error("compression.method", "unknown method (registered: " + join(names) + ")");
   }
   if (!spec.kv_format.empty() && !parse_kv_format(spec.kv_format).ok()) {
     std::string known;
     for (const std::string& name : kv_formats()) known += (known.empty() ? "" : ", ") + name;
-    return InvalidArgumentError("compression.kv_format: unknown format \"" +
-                                printable_name(spec.kv_format) + "\" (supported: " + known + ")");
+    return field_error(
+        "compression.kv_format",
+        "unknown format \"" + printable_name(spec.kv_format) + "\" (supported: " + known + ")");
   }
   spec.policy = find_policy(spec.method);
   ParamReader reader(*params);
   if (!spec.protection.segments.empty() && !spec.protection.fair_eviction) {
-    return InvalidArgumentError(
-        "compression.segments: segments are for fair_eviction, which is off");
+    return field_error("compression.segments", "segments are for fair_eviction, which is off");
   }
   if (!spec.policy) {
     if (spec.protection.fair_eviction) {
-      return InvalidArgumentError(
-          "compression.fair_eviction: method 'none' keeps the full cache and evicts nothing");
+      return field_error("compression.fair_eviction",
+                         "method 'none' keeps the full cache and evicts nothing");
     }
     if (spec.budget || spec.keep_ratio) {
-      return InvalidArgumentError(std::string("compression.") +
-                                  (spec.budget ? "budget" : "keep_ratio") +
-                                  ": method 'none' keeps the full cache and takes no budget");
+      return field_error(spec.budget ? "compression.budget" : "compression.keep_ratio",
+                         "method 'none' keeps the full cache and takes no budget");
     }
     RETURN_IF_ERROR(reader.finish(spec.method));
     return spec;
   }
   if (!spec.budget && !spec.keep_ratio) {
-    return InvalidArgumentError("compression.budget: method '" + spec.method +
-                                "' needs a budget or a keep_ratio");
+    return field_error("compression.budget",
+                       "method '" + spec.method + "' needs a budget or a keep_ratio");
   }
   Protection& p = spec.protection;
   p.sink = spec.policy->default_sink();
@@ -220,14 +216,15 @@ StatusOr<CompressionSpec> parse_compression(const nlohmann::json& json) {
   RETURN_IF_ERROR(read_spans(reader, &p));
   RETURN_IF_ERROR(reader.read_int("interval", 0, 1 << 20, &spec.interval));
   if (spec.interval > 0 && spec.interval < p.window) {
-    return InvalidArgumentError(ParamReader::field("interval") + ": must be 0 (prefill only) or " +
-                                "at least the window (" + std::to_string(p.window) + ")");
+    return field_error(
+        ParamReader::field("interval"),
+        "must be 0 (prefill only) or at least the window (" + std::to_string(p.window) + ")");
   }
   ASSIGN_OR_RETURN(spec.params, spec.policy->parse(reader));
   const PolicyNeeds needs = spec.policy->needs(*spec.params);
   if (needs.any_window() && p.window < 1) {
-    return InvalidArgumentError(ParamReader::field("window") + ": method '" + spec.method +
-                                "' scores with the window's queries: at least 1");
+    return field_error(ParamReader::field("window"),
+                       "method '" + spec.method + "' scores with the window's queries: at least 1");
   }
   RETURN_IF_ERROR(reader.finish(spec.method));
   return spec;

@@ -84,6 +84,44 @@ TEST(GrpcRequest, BadInputsAreInvalidArgumentNamingTheField) {
   r = base;
   r.mutable_compression()->set_keep_ratio(0);
   expect_bad(r, "compression.keep_ratio");
+  r = base;
+  r.mutable_compression()->set_fair_eviction(true);
+  expect_bad(r, "compression.fair_eviction");  // with method none
+  r = base;
+  r.mutable_compression()->set_method("knorm");
+  r.mutable_compression()->set_budget(8);
+  v1::Segment* s = r.mutable_compression()->add_segments();
+  s->set_begin(5);
+  s->set_end(2);
+  r.mutable_compression()->set_fair_eviction(true);
+  expect_bad(r, "compression.segments");
+}
+
+// Fair eviction and its segments reach the engine's spec as the HTTP API's JSON would.
+TEST(GrpcRequest, FairEvictionAndSegments) {
+  v1::GenerateRequest r;
+  r.set_text("Hello there");
+  v1::Compression* c = r.mutable_compression();
+  c->set_method("knorm");
+  c->set_budget(64);
+  c->set_fair_eviction(true);
+  for (const auto& [begin, end] : {std::pair{0, 10}, std::pair{10, 30}}) {
+    v1::Segment* s = c->add_segments();
+    s->set_begin(begin);
+    s->set_end(end);
+  }
+  auto request = request_from_proto(r, default_model());
+  ASSERT_TRUE(request.ok()) << request.status();
+  ASSERT_NE(request->compression, nullptr);
+  EXPECT_TRUE(request->compression->protection.fair_eviction);
+  EXPECT_EQ(request->compression->protection.segments,
+            (std::vector<std::pair<int, int>>{{0, 10}, {10, 30}}));
+  c->clear_fair_eviction();
+  EXPECT_FALSE(request_from_proto(r, default_model()).ok());  // segments without fair eviction
+  c->clear_segments();
+  request = request_from_proto(r, default_model());
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_FALSE(request->compression->protection.fair_eviction);
 }
 
 TEST(GrpcRequest, MaxTokensAtTheIntLimitIsInvalidArgumentNamingIt) {
@@ -93,7 +131,8 @@ TEST(GrpcRequest, MaxTokensAtTheIntLimitIsInvalidArgumentNamingIt) {
   const auto request = request_from_proto(r, default_model());
   ASSERT_FALSE(request.ok());
   EXPECT_EQ(request.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_TRUE(std::string(request.status().message()).starts_with("max_tokens")) << request.status();
+  EXPECT_TRUE(std::string(request.status().message()).starts_with("max_tokens"))
+      << request.status();
 }
 
 TEST(GrpcRequest, StructParamsBecomeJson) {
