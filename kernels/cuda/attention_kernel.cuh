@@ -3,9 +3,11 @@
 // the files under kernels/cuda/instances/, one template instance each.
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/kv_quant.cuh"
 
 namespace sieve::kernels::cuda::attention_impl {
 
@@ -62,6 +64,7 @@ __device__ __forceinline__ int count_below(const int32_t* list, int n, int limit
 // positions in the selection instead (attention.cuh).
 template <bool kHooks>
 struct WorkItem {
+  int seq;
   int q_begin, q_len, len, capacity, prefix, gap;
   const int32_t* pages;
   int packed_rows, first_row;
@@ -72,8 +75,7 @@ struct WorkItem {
 
   // Causal limit (exclusive) of a packed row: virtual, or a position in the selection.
   __device__ __forceinline__ int row_limit(const Launch& p, int packed) const {
-    const int limit =
-        virtual_limit(min(len - q_len + packed / p.group + 1, capacity), prefix, gap);
+    const int limit = virtual_limit(min(len - q_len + packed / p.group + 1, capacity), prefix, gap);
     if constexpr (kHooks) {
       if (selected) return count_below(selected, num_selected, limit);
     }
@@ -96,6 +98,7 @@ __device__ __forceinline__ WorkItem<kHooks> work_item(const Launch& p, const Pla
   const int splits = p.splits[s];
   const int local = item - p.item_offset[s];
   const int chunk = local / splits, split = local % splits;
+  w.seq = s;
   w.q_begin = p.qo_indptr[s];
   w.q_len = p.qo_indptr[s + 1] - w.q_begin;
   w.len = p.kv_lens[s];
@@ -169,13 +172,76 @@ __device__ __forceinline__ void load_tile(const Launch& p, const WorkItem<kHooks
         const void* bias_src = p.arena;  // any mapped address: nothing is read
         if (biased) {
           const int64_t page = w.pages[slot / p.tokens_per_page];
-          bias_src = p.slot_bias +
-                     ((static_cast<int64_t>(p.layer) * p.num_pages + page) * p.num_kv_heads +
-                      kv_head) *
-                         p.tokens_per_page +
-                     slot % p.tokens_per_page;
+          bias_src =
+              p.slot_bias +
+              ((static_cast<int64_t>(p.layer) * p.num_pages + page) * p.num_kv_heads + kv_head) *
+                  p.tokens_per_page +
+              slot % p.tokens_per_page;
         }
         cp_async4(bias_stage + slot_local, bias_src, biased);
+      }
+    }
+  }
+}
+
+// Quantized formats (KvQuant): the tile's K and V at iteration indices [tile_start, tile_start +
+// kSlots) dequantized into f32 rows (padded_row<float>), zeros past `kv_end`. The reads are plain
+// 4-byte loads that the block waits for (no cp.async: the values pass through registers to be
+// scaled), each thread a word of a row's elements at a time, its scale read beside it.
+template <int kSlots>
+__device__ __forceinline__ void load_quant_tile(const Launch& p, const WorkItem<false>& w,
+                                                int kv_head, int head_dim, int tile_start,
+                                                int kv_end, float* k_stage, float* v_stage) {
+  const int format = p.format;
+  const int data_bytes = kv_data_bytes(format, head_dim);
+  const int meta_bytes = kv_meta_bytes(format, head_dim);
+  const int words = data_bytes / 4;
+  const int per_word = format == kKvInt4 ? 8 : 4;  // elements in 4 bytes
+  const int row = padded_row<float>(head_dim);
+  const uint8_t* arena = static_cast<const uint8_t*>(p.arena);
+  const int64_t v_rows = static_cast<int64_t>(p.num_kv_heads) * p.tokens_per_page;
+  const int groups = (head_dim + 31) / 32;
+  for (int c = threadIdx.x; c < kSlots * words; c += kThreads) {
+    const int slot_local = c / words, word = c % words;
+    const int index = tile_start + slot_local;
+    float* k_dst = k_stage + slot_local * row + word * per_word;
+    float* v_dst = v_stage + slot_local * row + word * per_word;
+    if (index >= kv_end) {
+      for (int i = 0; i < per_word; ++i) k_dst[i] = v_dst[i] = 0.0f;
+      continue;
+    }
+    const int virtual_slot = w.virtual_slot(index);
+    const int slot = virtual_slot < w.prefix ? virtual_slot : w.gap + (virtual_slot - w.prefix);
+    const int64_t page_base =
+        (static_cast<int64_t>(p.layer) * p.num_pages + w.pages[slot / p.tokens_per_page]) *
+        p.layer_page_elems;
+    const int64_t k_row =
+        static_cast<int64_t>(kv_head) * p.tokens_per_page + slot % p.tokens_per_page;
+#pragma unroll
+    for (int kv = 0; kv < 2; ++kv) {
+      const int64_t r = k_row + kv * v_rows;
+      const uint32_t q =
+          *reinterpret_cast<const uint32_t*>(arena + page_base + r * data_bytes + 4 * word);
+      const uint8_t* meta = arena + page_base + p.meta_plane + r * meta_bytes;
+      float* dst = kv == 0 ? k_dst : v_dst;
+      if (format == kKvInt4) {
+        const int g = word * 8 / 32;
+        const float scale = load_half(meta + 2 * g);
+        const int zero = meta[2 * groups + g];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          dst[i] = static_cast<float>(static_cast<int>((q >> (4 * i)) & 0xf) - zero) * scale;
+        }
+      } else {
+        const float scale = load_half(meta);
+        const bool fp8 = format == kKvFp8E4M3;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const uint32_t b = (q >> (8 * i)) & 0xff;
+          dst[i] = (fp8 ? fp8_e4m3_to_f32(b)
+                        : static_cast<float>(static_cast<int8_t>(static_cast<uint8_t>(b)))) *
+                   scale;
+        }
       }
     }
   }
@@ -188,9 +254,12 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Launch p) {
   // for the generic instance.
   constexpr bool kGeneric = kHeadDim == 0;
   constexpr int kDPerLane = kGeneric ? kMaxHeadDim / 32 : (kHeadDim + 31) / 32;
-  constexpr int kVec = kVec16<KvT>;
+  // The shared-memory tiles' element type: KvT itself, f32 for the quantized formats.
+  using T = Tile<KvT>;
+  constexpr bool kQuant = !std::is_same_v<T, KvT>;
+  constexpr int kVec = kVec16<T>;
   const int head_dim = kGeneric ? p.head_dim : kHeadDim;
-  const int row_elems = padded_row<KvT>(head_dim);
+  const int row_elems = padded_row<T>(head_dim);
 
   wait_for_prior_kernels();
   allow_next_kernel();
@@ -199,13 +268,16 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Launch p) {
   if (item >= plan.num_items) return;
   const int kv_head = blockIdx.y;
   const WorkItem<kHooks> w = work_item<kHooks>(p, plan, item, kv_head, kRows);
+  // A batch mixing formats runs an instance per format: a block of another format's sequence
+  // exits here, uniformly (the kernel param is null for a batch of one format).
+  if (p.kv_formats && p.kv_formats[w.seq] != p.format) return;
   const int q_begin = w.q_begin, packed_rows = w.packed_rows, first_row = w.first_row;
   const int kv_start = w.kv_start, kv_end = w.kv_end;
 
   extern __shared__ __align__(16) unsigned char smem[];
   float* q_s = reinterpret_cast<float*>(smem);
-  KvT* kv_s = reinterpret_cast<KvT*>(q_s + kRows * head_dim);
-  const int stage_elems = kTile * row_elems;  // one K or V stage
+  T* kv_s = reinterpret_cast<T*>(q_s + kRows * head_dim);
+  const int stage_elems = kTile * row_elems;                         // one K or V stage
   float* bias_s = reinterpret_cast<float*>(kv_s + 4 * stage_elems);  // kHooks: 2 stages
 
   for (int e = threadIdx.x; e < kRows * head_dim; e += kThreads) {
@@ -235,30 +307,39 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Launch p) {
 
   const int num_tiles = (kv_end - kv_start + kTile - 1) / kTile;
   if (num_tiles > 0) {
-    load_tile<KvT, kTile>(p, w, kv_head, head_dim, kv_start, kv_end, kv_s, kv_s + stage_elems,
-                          bias_s);
+    if constexpr (kQuant) {  // no cp.async: the loads complete here
+      load_quant_tile<kTile>(p, w, kv_head, head_dim, kv_start, kv_end, kv_s, kv_s + stage_elems);
+    } else {
+      load_tile<KvT, kTile>(p, w, kv_head, head_dim, kv_start, kv_end, kv_s, kv_s + stage_elems,
+                            bias_s);
+    }
   }
   cp_async_commit();
   for (int tile = 0; tile < num_tiles; ++tile) {
     const int tile_start = kv_start + tile * kTile;
     if (tile + 1 < num_tiles) {
-      KvT* next = kv_s + ((tile + 1) % 2) * 2 * stage_elems;
-      load_tile<KvT, kTile>(p, w, kv_head, head_dim, tile_start + kTile, kv_end, next,
-                            next + stage_elems, bias_s + ((tile + 1) % 2) * kTile);
+      T* next = kv_s + ((tile + 1) % 2) * 2 * stage_elems;
+      if constexpr (kQuant) {
+        load_quant_tile<kTile>(p, w, kv_head, head_dim, tile_start + kTile, kv_end, next,
+                               next + stage_elems);
+      } else {
+        load_tile<KvT, kTile>(p, w, kv_head, head_dim, tile_start + kTile, kv_end, next,
+                              next + stage_elems, bias_s + ((tile + 1) % 2) * kTile);
+      }
       cp_async_commit();
       cp_async_wait<1>();
     } else {
       cp_async_wait<0>();
     }
     __syncthreads();
-    const KvT* k_tile = kv_s + (tile % 2) * 2 * stage_elems;
-    const KvT* v_tile = k_tile + stage_elems;
+    const T* k_tile = kv_s + (tile % 2) * 2 * stage_elems;
+    const T* v_tile = k_tile + stage_elems;
 
     // Scores of slot tile_start + lane for each of this warp's rows.
     float score[kRowsPerWarp];
 #pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r) score[r] = 0.0f;
-    const KvT* k_row = k_tile + lane * row_elems;
+    const T* k_row = k_tile + lane * row_elems;
     const int vecs = head_dim / kVec;
 #pragma unroll 4
     for (int v = 0; v < vecs; ++v) {
@@ -300,7 +381,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Launch p) {
     // o += P·V: slot j's probability comes from lane j.
     const int valid_slots = min(kTile, kv_end - tile_start);
     for (int j = 0; j < valid_slots; ++j) {
-      const KvT* v_row = v_tile + j * row_elems;
+      const T* v_row = v_tile + j * row_elems;
       float vf[kDPerLane];
 #pragma unroll
       for (int i = 0; i < kDPerLane; ++i) {
@@ -352,9 +433,9 @@ void run_attention_kernel(const Launch& launch, int grid_items, cudaStream_t str
   auto* kernel = attention_kernel<KvT, kHeadDim, kRowsPerWarp, kHooks>;
   static const bool configured = [&] {
     const int max_dim = kHeadDim == 0 ? kMaxHeadDim : kHeadDim;
-    SIEVE_CUDA_CHECK(cudaFuncSetAttribute(
-        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-        static_cast<int>(smem_bytes<KvT>(kRows, max_dim, kHooks))));
+    SIEVE_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(smem_bytes<KvT>(kRows, max_dim, kHooks))));
     return true;
   }();
   (void)configured;
@@ -366,8 +447,7 @@ void run_attention_kernel(const Launch& launch, int grid_items, cudaStream_t str
 }  // namespace sieve::kernels::cuda::attention_impl
 
 // One explicit instance, for the files under kernels/cuda/instances/.
-#define SIEVE_ATTENTION_INSTANCE(KvT, kHeadDim, kRowsPerWarp, kHooks)                       \
-  template void ::sieve::kernels::cuda::attention_impl::run_attention_kernel<KvT, kHeadDim, \
-                                                                             kRowsPerWarp,  \
-                                                                             kHooks>(       \
-      const ::sieve::kernels::cuda::attention_impl::Launch&, int, cudaStream_t)
+#define SIEVE_ATTENTION_INSTANCE(KvT, kHeadDim, kRowsPerWarp, kHooks)                             \
+  template void ::sieve::kernels::cuda::attention_impl::run_attention_kernel<                     \
+      KvT, kHeadDim, kRowsPerWarp, kHooks>(const ::sieve::kernels::cuda::attention_impl::Launch&, \
+                                           int, cudaStream_t)

@@ -7,7 +7,13 @@ The hooks instances (per-slot logit bias and selected slots, attention.cuh) exis
 only, the CUDA backend's KV dtype, with one row per warp in the FMA kernel: five instances instead
 of doubling all fourteen, since CI compiles every file on two cores."""
 
-KV_TYPES = {"bf16": "::sieve::kernels::cuda::bf16", "f32": "float"}
+# "quant": the quantized KV formats (fp8_e4m3, int8, int4), one instance type whose launches name
+# their format (attention.cuh, KvQuant).
+KV_TYPES = {
+    "bf16": "::sieve::kernels::cuda::bf16",
+    "f32": "float",
+    "quant": "::sieve::kernels::cuda::attention_impl::KvQuant",
+}
 HEAD_DIMS = {"hd64": 64, "hd128": 128, "generic": 0}  # 0: any head_dim % 8 == 0, <= 256
 ROWS_PER_WARP = (1, 4)
 HOOKS_ROWS_PER_WARP = (1,)
