@@ -308,10 +308,12 @@ class CudaBackend final : public Backend {
                     a.layer, stream_);
   }
 
-  // Requests get bf16 only: a batch mixing it with f32 would need per-sequence formats, which
-  // the kernels do not read yet (the f32 arenas serve tests against the CPU reference).
+  // bf16 and the quantized formats, alone or mixed in a batch (kv_formats): write, attention,
+  // compaction, page copies, signals and expected logits read and write them all. f32 arenas
+  // serve tests against the CPU reference only: the write and attention kernels take f32
+  // sequences in an f32 layout, never beside bf16 ones.
   bool supports_kv_format(kvcache::KvFormatId format) const override {
-    return format == kvcache::KvFormatId::kBF16;
+    return format != kvcache::KvFormatId::kF32;
   }
   void copy_pages(const PageCopyArgs& a) override {
     const KvArena arena = arena_of(a.arena, a.layout);
