@@ -184,32 +184,43 @@ __device__ __forceinline__ void load_tile(const Launch& p, const WorkItem<kHooks
   }
 }
 
-// Quantized formats (KvQuant): the tile's K and V at iteration indices [tile_start, tile_start +
-// kSlots) dequantized into f32 rows (padded_row<float>), zeros past `kv_end`. The reads are plain
-// 4-byte loads that the block waits for (no cp.async: the values pass through registers to be
-// scaled), each thread a word of a row's elements at a time, its scale read beside it.
-template <int kSlots>
-__device__ __forceinline__ void load_quant_tile(const Launch& p, const WorkItem<false>& w,
-                                                int kv_head, int head_dim, int tile_start,
-                                                int kv_end, float* k_stage, float* v_stage) {
+// Quantized formats (KvQuant). A tile's K and V at iteration indices [tile_start, tile_start +
+// kSlots) are dequantized into f32 rows of shared memory (padded_row<float>), zeros past
+// `kv_end`, in two halves: fetch_quant_tile issues a thread's 4-byte loads of elements and the
+// bytes of their scales into registers (QuantWords: kItems (slot, word) items of K and of V), and
+// store_quant_tile, called once the current tile has been scored, scales them into the other
+// stage. The loads of the next tile are thus in flight while the current one is computed, as the
+// cp.async stages of the other instances are (the values pass through registers to be scaled, so
+// cp.async cannot place them).
+template <int kItems>
+struct QuantWords {
+  uint32_t word[2][kItems];
+  uint8_t scale_lo[2][kItems], scale_hi[2][kItems], zero[2][kItems];
+};
+
+template <int kSlots, int kItems>
+__device__ __forceinline__ void fetch_quant_tile(const Launch& p, const WorkItem<false>& w,
+                                                 int kv_head, int head_dim, int tile_start,
+                                                 int kv_end, QuantWords<kItems>& f) {
   const int format = p.format;
   const int data_bytes = kv_data_bytes(format, head_dim);
   const int meta_bytes = kv_meta_bytes(format, head_dim);
   const int words = data_bytes / 4;
-  const int per_word = format == kKvInt4 ? 8 : 4;  // elements in 4 bytes
-  const int row = padded_row<float>(head_dim);
+  const int groups = (head_dim + 31) / 32;
   const uint8_t* arena = static_cast<const uint8_t*>(p.arena);
   const int64_t v_rows = static_cast<int64_t>(p.num_kv_heads) * p.tokens_per_page;
-  const int groups = (head_dim + 31) / 32;
-  for (int c = threadIdx.x; c < kSlots * words; c += kThreads) {
+#pragma unroll
+  for (int i = 0; i < kItems; ++i) {
+#pragma unroll
+    for (int kv = 0; kv < 2; ++kv) {  // zeros: an invalid slot's values are 0 · 0
+      f.word[kv][i] = 0;
+      f.scale_lo[kv][i] = f.scale_hi[kv][i] = f.zero[kv][i] = 0;
+    }
+    const int c = threadIdx.x + i * kThreads;
+    if (c >= kSlots * words) continue;
     const int slot_local = c / words, word = c % words;
     const int index = tile_start + slot_local;
-    float* k_dst = k_stage + slot_local * row + word * per_word;
-    float* v_dst = v_stage + slot_local * row + word * per_word;
-    if (index >= kv_end) {
-      for (int i = 0; i < per_word; ++i) k_dst[i] = v_dst[i] = 0.0f;
-      continue;
-    }
+    if (index >= kv_end) continue;
     const int virtual_slot = w.virtual_slot(index);
     const int slot = virtual_slot < w.prefix ? virtual_slot : w.gap + (virtual_slot - w.prefix);
     const int64_t page_base =
@@ -217,30 +228,53 @@ __device__ __forceinline__ void load_quant_tile(const Launch& p, const WorkItem<
         p.layer_page_elems;
     const int64_t k_row =
         static_cast<int64_t>(kv_head) * p.tokens_per_page + slot % p.tokens_per_page;
+    const int g = format == kKvInt4 ? word / 4 : 0;  // an int4 word is 8 of a group's 32
 #pragma unroll
     for (int kv = 0; kv < 2; ++kv) {
       const int64_t r = k_row + kv * v_rows;
-      const uint32_t q =
+      f.word[kv][i] =
           *reinterpret_cast<const uint32_t*>(arena + page_base + r * data_bytes + 4 * word);
       const uint8_t* meta = arena + page_base + p.meta_plane + r * meta_bytes;
-      float* dst = kv == 0 ? k_dst : v_dst;
+      f.scale_lo[kv][i] = meta[2 * g];
+      f.scale_hi[kv][i] = meta[2 * g + 1];
+      if (format == kKvInt4) f.zero[kv][i] = meta[2 * groups + g];
+    }
+  }
+}
+
+template <int kSlots, int kItems>
+__device__ __forceinline__ void store_quant_tile(const Launch& p, int head_dim,
+                                                 const QuantWords<kItems>& f, float* k_stage,
+                                                 float* v_stage) {
+  const int format = p.format;
+  const int words = kv_data_bytes(format, head_dim) / 4;
+  const int per_word = format == kKvInt4 ? 8 : 4;  // elements in 4 bytes
+  const int row = padded_row<float>(head_dim);
+#pragma unroll
+  for (int i = 0; i < kItems; ++i) {
+    const int c = threadIdx.x + i * kThreads;
+    if (c >= kSlots * words) continue;
+    const int slot_local = c / words, word = c % words;
+#pragma unroll
+    for (int kv = 0; kv < 2; ++kv) {
+      float* dst = (kv == 0 ? k_stage : v_stage) + slot_local * row + word * per_word;
+      const uint32_t q = f.word[kv][i];
+      const float scale = __half2float(__ushort_as_half(static_cast<unsigned short>(
+          f.scale_lo[kv][i] | (static_cast<unsigned>(f.scale_hi[kv][i]) << 8))));
       if (format == kKvInt4) {
-        const int g = word * 8 / 32;
-        const float scale = load_half(meta + 2 * g);
-        const int zero = meta[2 * groups + g];
+        const int zero = f.zero[kv][i];
 #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          dst[i] = static_cast<float>(static_cast<int>((q >> (4 * i)) & 0xf) - zero) * scale;
+        for (int e = 0; e < 8; ++e) {
+          dst[e] = static_cast<float>(static_cast<int>((q >> (4 * e)) & 0xf) - zero) * scale;
         }
-      } else {
-        const float scale = load_half(meta);
-        const bool fp8 = format == kKvFp8E4M3;
+      } else if (format == kKvFp8E4M3) {
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const uint32_t b = (q >> (8 * i)) & 0xff;
-          dst[i] = (fp8 ? fp8_e4m3_to_f32(b)
-                        : static_cast<float>(static_cast<int8_t>(static_cast<uint8_t>(b)))) *
-                   scale;
+        for (int e = 0; e < 4; ++e) dst[e] = fp8_e4m3_to_f32((q >> (8 * e)) & 0xff) * scale;
+      } else {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          dst[e] =
+              static_cast<float>(static_cast<int8_t>(static_cast<uint8_t>(q >> (8 * e)))) * scale;
         }
       }
     }
@@ -306,9 +340,15 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Launch p) {
   }
 
   const int num_tiles = (kv_end - kv_start + kTile - 1) / kTile;
+  // Quantized: the (slot, word) items a thread moves per tile, for the largest format (int8's
+  // head_dim / 4 words a row).
+  constexpr int kQuantItems =
+      kQuant ? (kTile * (kGeneric ? kMaxHeadDim : kHeadDim) / 4 + kThreads - 1) / kThreads : 1;
+  [[maybe_unused]] QuantWords<kQuantItems> fetched;
   if (num_tiles > 0) {
-    if constexpr (kQuant) {  // no cp.async: the loads complete here
-      load_quant_tile<kTile>(p, w, kv_head, head_dim, kv_start, kv_end, kv_s, kv_s + stage_elems);
+    if constexpr (kQuant) {
+      fetch_quant_tile<kTile>(p, w, kv_head, head_dim, kv_start, kv_end, fetched);
+      store_quant_tile<kTile>(p, head_dim, fetched, kv_s, kv_s + stage_elems);
     } else {
       load_tile<KvT, kTile>(p, w, kv_head, head_dim, kv_start, kv_end, kv_s, kv_s + stage_elems,
                             bias_s);
@@ -318,16 +358,15 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Launch p) {
   for (int tile = 0; tile < num_tiles; ++tile) {
     const int tile_start = kv_start + tile * kTile;
     if (tile + 1 < num_tiles) {
-      T* next = kv_s + ((tile + 1) % 2) * 2 * stage_elems;
-      if constexpr (kQuant) {
-        load_quant_tile<kTile>(p, w, kv_head, head_dim, tile_start + kTile, kv_end, next,
-                               next + stage_elems);
+      if constexpr (kQuant) {  // loads in flight; stored into the next stage after the scores
+        fetch_quant_tile<kTile>(p, w, kv_head, head_dim, tile_start + kTile, kv_end, fetched);
       } else {
+        T* next = kv_s + ((tile + 1) % 2) * 2 * stage_elems;
         load_tile<KvT, kTile>(p, w, kv_head, head_dim, tile_start + kTile, kv_end, next,
                               next + stage_elems, bias_s + ((tile + 1) % 2) * kTile);
+        cp_async_commit();
+        cp_async_wait<1>();
       }
-      cp_async_commit();
-      cp_async_wait<1>();
     } else {
       cp_async_wait<0>();
     }
@@ -393,6 +432,13 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Launch p) {
         const float pj = __shfl_sync(0xffffffffu, prob[r], j);
 #pragma unroll
         for (int i = 0; i < kDPerLane; ++i) o[r][i] += pj * vf[i];
+      }
+    }
+    if constexpr (kQuant) {
+      // The other stage was last read in the previous iteration, before its closing barrier.
+      if (tile + 1 < num_tiles) {
+        T* next = kv_s + ((tile + 1) % 2) * 2 * stage_elems;
+        store_quant_tile<kTile>(p, head_dim, fetched, next, next + stage_elems);
       }
     }
     __syncthreads();  // the next iteration's copies overwrite this stage

@@ -129,8 +129,7 @@ void launch_copy_pages(const KvArena& arena, const int32_t* src_pages, const int
 void launch_compact_kv(const KvArena& arena, const int32_t* page_table, int64_t capacity,
                        const int32_t* keep_slots, int64_t max_keep, const int32_t* keep_counts,
                        cudaStream_t stream) {
-  const KvPageGeometry g = kv_geometry(arena, arena.format);
-  SIEVE_CHECK_EQ(g.tokens_per_page, arena.tokens_per_page);
+  const KvPageGeometry g = arena_geometry(arena);
   const dim3 grid(static_cast<unsigned>(arena.num_kv_heads),
                   static_cast<unsigned>(arena.num_layers), 2);
   // Each plane in the widest units its rows and pages allow.
