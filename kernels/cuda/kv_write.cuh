@@ -81,7 +81,7 @@ __device__ __forceinline__ void write_kv_heads(const StridedRows& k, const Strid
   }
   if (kv_quantized(format)) {
     write_quantized_heads(k, v, t, first_head, num_heads, slot, a, layer, format,
-                          kv_geometry(a, format));
+                          arena_geometry(a));
     return;
   }
   if (format != (sizeof(KvT) == 2 ? kKvBF16 : kKvF32)) {
