@@ -67,6 +67,8 @@ extern template void run_tc_attention_kernel<64, false>(const Launch&, int, cuda
 extern template void run_tc_attention_kernel<128, false>(const Launch&, int, cudaStream_t);
 extern template void run_tc_attention_kernel<64, true>(const Launch&, int, cudaStream_t);
 extern template void run_tc_attention_kernel<128, true>(const Launch&, int, cudaStream_t);
+extern template void run_tc_attention_kernel<64, false, KvQuant>(const Launch&, int, cudaStream_t);
+extern template void run_tc_attention_kernel<128, false, KvQuant>(const Launch&, int, cudaStream_t);
 }  // namespace attention_impl
 
 namespace {
@@ -145,11 +147,7 @@ __global__ void __launch_bounds__(kPlanThreads)
   // most valid (virtual) slots, or selected slots, of the sequence's KV heads in this layer.
   for (int s = threadIdx.x; s < p.num_seqs; s += kPlanThreads) {
     const int packed_rows = (p.qo_indptr[s + 1] - p.qo_indptr[s]) * p.group;
-    bool mine = packed_rows >= p.min_packed_rows && packed_rows < p.max_packed_rows;
-    // Sequences of another format than the layout's go to the FMA kernel, whatever their rows.
-    if (p.quantized_class != 0 && p.kv_formats && p.kv_formats[s] != p.format) {
-      mine = p.quantized_class == 1;
-    }
+    const bool mine = packed_rows >= p.min_packed_rows && packed_rows < p.max_packed_rows;
     const int chunks = mine ? (packed_rows + rows - 1) / rows : 0;
     int len = p.kv_lens[s];
     if (p.kv_head_lens || p.selected_indptr) {
@@ -366,7 +364,9 @@ bool attention_uses_tensor_cores(const PagedAttentionParams& p) {
     return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && stride_token % 8 == 0 &&
            stride_head % 8 == 0;
   };
-  return p.tensor_cores && p.kv_dtype == DType::kBF16 && (p.head_dim == 64 || p.head_dim == 128) &&
+  // bf16 and quantized layouts (a quantized tile is dequantized into bf16); not f32 ones.
+  return p.tensor_cores && (p.kv_dtype == DType::kBF16 || p.kv_dtype == DType::kU8) &&
+         (p.head_dim == 64 || p.head_dim == 128) &&
          aligned(p.q, p.q_stride_token, p.q_stride_head) &&
          aligned(p.out, p.out_stride_token, p.out_stride_head);
 }
@@ -401,40 +401,43 @@ void run_class(Launch launch, const PagedAttentionParams& params, int lo, int hi
   SIEVE_CHECK_LE(grid_items, INT_MAX);
   const bool hooks = has_hooks(launch);
   const int items = static_cast<int>(grid_items);
-  if (tensor_cores) {
-    using attention_impl::run_tc_attention_kernel;
-    if (params.head_dim == 64) {
-      hooks ? run_tc_attention_kernel<64, true>(launch, items, stream)
-            : run_tc_attention_kernel<64, false>(launch, items, stream);
-    } else {
-      hooks ? run_tc_attention_kernel<128, true>(launch, items, stream)
-            : run_tc_attention_kernel<128, false>(launch, items, stream);
-    }
-  } else {
-    // One instance per format the batch may hold (a format per sequence: kv_formats), each
-    // launch's blocks of other formats' sequences exiting at once. Formats are instances rather
-    // than a branch inside one kernel so that the bf16 kernel keeps its registers, its cp.async
-    // pipeline and its speed; only batches that mix formats (never the decode graphs) pay for the
-    // extra launches. f32 sequences exist in an f32 layout only (CPU-reference tests).
-    const int rows_per_warp = rows / attention_impl::kWarps;
-    auto run_format = [&](int format) {
-      const Launch l = params.kv_formats ? for_format(launch, params, format) : launch;
-      if (kv_quantized(format)) {
-        run_quant_instance(l, rows_per_warp, items, stream);
-      } else if (hooks) {
-        run_hooks_instance(l, items, stream);
-      } else if (format == kKvBF16) {
-        run_instance<bf16>(l, rows_per_warp, items, stream);
+  // One instance per format the batch may hold (a format per sequence: kv_formats), each
+  // launch's blocks of other formats' sequences exiting at once. Formats are instances rather
+  // than a branch inside one kernel so that the bf16 kernels keep their registers, their cp.async
+  // pipelines and their speed; only batches that mix formats (never the decode graphs) pay for
+  // the extra launches. f32 sequences exist in an f32 layout only (CPU-reference tests), which
+  // takes no tensor cores.
+  const int rows_per_warp = rows / attention_impl::kWarps;
+  auto run_format = [&](int format) {
+    const Launch l = params.kv_formats ? for_format(launch, params, format) : launch;
+    if (tensor_cores) {
+      using attention_impl::KvQuant;
+      using attention_impl::run_tc_attention_kernel;
+      const bool quantized = kv_quantized(format);
+      if (params.head_dim == 64) {
+        quantized ? run_tc_attention_kernel<64, false, KvQuant>(l, items, stream)
+        : hooks   ? run_tc_attention_kernel<64, true>(l, items, stream)
+                  : run_tc_attention_kernel<64, false>(l, items, stream);
       } else {
-        run_instance<float>(l, rows_per_warp, items, stream);
+        quantized ? run_tc_attention_kernel<128, false, KvQuant>(l, items, stream)
+        : hooks   ? run_tc_attention_kernel<128, true>(l, items, stream)
+                  : run_tc_attention_kernel<128, false>(l, items, stream);
       }
-    };
-    if (!params.kv_formats) {
-      run_format(params.kv_format);
+    } else if (kv_quantized(format)) {
+      run_quant_instance(l, rows_per_warp, items, stream);
+    } else if (hooks) {
+      run_hooks_instance(l, items, stream);
+    } else if (format == kKvBF16) {
+      run_instance<bf16>(l, rows_per_warp, items, stream);
     } else {
-      const int unquantized = params.kv_format == kKvF32 ? kKvF32 : kKvBF16;
-      for (const int format : {unquantized, kKvFp8E4M3, kKvInt8, kKvInt4}) run_format(format);
+      run_instance<float>(l, rows_per_warp, items, stream);
     }
+  };
+  if (!params.kv_formats) {
+    run_format(params.kv_format);
+  } else {
+    const int unquantized = params.kv_format == kKvF32 ? kKvF32 : kKvBF16;
+    for (const int format : {unquantized, kKvFp8E4M3, kKvInt8, kKvInt4}) run_format(format);
   }
   const int64_t out_rows = static_cast<int64_t>(params.num_tokens) * params.num_heads;
   attention_combine_kernel<<<static_cast<unsigned>((out_rows + kCombineRowsPerBlock - 1) /
@@ -501,20 +504,16 @@ void launch_attention(const PagedAttentionParams& params, void* workspace, int n
   const bool tensor_cores = attention_uses_tensor_cores(params);
   const int split = tensor_cores ? attention_impl::kTcRows : INT_MAX;
   const int64_t group = launch.group;
-  // With per-sequence formats, those not of the layout's format run on the FMA kernel.
-  const bool fma_class =
-      params.min_q_len <= 0 || params.min_q_len * group < split || params.kv_formats;
+  const bool fma_class = params.min_q_len <= 0 || params.min_q_len * group < split;
   const bool tc_class =
       tensor_cores && (params.max_q_len <= 0 || params.max_q_len * group >= split);
   char* base = static_cast<char*>(workspace);
   const WorkspaceLayout fma = fma_layout(params, num_sms);
   if (fma_class) {
     const int rows = attention_impl::kWarps * (hooks ? 1 : rows_per_warp(params, tensor_cores));
-    launch.quantized_class = tensor_cores && params.kv_formats ? 1 : 0;
     run_class(launch, params, 0, split, rows, false, base, fma, num_sms, stream);
   }
   if (tc_class) {
-    launch.quantized_class = params.kv_formats ? 2 : 0;
     run_class(launch, params, split, INT_MAX, attention_impl::kTcRows, true, base + fma.total,
               tc_layout(params, num_sms), num_sms, stream);
   }

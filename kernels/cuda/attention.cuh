@@ -85,10 +85,7 @@ struct Launch {
   int32_t format;
   const int32_t* kv_formats;  // [num_seqs] or null
   int64_t meta_plane;         // KvQuant: byte offset of the scale plane in a layer's page
-  // Which class takes the quantized sequences: 1: this one (the FMA kernel), whatever their rows;
-  // 2: not this one (the tensor-core kernel); 0: by rows like the others.
-  int32_t quantized_class;
-  int group;  // query heads per KV head
+  int group;                  // query heads per KV head
   int num_seqs;
   const int32_t* qo_indptr;
   const int32_t* kv_indptr;
@@ -133,8 +130,9 @@ size_t smem_bytes(int rows, int head_dim, bool hooks) {
 // Launches the main kernel for one instance; defined in attention_kernel.cuh's instances.
 template <typename KvT, int kHeadDim, int kRowsPerWarp, bool kHooks>
 void run_attention_kernel(const Launch& launch, int grid_items, cudaStream_t stream);
-// The tensor-core kernel (bf16 K/V only); defined in attention_tc_kernel.cuh's instances.
-template <int kHeadDim, bool kHooks>
+// The tensor-core kernel (KvT bf16, or KvQuant dequantized into bf16 tiles); defined in
+// attention_tc_kernel.cuh's instances.
+template <int kHeadDim, bool kHooks, typename KvT = bf16>
 void run_tc_attention_kernel(const Launch& launch, int grid_items, cudaStream_t stream);
 
 }  // namespace sieve::kernels::cuda::attention_impl

@@ -60,9 +60,9 @@ struct PagedAttentionParams {
 // Whether the kernels support this head_dim and KV dtype (head_dim a multiple of 8, <= 256).
 bool attention_supports(int head_dim, DType kv_dtype);
 
-// Whether prefill chunks of this launch run on the tensor-core kernel (bf16 K/V, head_dim 64 or
-// 128, 16-byte aligned q/out rows, a device with bf16 mma); otherwise everything runs on the FMA
-// one.
+// Whether prefill chunks of this launch run on the tensor-core kernel (a bf16 or quantized layout,
+// quantized tiles dequantized into bf16; head_dim 64 or 128, 16-byte aligned q/out rows, a device
+// with bf16 mma); otherwise everything runs on the FMA one.
 bool attention_uses_tensor_cores(const PagedAttentionParams& params);
 
 // Device scratch the launch needs (plan, split partials) on a GPU of `num_sms` multiprocessors.

@@ -281,6 +281,78 @@ __device__ __forceinline__ void store_quant_tile(const Launch& p, int head_dim,
   }
 }
 
+// The tensor-core kernel's quantized tiles: K and V at iteration indices [tile_start, tile_start +
+// kSlots) dequantized and rounded to bf16 rows (padded_row<bf16>), zeros past `kv_end`, with
+// plain loads the block waits for (the mma.sync operands are bf16: the rounding costs the scores
+// what bf16 K/V already cost them).
+template <int kSlots>
+__device__ __forceinline__ void load_quant_tile_bf16(const Launch& p, const WorkItem<false>& w,
+                                                     int kv_head, int head_dim, int tile_start,
+                                                     int kv_end, bf16* k_stage, bf16* v_stage) {
+  constexpr int kItems = 1;  // one (slot, word) item a pass
+  const int format = p.format;
+  const int words = kv_data_bytes(format, head_dim) / 4;
+  const int per_word = format == kKvInt4 ? 8 : 4;
+  const int row = padded_row<bf16>(head_dim);
+  for (int base = 0; base < kSlots * words; base += kThreads) {
+    QuantWords<kItems> f;
+    const int c = base + threadIdx.x;
+    if (c >= kSlots * words) break;
+    const int slot_local = c / words, word = c % words;
+#pragma unroll
+    for (int kv = 0; kv < 2; ++kv) {
+      f.word[kv][0] = 0;
+      f.scale_lo[kv][0] = f.scale_hi[kv][0] = f.zero[kv][0] = 0;
+    }
+    const int index = tile_start + slot_local;
+    if (index < kv_end) {
+      const int meta_bytes = kv_meta_bytes(format, head_dim);
+      const int data_bytes = kv_data_bytes(format, head_dim);
+      const int groups = (head_dim + 31) / 32;
+      const uint8_t* arena = static_cast<const uint8_t*>(p.arena);
+      const int virtual_slot = w.virtual_slot(index);
+      const int slot = virtual_slot < w.prefix ? virtual_slot : w.gap + (virtual_slot - w.prefix);
+      const int64_t page_base =
+          (static_cast<int64_t>(p.layer) * p.num_pages + w.pages[slot / p.tokens_per_page]) *
+          p.layer_page_elems;
+      const int64_t k_row =
+          static_cast<int64_t>(kv_head) * p.tokens_per_page + slot % p.tokens_per_page;
+      const int g = format == kKvInt4 ? word / 4 : 0;
+#pragma unroll
+      for (int kv = 0; kv < 2; ++kv) {
+        const int64_t r = k_row + kv * static_cast<int64_t>(p.num_kv_heads) * p.tokens_per_page;
+        f.word[kv][0] =
+            *reinterpret_cast<const uint32_t*>(arena + page_base + r * data_bytes + 4 * word);
+        const uint8_t* meta = arena + page_base + p.meta_plane + r * meta_bytes;
+        f.scale_lo[kv][0] = meta[2 * g];
+        f.scale_hi[kv][0] = meta[2 * g + 1];
+        if (format == kKvInt4) f.zero[kv][0] = meta[2 * groups + g];
+      }
+    }
+#pragma unroll
+    for (int kv = 0; kv < 2; ++kv) {
+      const uint32_t q = f.word[kv][0];
+      const float scale = __half2float(__ushort_as_half(static_cast<unsigned short>(
+          f.scale_lo[kv][0] | (static_cast<unsigned>(f.scale_hi[kv][0]) << 8))));
+      bf16* dst = (kv == 0 ? k_stage : v_stage) + slot_local * row + word * per_word;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        float x;
+        if (format == kKvInt4) {
+          x = static_cast<float>(static_cast<int>((q >> (4 * e)) & 0xf) - f.zero[kv][0]) * scale;
+        } else if (e < 4 && format == kKvFp8E4M3) {
+          x = fp8_e4m3_to_f32((q >> (8 * e)) & 0xff) * scale;
+        } else if (e < 4) {
+          x = static_cast<float>(static_cast<int8_t>(static_cast<uint8_t>(q >> (8 * e)))) * scale;
+        } else {
+          break;  // per-vector formats: 4 elements a word
+        }
+        dst[e] = __float2bfloat16_rn(x);
+      }
+    }
+  }
+}
+
 template <typename KvT, int kHeadDim, int kRowsPerWarp, bool kHooks>
 __global__ void __launch_bounds__(kThreads) attention_kernel(Launch p) {
   constexpr int kRows = kWarps * kRowsPerWarp;
