@@ -7,6 +7,7 @@
 #
 # bundle/
 #   sieve, sieve_cuda_tests      stripped, RUNPATH $ORIGIN/lib
+#   sieve_bench_kv_format_attention  (bench/gpu/kv_format_attention.cc) likewise
 #   lib/                         the non-system, non-CUDA shared libraries they need (ldd),
 #                                stripped, RUNPATH $ORIGIN
 #   fixtures/golden/             the golden models (sieve_cuda_tests finds them beside itself)
@@ -30,11 +31,14 @@ if [[ ! -f $BUILD_DIR/build.ninja ]]; then
   cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSIEVE_CUDA=ON \
     -DSIEVE_NATIVE=OFF >/dev/null
 fi
-cmake --build "$BUILD_DIR" -j "$JOBS" --target sieve sieve_cuda_tests
+cmake --build "$BUILD_DIR" -j "$JOBS" --target sieve sieve_cuda_tests \
+  sieve_bench_kv_format_attention
 
 rm -rf "$BUNDLE_DIR"
 mkdir -p "$BUNDLE_DIR/lib" "$BUNDLE_DIR/fixtures"
-binaries=("$BUILD_DIR/sieve" "$BUILD_DIR/tests/cuda/sieve_cuda_tests")
+binaries=("$BUILD_DIR/sieve" "$BUILD_DIR/tests/cuda/sieve_cuda_tests"
+  "$BUILD_DIR/bench/sieve_bench_kv_format_attention")
+bundled=("$BUNDLE_DIR/sieve" "$BUNDLE_DIR/sieve_cuda_tests" "$BUNDLE_DIR/sieve_bench_kv_format_attention")
 for bin in "${binaries[@]}"; do
   install -m 755 "$bin" "$BUNDLE_DIR/"
 done
@@ -59,9 +63,9 @@ for bin in "${binaries[@]}"; do
   done < <(ldd "$bin")
 done
 
-strip "$BUNDLE_DIR/sieve" "$BUNDLE_DIR/sieve_cuda_tests"
+strip "${bundled[@]}"
 strip --strip-unneeded "$BUNDLE_DIR"/lib/*.so*
-patchelf --set-rpath '$ORIGIN/lib' "$BUNDLE_DIR/sieve" "$BUNDLE_DIR/sieve_cuda_tests"
+for bin in "${bundled[@]}"; do patchelf --set-rpath '$ORIGIN/lib' "$bin"; done
 for lib in "$BUNDLE_DIR"/lib/*.so*; do patchelf --set-rpath '$ORIGIN' "$lib"; done
 
 cp -r tests/fixtures/golden "$BUNDLE_DIR/fixtures/"
@@ -90,7 +94,7 @@ EOF
 chmod 755 "$BUNDLE_DIR/run.sh"
 
 # Every library resolves inside the bundle (CUDA and system ones aside).
-for bin in "$BUNDLE_DIR/sieve" "$BUNDLE_DIR/sieve_cuda_tests"; do
+for bin in "${bundled[@]}"; do
   if ldd "$bin" | grep -v -E 'libcublas|libcublasLt' | grep -q 'not found'; then
     echo "make_bundle: unresolved libraries in $bin:" >&2
     ldd "$bin" | grep 'not found' >&2

@@ -24,21 +24,21 @@
 // (bench/results/gpu-2026-11-24-s3/pdl_modes.txt). Their wait_for_prior_kernels() calls are then
 // no-ops, kept so that the kernels stay correct under either launch.
 
-#include <cub/block/block_scan.cuh>
-
 #include <algorithm>
 #include <climits>
+#include <cub/block/block_scan.cuh>
 
 #include "core/check.h"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/kv_quant.cuh"
 
 namespace sieve::kernels::cuda {
 
 namespace attention_impl {
 // The instances (kernels/cuda/instances/*.cu).
-#define SIEVE_ATTENTION_EXTERN(KvT, kHeadDim, kRowsPerWarp, kHooks)                   \
+#define SIEVE_ATTENTION_EXTERN(KvT, kHeadDim, kRowsPerWarp, kHooks)               \
   extern template void run_attention_kernel<KvT, kHeadDim, kRowsPerWarp, kHooks>( \
       const Launch&, int, cudaStream_t)
 SIEVE_ATTENTION_EXTERN(bf16, 64, 1, false);
@@ -56,11 +56,19 @@ SIEVE_ATTENTION_EXTERN(float, 0, 4, false);
 SIEVE_ATTENTION_EXTERN(bf16, 64, 1, true);
 SIEVE_ATTENTION_EXTERN(bf16, 128, 1, true);
 SIEVE_ATTENTION_EXTERN(bf16, 0, 1, true);
+SIEVE_ATTENTION_EXTERN(KvQuant, 64, 1, false);
+SIEVE_ATTENTION_EXTERN(KvQuant, 64, 4, false);
+SIEVE_ATTENTION_EXTERN(KvQuant, 128, 1, false);
+SIEVE_ATTENTION_EXTERN(KvQuant, 128, 4, false);
+SIEVE_ATTENTION_EXTERN(KvQuant, 0, 1, false);
+SIEVE_ATTENTION_EXTERN(KvQuant, 0, 4, false);
 #undef SIEVE_ATTENTION_EXTERN
 extern template void run_tc_attention_kernel<64, false>(const Launch&, int, cudaStream_t);
 extern template void run_tc_attention_kernel<128, false>(const Launch&, int, cudaStream_t);
 extern template void run_tc_attention_kernel<64, true>(const Launch&, int, cudaStream_t);
 extern template void run_tc_attention_kernel<128, true>(const Launch&, int, cudaStream_t);
+extern template void run_tc_attention_kernel<64, false, KvQuant>(const Launch&, int, cudaStream_t);
+extern template void run_tc_attention_kernel<128, false, KvQuant>(const Launch&, int, cudaStream_t);
 }  // namespace attention_impl
 
 namespace {
@@ -72,7 +80,7 @@ using attention_impl::Plan;
 
 constexpr int kPlanThreads = 256;
 constexpr int kMinSplitLen = 64;
-constexpr int kMaxSplits = 32;  // per sequence
+constexpr int kMaxSplits = 32;     // per sequence
 constexpr int kFmaWaveBlocks = 6;  // B of the file comment, per launch class
 constexpr int kTcWaveBlocks = 2;
 constexpr int kCombineRowsPerBlock = 4;
@@ -148,9 +156,9 @@ __global__ void __launch_bounds__(kPlanThreads)
       for (int h = 0; h < p.num_kv_heads; ++h) {
         int head_len = physical;
         if (p.kv_head_lens) {
-          const int prefix = p.kv_head_lens[(static_cast<int64_t>(s) * p.num_layers + p.layer) *
-                                                p.num_kv_heads +
-                                            h];
+          const int prefix =
+              p.kv_head_lens[(static_cast<int64_t>(s) * p.num_layers + p.layer) * p.num_kv_heads +
+                             h];
           head_len = attention_impl::virtual_limit(physical, prefix, p.kv_gap_ends[s]);
         }
         if (p.selected_indptr) {
@@ -176,8 +184,8 @@ __global__ void __launch_bounds__(kPlanThreads)
       const unsigned long long len =
           max(max(static_cast<unsigned long long>(kMinSplitLen), (work_sum + target - 1) / target),
               static_cast<unsigned long long>((max_len + kMaxSplits - 1) / kMaxSplits));
-      split_len = static_cast<int>(min((len + kTile - 1) / kTile * kTile,
-                                       static_cast<unsigned long long>(INT_MAX / 2)));
+      split_len = static_cast<int>(
+          min((len + kTile - 1) / kTile * kTile, static_cast<unsigned long long>(INT_MAX / 2)));
     }
   }
   __syncthreads();
@@ -214,8 +222,7 @@ __global__ void __launch_bounds__(32 * kCombineRowsPerBlock)
   allow_next_kernel();
   if (!p.plan->split_mode) return;
   const int lane = threadIdx.x % 32;
-  const int64_t index =
-      static_cast<int64_t>(blockIdx.x) * kCombineRowsPerBlock + threadIdx.x / 32;
+  const int64_t index = static_cast<int64_t>(blockIdx.x) * kCombineRowsPerBlock + threadIdx.x / 32;
   if (index >= static_cast<int64_t>(num_tokens) * num_heads) return;
   const int token = static_cast<int>(index / num_heads), head = static_cast<int>(index % num_heads);
   int lo = 0, hi = p.num_seqs - 1;  // the sequence owning `token`
@@ -321,11 +328,31 @@ void run_hooks_instance(const Launch& launch, int grid_items, cudaStream_t strea
 
 bool has_hooks(const Launch& launch) { return launch.slot_bias || launch.selected_indptr; }
 
+// The quantized formats' FMA instances (KvQuant: the format is the launch's, read at run time).
+void run_quant_instance(const Launch& launch, int rows_per_warp, int grid_items,
+                        cudaStream_t stream) {
+  run_instance<attention_impl::KvQuant>(launch, rows_per_warp, grid_items, stream);
+}
+
+// `launch` set to read the sequences of `format`: its tokens per page and page addressing.
+Launch for_format(Launch launch, const PagedAttentionParams& params, int format) {
+  KvArena a;
+  a.num_kv_heads = params.num_kv_heads;
+  a.head_dim = params.head_dim;
+  a.page_bytes = params.page_bytes;
+  const KvPageGeometry g = kv_geometry(a, format);
+  launch.format = format;
+  launch.tokens_per_page = g.tokens_per_page;
+  launch.layer_page_elems = params.page_bytes / (format == kKvF32 ? 4 : format == kKvBF16 ? 2 : 1);
+  launch.meta_plane = g.meta_plane;
+  return launch;
+}
+
 }  // namespace
 
 bool attention_supports(int head_dim, DType kv_dtype) {
   return head_dim > 0 && head_dim % 8 == 0 && head_dim <= attention_impl::kMaxHeadDim &&
-         (kv_dtype == DType::kBF16 || kv_dtype == DType::kF32);
+         (kv_dtype == DType::kBF16 || kv_dtype == DType::kF32 || kv_dtype == DType::kU8);
 }
 
 size_t attention_workspace_bytes(const PagedAttentionParams& params, int num_sms) {
@@ -337,7 +364,9 @@ bool attention_uses_tensor_cores(const PagedAttentionParams& p) {
     return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && stride_token % 8 == 0 &&
            stride_head % 8 == 0;
   };
-  return p.tensor_cores && p.kv_dtype == DType::kBF16 && (p.head_dim == 64 || p.head_dim == 128) &&
+  // bf16 and quantized layouts (a quantized tile is dequantized into bf16); not f32 ones.
+  return p.tensor_cores && (p.kv_dtype == DType::kBF16 || p.kv_dtype == DType::kU8) &&
+         (p.head_dim == 64 || p.head_dim == 128) &&
          aligned(p.q, p.q_stride_token, p.q_stride_head) &&
          aligned(p.out, p.out_stride_token, p.out_stride_head);
 }
@@ -356,8 +385,8 @@ void run_class(Launch launch, const PagedAttentionParams& params, int lo, int hi
   launch.splits = reinterpret_cast<const int32_t*>(base + w.splits);
   launch.partial_o = reinterpret_cast<float*>(base + w.partial_o);
   launch.partial_ml = reinterpret_cast<float2*>(base + w.partial_ml);
-  const int target = target_per_head(num_sms, params.num_kv_heads,
-                                     tensor_cores ? kTcWaveBlocks : kFmaWaveBlocks);
+  const int target =
+      target_per_head(num_sms, params.num_kv_heads, tensor_cores ? kTcWaveBlocks : kFmaWaveBlocks);
   if (!params.reuse_plan) {
     attention_plan_kernel<<<1, kPlanThreads, 0, stream>>>(
         launch, rows, target, reinterpret_cast<Plan*>(base),
@@ -371,23 +400,44 @@ void run_class(Launch launch, const PagedAttentionParams& params, int lo, int hi
   const int64_t grid_items = (packed_rows + rows - 1) / rows + params.num_seqs + target;
   SIEVE_CHECK_LE(grid_items, INT_MAX);
   const bool hooks = has_hooks(launch);
-  if (tensor_cores) {
-    using attention_impl::run_tc_attention_kernel;
-    const int items = static_cast<int>(grid_items);
-    if (params.head_dim == 64) {
-      hooks ? run_tc_attention_kernel<64, true>(launch, items, stream)
-            : run_tc_attention_kernel<64, false>(launch, items, stream);
+  const int items = static_cast<int>(grid_items);
+  // One instance per format the batch may hold (a format per sequence: kv_formats), each
+  // launch's blocks of other formats' sequences exiting at once. Formats are instances rather
+  // than a branch inside one kernel so that the bf16 kernels keep their registers, their cp.async
+  // pipelines and their speed; only batches that mix formats (never the decode graphs) pay for
+  // the extra launches. f32 sequences exist in an f32 layout only (CPU-reference tests), which
+  // takes no tensor cores.
+  const int rows_per_warp = rows / attention_impl::kWarps;
+  auto run_format = [&](int format) {
+    const Launch l = params.kv_formats ? for_format(launch, params, format) : launch;
+    if (tensor_cores) {
+      using attention_impl::KvQuant;
+      using attention_impl::run_tc_attention_kernel;
+      const bool quantized = kv_quantized(format);
+      if (params.head_dim == 64) {
+        quantized ? run_tc_attention_kernel<64, false, KvQuant>(l, items, stream)
+        : hooks   ? run_tc_attention_kernel<64, true>(l, items, stream)
+                  : run_tc_attention_kernel<64, false>(l, items, stream);
+      } else {
+        quantized ? run_tc_attention_kernel<128, false, KvQuant>(l, items, stream)
+        : hooks   ? run_tc_attention_kernel<128, true>(l, items, stream)
+                  : run_tc_attention_kernel<128, false>(l, items, stream);
+      }
+    } else if (kv_quantized(format)) {
+      run_quant_instance(l, rows_per_warp, items, stream);
+    } else if (hooks) {
+      run_hooks_instance(l, items, stream);
+    } else if (format == kKvBF16) {
+      run_instance<bf16>(l, rows_per_warp, items, stream);
     } else {
-      hooks ? run_tc_attention_kernel<128, true>(launch, items, stream)
-            : run_tc_attention_kernel<128, false>(launch, items, stream);
+      run_instance<float>(l, rows_per_warp, items, stream);
     }
-  } else if (hooks) {
-    run_hooks_instance(launch, static_cast<int>(grid_items), stream);
-  } else if (params.kv_dtype == DType::kBF16) {
-    run_instance<bf16>(launch, rows / attention_impl::kWarps, static_cast<int>(grid_items), stream);
+  };
+  if (!params.kv_formats) {
+    run_format(params.kv_format);
   } else {
-    run_instance<float>(launch, rows / attention_impl::kWarps, static_cast<int>(grid_items),
-                        stream);
+    const int unquantized = params.kv_format == kKvF32 ? kKvF32 : kKvBF16;
+    for (const int format : {unquantized, kKvFp8E4M3, kKvInt8, kKvInt4}) run_format(format);
   }
   const int64_t out_rows = static_cast<int64_t>(params.num_tokens) * params.num_heads;
   attention_combine_kernel<<<static_cast<unsigned>((out_rows + kCombineRowsPerBlock - 1) /
@@ -411,9 +461,11 @@ void launch_attention(const PagedAttentionParams& params, void* workspace, int n
   SIEVE_CHECK(params.selected_indptr || !params.selected_slots)
       << "selected_slots without selected_indptr";
   const bool hooks = params.slot_bias || params.selected_indptr;
-  SIEVE_CHECK(!hooks || params.kv_dtype == DType::kBF16)
+  SIEVE_CHECK(!hooks || (params.kv_dtype == DType::kBF16 && !params.kv_formats))
       << "the attention hooks (slot bias, selected slots) need a bf16 KV cache on CUDA, got "
-      << params.kv_dtype;
+      << params.kv_dtype << (params.kv_formats ? " with per-sequence formats" : "");
+  SIEVE_CHECK(params.page_bytes > 0 && params.page_bytes % 4 == 0)
+      << "pages of " << params.page_bytes << " bytes a layer";
   if (params.num_tokens == 0 || params.num_seqs == 0) return;
   Launch launch{};
   launch.q = static_cast<const bf16*>(params.q);
@@ -423,7 +475,10 @@ void launch_attention(const PagedAttentionParams& params, void* workspace, int n
   launch.out_stride_token = params.out_stride_token;
   launch.out_stride_head = params.out_stride_head;
   launch.arena = params.arena;
-  launch.layer_page_elems = 2ll * params.num_kv_heads * params.tokens_per_page * params.head_dim;
+  launch.layer_page_elems = params.page_bytes / static_cast<int64_t>(dtype_size(params.kv_dtype));
+  launch.format = params.kv_format;
+  launch.kv_formats = params.kv_formats;
+  launch.meta_plane = for_format(launch, params, params.kv_format).meta_plane;
   launch.num_layers = params.num_layers;
   launch.num_kv_heads = params.num_kv_heads;
   launch.head_dim = params.head_dim;

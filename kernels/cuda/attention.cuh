@@ -36,6 +36,22 @@
 
 namespace sieve::kernels::cuda::attention_impl {
 
+// The quantized KV formats' instance type (fp8_e4m3, int8, int4: Launch::format says which, one a
+// launch). Their K/V tiles are dequantized into shared memory as f32 (Tile<KvQuant>): q · s is
+// exact in f32, so the kernel scores the CPU reference's values, and the compute loop is the f32
+// instance's.
+struct KvQuant {};
+template <typename KvT>
+struct TileOf {
+  using type = KvT;
+};
+template <>
+struct TileOf<KvQuant> {
+  using type = float;
+};
+template <typename KvT>
+using Tile = typename TileOf<KvT>::type;
+
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
 constexpr int kTile = 32;         // KV slots per shared-memory tile
@@ -60,9 +76,16 @@ struct Launch {
   bf16* out;
   int64_t out_stride_token, out_stride_head;
   const void* arena;
-  int64_t layer_page_elems;  // elements of one layer's copy of a page (K and V)
+  int64_t layer_page_elems;  // elements of one layer's copy of a page (K and V); bytes: KvQuant
   int num_layers, num_kv_heads, head_dim, tokens_per_page, num_pages, layer;
-  int group;  // query heads per KV head
+  // Formats (kv_cache.h's kKv* ids). A launch of an instance reads the sequences of `format`
+  // (tokens_per_page and layer_page_elems are that format's) and its blocks of other sequences
+  // exit at once; kv_formats null: every sequence is of `format`. The plan kernel reads `format`
+  // as the layout's.
+  int32_t format;
+  const int32_t* kv_formats;  // [num_seqs] or null
+  int64_t meta_plane;         // KvQuant: byte offset of the scale plane in a layer's page
+  int group;                  // query heads per KV head
   int num_seqs;
   const int32_t* qo_indptr;
   const int32_t* kv_indptr;
@@ -98,16 +121,18 @@ constexpr int padded_row(int head_dim) {
 }
 template <typename KvT>
 size_t smem_bytes(int rows, int head_dim, bool hooks) {
+  using T = Tile<KvT>;
   return static_cast<size_t>(rows) * head_dim * sizeof(float) +
-         4ull * kTile * padded_row<KvT>(head_dim) * sizeof(KvT) +
+         4ull * kTile * padded_row<T>(head_dim) * sizeof(T) +
          (hooks ? 2ull * kTile * sizeof(float) : 0);
 }
 
 // Launches the main kernel for one instance; defined in attention_kernel.cuh's instances.
 template <typename KvT, int kHeadDim, int kRowsPerWarp, bool kHooks>
 void run_attention_kernel(const Launch& launch, int grid_items, cudaStream_t stream);
-// The tensor-core kernel (bf16 K/V only); defined in attention_tc_kernel.cuh's instances.
-template <int kHeadDim, bool kHooks>
+// The tensor-core kernel (KvT bf16, or KvQuant dequantized into bf16 tiles); defined in
+// attention_tc_kernel.cuh's instances.
+template <int kHeadDim, bool kHooks, typename KvT = bf16>
 void run_tc_attention_kernel(const Launch& launch, int grid_items, cudaStream_t stream);
 
 }  // namespace sieve::kernels::cuda::attention_impl

@@ -12,12 +12,14 @@
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "kernels/cuda/kv_cache.h"
 
 namespace sieve::kernels::cuda {
 
 // Everything the kernels read, as pointers and sizes. q/out are bf16 [num_tokens, num_heads,
-// head_dim] with the given strides (elements; the last dimension contiguous); the arena holds
-// `kv_dtype` elements (kBF16 or kF32) in KvCacheLayout's layout.
+// head_dim] with the given strides (elements; the last dimension contiguous); the arena is laid
+// out as KvCacheLayout says, `kv_dtype` the element type of the layout's format `kv_format`
+// (kBF16, kF32, or kU8 for the quantized formats), pages of `page_bytes` a layer.
 struct PagedAttentionParams {
   const void* q = nullptr;
   int64_t q_stride_token = 0, q_stride_head = 0;
@@ -26,6 +28,11 @@ struct PagedAttentionParams {
   const void* arena = nullptr;
   DType kv_dtype = DType::kBF16;
   int num_layers = 0, num_kv_heads = 0, head_dim = 0, tokens_per_page = 0, num_pages = 0;
+  int kv_format = 1;       // kv_cache.h's kKv* id of the layout's format (kKvBF16)
+  int64_t page_bytes = 0;  // one layer's copy of a page
+  // Optional [num_seqs]: each sequence's format (kKv* ids); null: all of kv_format. The hooks
+  // need it null.
+  const int32_t* kv_formats = nullptr;
   int layer = 0;
   int num_heads = 0;
   int num_tokens = 0;
@@ -53,8 +60,9 @@ struct PagedAttentionParams {
 // Whether the kernels support this head_dim and KV dtype (head_dim a multiple of 8, <= 256).
 bool attention_supports(int head_dim, DType kv_dtype);
 
-// Whether prefill chunks of this launch run on the tensor-core kernel (bf16 K/V, head_dim 64 or
-// 128, 16-byte aligned q/out rows, a device with bf16 mma); otherwise everything runs on the FMA one.
+// Whether prefill chunks of this launch run on the tensor-core kernel (a bf16 or quantized layout,
+// quantized tiles dequantized into bf16; head_dim 64 or 128, 16-byte aligned q/out rows, a device
+// with bf16 mma); otherwise everything runs on the FMA one.
 bool attention_uses_tensor_cores(const PagedAttentionParams& params);
 
 // Device scratch the launch needs (plan, split partials) on a GPU of `num_sms` multiprocessors.

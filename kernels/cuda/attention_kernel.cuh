@@ -3,9 +3,11 @@
 // the files under kernels/cuda/instances/, one template instance each.
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/kv_quant.cuh"
 
 namespace sieve::kernels::cuda::attention_impl {
 
@@ -62,6 +64,7 @@ __device__ __forceinline__ int count_below(const int32_t* list, int n, int limit
 // positions in the selection instead (attention.cuh).
 template <bool kHooks>
 struct WorkItem {
+  int seq;
   int q_begin, q_len, len, capacity, prefix, gap;
   const int32_t* pages;
   int packed_rows, first_row;
@@ -72,8 +75,7 @@ struct WorkItem {
 
   // Causal limit (exclusive) of a packed row: virtual, or a position in the selection.
   __device__ __forceinline__ int row_limit(const Launch& p, int packed) const {
-    const int limit =
-        virtual_limit(min(len - q_len + packed / p.group + 1, capacity), prefix, gap);
+    const int limit = virtual_limit(min(len - q_len + packed / p.group + 1, capacity), prefix, gap);
     if constexpr (kHooks) {
       if (selected) return count_below(selected, num_selected, limit);
     }
@@ -96,6 +98,7 @@ __device__ __forceinline__ WorkItem<kHooks> work_item(const Launch& p, const Pla
   const int splits = p.splits[s];
   const int local = item - p.item_offset[s];
   const int chunk = local / splits, split = local % splits;
+  w.seq = s;
   w.q_begin = p.qo_indptr[s];
   w.q_len = p.qo_indptr[s + 1] - w.q_begin;
   w.len = p.kv_lens[s];
@@ -169,13 +172,182 @@ __device__ __forceinline__ void load_tile(const Launch& p, const WorkItem<kHooks
         const void* bias_src = p.arena;  // any mapped address: nothing is read
         if (biased) {
           const int64_t page = w.pages[slot / p.tokens_per_page];
-          bias_src = p.slot_bias +
-                     ((static_cast<int64_t>(p.layer) * p.num_pages + page) * p.num_kv_heads +
-                      kv_head) *
-                         p.tokens_per_page +
-                     slot % p.tokens_per_page;
+          bias_src =
+              p.slot_bias +
+              ((static_cast<int64_t>(p.layer) * p.num_pages + page) * p.num_kv_heads + kv_head) *
+                  p.tokens_per_page +
+              slot % p.tokens_per_page;
         }
         cp_async4(bias_stage + slot_local, bias_src, biased);
+      }
+    }
+  }
+}
+
+// Quantized formats (KvQuant). A tile's K and V at iteration indices [tile_start, tile_start +
+// kSlots) are dequantized into f32 rows of shared memory (padded_row<float>), zeros past
+// `kv_end`, in two halves: fetch_quant_tile issues a thread's 4-byte loads of elements and the
+// bytes of their scales into registers (QuantWords: kItems (slot, word) items of K and of V), and
+// store_quant_tile, called once the current tile has been scored, scales them into the other
+// stage. The loads of the next tile are thus in flight while the current one is computed, as the
+// cp.async stages of the other instances are (the values pass through registers to be scaled, so
+// cp.async cannot place them).
+template <int kItems>
+struct QuantWords {
+  uint32_t word[2][kItems];
+  uint8_t scale_lo[2][kItems], scale_hi[2][kItems], zero[2][kItems];
+};
+
+template <int kSlots, int kItems>
+__device__ __forceinline__ void fetch_quant_tile(const Launch& p, const WorkItem<false>& w,
+                                                 int kv_head, int head_dim, int tile_start,
+                                                 int kv_end, QuantWords<kItems>& f) {
+  const int format = p.format;
+  const int data_bytes = kv_data_bytes(format, head_dim);
+  const int meta_bytes = kv_meta_bytes(format, head_dim);
+  const int words = data_bytes / 4;
+  const int groups = (head_dim + 31) / 32;
+  const uint8_t* arena = static_cast<const uint8_t*>(p.arena);
+  const int64_t v_rows = static_cast<int64_t>(p.num_kv_heads) * p.tokens_per_page;
+#pragma unroll
+  for (int i = 0; i < kItems; ++i) {
+#pragma unroll
+    for (int kv = 0; kv < 2; ++kv) {  // zeros: an invalid slot's values are 0 · 0
+      f.word[kv][i] = 0;
+      f.scale_lo[kv][i] = f.scale_hi[kv][i] = f.zero[kv][i] = 0;
+    }
+    const int c = threadIdx.x + i * kThreads;
+    if (c >= kSlots * words) continue;
+    const int slot_local = c / words, word = c % words;
+    const int index = tile_start + slot_local;
+    if (index >= kv_end) continue;
+    const int virtual_slot = w.virtual_slot(index);
+    const int slot = virtual_slot < w.prefix ? virtual_slot : w.gap + (virtual_slot - w.prefix);
+    const int64_t page_base =
+        (static_cast<int64_t>(p.layer) * p.num_pages + w.pages[slot / p.tokens_per_page]) *
+        p.layer_page_elems;
+    const int64_t k_row =
+        static_cast<int64_t>(kv_head) * p.tokens_per_page + slot % p.tokens_per_page;
+    const int g = format == kKvInt4 ? word / 4 : 0;  // an int4 word is 8 of a group's 32
+#pragma unroll
+    for (int kv = 0; kv < 2; ++kv) {
+      const int64_t r = k_row + kv * v_rows;
+      f.word[kv][i] =
+          *reinterpret_cast<const uint32_t*>(arena + page_base + r * data_bytes + 4 * word);
+      const uint8_t* meta = arena + page_base + p.meta_plane + r * meta_bytes;
+      f.scale_lo[kv][i] = meta[2 * g];
+      f.scale_hi[kv][i] = meta[2 * g + 1];
+      if (format == kKvInt4) f.zero[kv][i] = meta[2 * groups + g];
+    }
+  }
+}
+
+template <int kSlots, int kItems>
+__device__ __forceinline__ void store_quant_tile(const Launch& p, int head_dim,
+                                                 const QuantWords<kItems>& f, float* k_stage,
+                                                 float* v_stage) {
+  const int format = p.format;
+  const int words = kv_data_bytes(format, head_dim) / 4;
+  const int per_word = format == kKvInt4 ? 8 : 4;  // elements in 4 bytes
+  const int row = padded_row<float>(head_dim);
+#pragma unroll
+  for (int i = 0; i < kItems; ++i) {
+    const int c = threadIdx.x + i * kThreads;
+    if (c >= kSlots * words) continue;
+    const int slot_local = c / words, word = c % words;
+#pragma unroll
+    for (int kv = 0; kv < 2; ++kv) {
+      float* dst = (kv == 0 ? k_stage : v_stage) + slot_local * row + word * per_word;
+      const uint32_t q = f.word[kv][i];
+      const float scale = __half2float(__ushort_as_half(static_cast<unsigned short>(
+          f.scale_lo[kv][i] | (static_cast<unsigned>(f.scale_hi[kv][i]) << 8))));
+      if (format == kKvInt4) {
+        const int zero = f.zero[kv][i];
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          dst[e] = static_cast<float>(static_cast<int>((q >> (4 * e)) & 0xf) - zero) * scale;
+        }
+      } else if (format == kKvFp8E4M3) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) dst[e] = fp8_e4m3_to_f32((q >> (8 * e)) & 0xff) * scale;
+      } else {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          dst[e] =
+              static_cast<float>(static_cast<int8_t>(static_cast<uint8_t>(q >> (8 * e)))) * scale;
+        }
+      }
+    }
+  }
+}
+
+// The tensor-core kernel's quantized tiles: K and V at iteration indices [tile_start, tile_start +
+// kSlots) dequantized and rounded to bf16 rows (padded_row<bf16>), zeros past `kv_end`, with
+// plain loads the block waits for (the mma.sync operands are bf16: the rounding costs the scores
+// what bf16 K/V already cost them).
+template <int kSlots>
+__device__ __forceinline__ void load_quant_tile_bf16(const Launch& p, const WorkItem<false>& w,
+                                                     int kv_head, int head_dim, int tile_start,
+                                                     int kv_end, bf16* k_stage, bf16* v_stage) {
+  constexpr int kItems = 1;  // one (slot, word) item a pass
+  const int format = p.format;
+  const int words = kv_data_bytes(format, head_dim) / 4;
+  const int per_word = format == kKvInt4 ? 8 : 4;
+  const int row = padded_row<bf16>(head_dim);
+  for (int base = 0; base < kSlots * words; base += kThreads) {
+    QuantWords<kItems> f;
+    const int c = base + threadIdx.x;
+    if (c >= kSlots * words) break;
+    const int slot_local = c / words, word = c % words;
+#pragma unroll
+    for (int kv = 0; kv < 2; ++kv) {
+      f.word[kv][0] = 0;
+      f.scale_lo[kv][0] = f.scale_hi[kv][0] = f.zero[kv][0] = 0;
+    }
+    const int index = tile_start + slot_local;
+    if (index < kv_end) {
+      const int meta_bytes = kv_meta_bytes(format, head_dim);
+      const int data_bytes = kv_data_bytes(format, head_dim);
+      const int groups = (head_dim + 31) / 32;
+      const uint8_t* arena = static_cast<const uint8_t*>(p.arena);
+      const int virtual_slot = w.virtual_slot(index);
+      const int slot = virtual_slot < w.prefix ? virtual_slot : w.gap + (virtual_slot - w.prefix);
+      const int64_t page_base =
+          (static_cast<int64_t>(p.layer) * p.num_pages + w.pages[slot / p.tokens_per_page]) *
+          p.layer_page_elems;
+      const int64_t k_row =
+          static_cast<int64_t>(kv_head) * p.tokens_per_page + slot % p.tokens_per_page;
+      const int g = format == kKvInt4 ? word / 4 : 0;
+#pragma unroll
+      for (int kv = 0; kv < 2; ++kv) {
+        const int64_t r = k_row + kv * static_cast<int64_t>(p.num_kv_heads) * p.tokens_per_page;
+        f.word[kv][0] =
+            *reinterpret_cast<const uint32_t*>(arena + page_base + r * data_bytes + 4 * word);
+        const uint8_t* meta = arena + page_base + p.meta_plane + r * meta_bytes;
+        f.scale_lo[kv][0] = meta[2 * g];
+        f.scale_hi[kv][0] = meta[2 * g + 1];
+        if (format == kKvInt4) f.zero[kv][0] = meta[2 * groups + g];
+      }
+    }
+#pragma unroll
+    for (int kv = 0; kv < 2; ++kv) {
+      const uint32_t q = f.word[kv][0];
+      const float scale = __half2float(__ushort_as_half(static_cast<unsigned short>(
+          f.scale_lo[kv][0] | (static_cast<unsigned>(f.scale_hi[kv][0]) << 8))));
+      bf16* dst = (kv == 0 ? k_stage : v_stage) + slot_local * row + word * per_word;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        float x;
+        if (format == kKvInt4) {
+          x = static_cast<float>(static_cast<int>((q >> (4 * e)) & 0xf) - f.zero[kv][0]) * scale;
+        } else if (e < 4 && format == kKvFp8E4M3) {
+          x = fp8_e4m3_to_f32((q >> (8 * e)) & 0xff) * scale;
+        } else if (e < 4) {
+          x = static_cast<float>(static_cast<int8_t>(static_cast<uint8_t>(q >> (8 * e)))) * scale;
+        } else {
+          break;  // per-vector formats: 4 elements a word
+        }
+        dst[e] = __float2bfloat16_rn(x);
       }
     }
   }
@@ -188,9 +360,12 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Launch p) {
   // for the generic instance.
   constexpr bool kGeneric = kHeadDim == 0;
   constexpr int kDPerLane = kGeneric ? kMaxHeadDim / 32 : (kHeadDim + 31) / 32;
-  constexpr int kVec = kVec16<KvT>;
+  // The shared-memory tiles' element type: KvT itself, f32 for the quantized formats.
+  using T = Tile<KvT>;
+  constexpr bool kQuant = !std::is_same_v<T, KvT>;
+  constexpr int kVec = kVec16<T>;
   const int head_dim = kGeneric ? p.head_dim : kHeadDim;
-  const int row_elems = padded_row<KvT>(head_dim);
+  const int row_elems = padded_row<T>(head_dim);
 
   wait_for_prior_kernels();
   allow_next_kernel();
@@ -199,13 +374,16 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Launch p) {
   if (item >= plan.num_items) return;
   const int kv_head = blockIdx.y;
   const WorkItem<kHooks> w = work_item<kHooks>(p, plan, item, kv_head, kRows);
+  // A batch mixing formats runs an instance per format: a block of another format's sequence
+  // exits here, uniformly (the kernel param is null for a batch of one format).
+  if (p.kv_formats && p.kv_formats[w.seq] != p.format) return;
   const int q_begin = w.q_begin, packed_rows = w.packed_rows, first_row = w.first_row;
   const int kv_start = w.kv_start, kv_end = w.kv_end;
 
   extern __shared__ __align__(16) unsigned char smem[];
   float* q_s = reinterpret_cast<float*>(smem);
-  KvT* kv_s = reinterpret_cast<KvT*>(q_s + kRows * head_dim);
-  const int stage_elems = kTile * row_elems;  // one K or V stage
+  T* kv_s = reinterpret_cast<T*>(q_s + kRows * head_dim);
+  const int stage_elems = kTile * row_elems;                         // one K or V stage
   float* bias_s = reinterpret_cast<float*>(kv_s + 4 * stage_elems);  // kHooks: 2 stages
 
   for (int e = threadIdx.x; e < kRows * head_dim; e += kThreads) {
@@ -234,31 +412,45 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Launch p) {
   }
 
   const int num_tiles = (kv_end - kv_start + kTile - 1) / kTile;
+  // Quantized: the (slot, word) items a thread moves per tile, for the largest format (int8's
+  // head_dim / 4 words a row).
+  constexpr int kQuantItems =
+      kQuant ? (kTile * (kGeneric ? kMaxHeadDim : kHeadDim) / 4 + kThreads - 1) / kThreads : 1;
+  [[maybe_unused]] QuantWords<kQuantItems> fetched;
   if (num_tiles > 0) {
-    load_tile<KvT, kTile>(p, w, kv_head, head_dim, kv_start, kv_end, kv_s, kv_s + stage_elems,
-                          bias_s);
+    if constexpr (kQuant) {
+      fetch_quant_tile<kTile>(p, w, kv_head, head_dim, kv_start, kv_end, fetched);
+      store_quant_tile<kTile>(p, head_dim, fetched, kv_s, kv_s + stage_elems);
+    } else {
+      load_tile<KvT, kTile>(p, w, kv_head, head_dim, kv_start, kv_end, kv_s, kv_s + stage_elems,
+                            bias_s);
+    }
   }
   cp_async_commit();
   for (int tile = 0; tile < num_tiles; ++tile) {
     const int tile_start = kv_start + tile * kTile;
     if (tile + 1 < num_tiles) {
-      KvT* next = kv_s + ((tile + 1) % 2) * 2 * stage_elems;
-      load_tile<KvT, kTile>(p, w, kv_head, head_dim, tile_start + kTile, kv_end, next,
-                            next + stage_elems, bias_s + ((tile + 1) % 2) * kTile);
-      cp_async_commit();
-      cp_async_wait<1>();
+      if constexpr (kQuant) {  // loads in flight; stored into the next stage after the scores
+        fetch_quant_tile<kTile>(p, w, kv_head, head_dim, tile_start + kTile, kv_end, fetched);
+      } else {
+        T* next = kv_s + ((tile + 1) % 2) * 2 * stage_elems;
+        load_tile<KvT, kTile>(p, w, kv_head, head_dim, tile_start + kTile, kv_end, next,
+                              next + stage_elems, bias_s + ((tile + 1) % 2) * kTile);
+        cp_async_commit();
+        cp_async_wait<1>();
+      }
     } else {
       cp_async_wait<0>();
     }
     __syncthreads();
-    const KvT* k_tile = kv_s + (tile % 2) * 2 * stage_elems;
-    const KvT* v_tile = k_tile + stage_elems;
+    const T* k_tile = kv_s + (tile % 2) * 2 * stage_elems;
+    const T* v_tile = k_tile + stage_elems;
 
     // Scores of slot tile_start + lane for each of this warp's rows.
     float score[kRowsPerWarp];
 #pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r) score[r] = 0.0f;
-    const KvT* k_row = k_tile + lane * row_elems;
+    const T* k_row = k_tile + lane * row_elems;
     const int vecs = head_dim / kVec;
 #pragma unroll 4
     for (int v = 0; v < vecs; ++v) {
@@ -300,7 +492,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Launch p) {
     // o += P·V: slot j's probability comes from lane j.
     const int valid_slots = min(kTile, kv_end - tile_start);
     for (int j = 0; j < valid_slots; ++j) {
-      const KvT* v_row = v_tile + j * row_elems;
+      const T* v_row = v_tile + j * row_elems;
       float vf[kDPerLane];
 #pragma unroll
       for (int i = 0; i < kDPerLane; ++i) {
@@ -312,6 +504,13 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(Launch p) {
         const float pj = __shfl_sync(0xffffffffu, prob[r], j);
 #pragma unroll
         for (int i = 0; i < kDPerLane; ++i) o[r][i] += pj * vf[i];
+      }
+    }
+    if constexpr (kQuant) {
+      // The other stage was last read in the previous iteration, before its closing barrier.
+      if (tile + 1 < num_tiles) {
+        T* next = kv_s + ((tile + 1) % 2) * 2 * stage_elems;
+        store_quant_tile<kTile>(p, head_dim, fetched, next, next + stage_elems);
       }
     }
     __syncthreads();  // the next iteration's copies overwrite this stage
@@ -352,9 +551,9 @@ void run_attention_kernel(const Launch& launch, int grid_items, cudaStream_t str
   auto* kernel = attention_kernel<KvT, kHeadDim, kRowsPerWarp, kHooks>;
   static const bool configured = [&] {
     const int max_dim = kHeadDim == 0 ? kMaxHeadDim : kHeadDim;
-    SIEVE_CUDA_CHECK(cudaFuncSetAttribute(
-        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-        static_cast<int>(smem_bytes<KvT>(kRows, max_dim, kHooks))));
+    SIEVE_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(smem_bytes<KvT>(kRows, max_dim, kHooks))));
     return true;
   }();
   (void)configured;
@@ -366,8 +565,7 @@ void run_attention_kernel(const Launch& launch, int grid_items, cudaStream_t str
 }  // namespace sieve::kernels::cuda::attention_impl
 
 // One explicit instance, for the files under kernels/cuda/instances/.
-#define SIEVE_ATTENTION_INSTANCE(KvT, kHeadDim, kRowsPerWarp, kHooks)                       \
-  template void ::sieve::kernels::cuda::attention_impl::run_attention_kernel<KvT, kHeadDim, \
-                                                                             kRowsPerWarp,  \
-                                                                             kHooks>(       \
-      const ::sieve::kernels::cuda::attention_impl::Launch&, int, cudaStream_t)
+#define SIEVE_ATTENTION_INSTANCE(KvT, kHeadDim, kRowsPerWarp, kHooks)                             \
+  template void ::sieve::kernels::cuda::attention_impl::run_attention_kernel<                     \
+      KvT, kHeadDim, kRowsPerWarp, kHooks>(const ::sieve::kernels::cuda::attention_impl::Launch&, \
+                                           int, cudaStream_t)

@@ -17,6 +17,7 @@
 // tiles' slot biases, added to S before the mask.
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/cuda/attention_kernel.cuh"  // work items, K/V tile loads, cp.async
 #include "kernels/cuda/check.h"
@@ -85,8 +86,11 @@ __device__ __forceinline__ float quad_sum(float x) {
 
 }  // namespace tc
 
-template <int kHeadDim, bool kHooks>
+// KvT: bf16, or KvQuant (the quantized formats, dequantized into bf16 tiles; no hooks).
+template <int kHeadDim, bool kHooks, typename KvT>
 __global__ void __launch_bounds__(kThreads, kTcBlocksPerSm) tc_attention_kernel(Launch p) {
+  constexpr bool kQuant = std::is_same_v<KvT, KvQuant>;
+  static_assert(!(kQuant && kHooks), "the hooks read bf16 K/V only");
   static_assert(kHeadDim % 32 == 0 && kTcRows == kWarps * 16);
   constexpr int kRow = padded_row<bf16>(kHeadDim);
   constexpr int kKSteps = kHeadDim / 16;  // k-steps of Q·Kᵀ
@@ -101,6 +105,8 @@ __global__ void __launch_bounds__(kThreads, kTcBlocksPerSm) tc_attention_kernel(
   const int item = plan.num_items - 1 - static_cast<int>(blockIdx.x);
   const int kv_head = blockIdx.y;
   const WorkItem<kHooks> w = work_item<kHooks>(p, plan, item, kv_head, kTcRows);
+  // A mixed batch runs an instance per format (attention_kernel says why).
+  if (p.kv_formats && p.kv_formats[w.seq] != p.format) return;
   const int q_begin = w.q_begin, packed_rows = w.packed_rows, first_row = w.first_row;
   const int kv_start = w.kv_start, kv_end = w.kv_end;
 
@@ -113,8 +119,13 @@ __global__ void __launch_bounds__(kThreads, kTcBlocksPerSm) tc_attention_kernel(
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int num_tiles = (kv_end - kv_start + kTcSlots - 1) / kTcSlots;
   if (num_tiles > 0) {
-    load_tile<bf16, kTcSlots>(p, w, kv_head, kHeadDim, kv_start, kv_end, kv_s, kv_s + kStage,
-                              bias_s);
+    if constexpr (kQuant) {
+      load_quant_tile_bf16<kTcSlots>(p, w, kv_head, kHeadDim, kv_start, kv_end, kv_s,
+                                     kv_s + kStage);
+    } else {
+      load_tile<bf16, kTcSlots>(p, w, kv_head, kHeadDim, kv_start, kv_end, kv_s, kv_s + kStage,
+                                bias_s);
+    }
   }
   cp_async_commit();
 
@@ -159,8 +170,13 @@ __global__ void __launch_bounds__(kThreads, kTcBlocksPerSm) tc_attention_kernel(
     const int tile_start = kv_start + tile * kTcSlots;
     if (tile + 1 < num_tiles) {
       bf16* next = kv_s + ((tile + 1) % 2) * 2 * kStage;
-      load_tile<bf16, kTcSlots>(p, w, kv_head, kHeadDim, tile_start + kTcSlots, kv_end, next,
-                                next + kStage, bias_s + ((tile + 1) % 2) * kTcSlots);
+      if constexpr (kQuant) {  // synchronous: the block waits for these loads
+        load_quant_tile_bf16<kTcSlots>(p, w, kv_head, kHeadDim, tile_start + kTcSlots, kv_end, next,
+                                       next + kStage);
+      } else {
+        load_tile<bf16, kTcSlots>(p, w, kv_head, kHeadDim, tile_start + kTcSlots, kv_end, next,
+                                  next + kStage, bias_s + ((tile + 1) % 2) * kTcSlots);
+      }
       cp_async_commit();
       cp_async_wait<1>();
     } else {
@@ -281,9 +297,9 @@ __global__ void __launch_bounds__(kThreads, kTcBlocksPerSm) tc_attention_kernel(
   }
 }
 
-template <int kHeadDim, bool kHooks>
+template <int kHeadDim, bool kHooks, typename KvT>
 void run_tc_attention_kernel(const Launch& launch, int grid_items, cudaStream_t stream) {
-  auto* kernel = tc_attention_kernel<kHeadDim, kHooks>;
+  auto* kernel = tc_attention_kernel<kHeadDim, kHooks, KvT>;
   static const bool configured = [&] {
     SIEVE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           static_cast<int>(tc_smem_bytes<kHeadDim, kHooks>())));
@@ -298,6 +314,7 @@ void run_tc_attention_kernel(const Launch& launch, int grid_items, cudaStream_t 
 }  // namespace sieve::kernels::cuda::attention_impl
 
 // One explicit instance, for the files under kernels/cuda/instances/.
-#define SIEVE_TC_ATTENTION_INSTANCE(kHeadDim, kHooks)                                 \
-  template void ::sieve::kernels::cuda::attention_impl::run_tc_attention_kernel<      \
-      kHeadDim, kHooks>(const ::sieve::kernels::cuda::attention_impl::Launch&, int, cudaStream_t)
+#define SIEVE_TC_ATTENTION_INSTANCE(kHeadDim, kHooks, KvT)                                        \
+  template void ::sieve::kernels::cuda::attention_impl::run_tc_attention_kernel<kHeadDim, kHooks, \
+                                                                                KvT>(             \
+      const ::sieve::kernels::cuda::attention_impl::Launch&, int, cudaStream_t)

@@ -14,7 +14,6 @@
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/embed.h"
-#include "kernels/cuda/signals.h"
 #include "kernels/cuda/fill_random.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/kv_cache.h"
@@ -24,6 +23,7 @@
 #include "kernels/cuda/rope.h"
 #include "kernels/cuda/rows.h"
 #include "kernels/cuda/sampling.h"
+#include "kernels/cuda/signals.h"
 #include "kernels/cuda/silu_mul.h"
 #include "kernels/cuda/softmax.h"
 
@@ -64,8 +64,8 @@ class GrowingBuffer {
 
 StridedRows rows_of(const TensorView& v) {
   SIEVE_CHECK(v.ndim() >= 1 && v.ndim() <= 4) << "rank " << v.ndim();
-  SIEVE_CHECK_EQ(v.stride(v.ndim() - 1), 1) << "last dimension must be contiguous: "
-                                            << v.shape_string();
+  SIEVE_CHECK_EQ(v.stride(v.ndim() - 1), 1)
+      << "last dimension must be contiguous: " << v.shape_string();
   StridedRows rows;
   rows.data = v.raw();
   rows.row_size = v.size(v.ndim() - 1);
@@ -91,24 +91,48 @@ void check_same_shape(const TensorView& a, const TensorView& b) {
   for (int d = 0; d < a.ndim(); ++d) SIEVE_CHECK_EQ(a.size(d), b.size(d)) << "dim " << d;
 }
 
-bool supports_format(kvcache::KvFormatId format) {
-  return format == kvcache::KvFormatId::kBF16 || format == kvcache::KvFormatId::kF32;
-}
+static_assert(static_cast<int>(kvcache::KvFormatId::kF32) == kKvF32 &&
+              static_cast<int>(kvcache::KvFormatId::kBF16) == kKvBF16 &&
+              static_cast<int>(kvcache::KvFormatId::kFp8E4M3) == kKvFp8E4M3 &&
+              static_cast<int>(kvcache::KvFormatId::kInt8) == kKvInt8 &&
+              static_cast<int>(kvcache::KvFormatId::kInt4) == kKvInt4);
 
 KvArena arena_of(const TensorView& arena, const KvCacheLayout& layout) {
   check_device(arena, "KV arena");
   SIEVE_CHECK_GE(arena.nbytes(), layout.arena_bytes());
-  SIEVE_CHECK(layout.dtype == DType::kBF16 || layout.dtype == DType::kF32)
+  const kvcache::KvFormat& format = kvcache::kv_format(layout.kv_format());
+  SIEVE_CHECK(layout.dtype == format.dtype)
+      << "KV layout of format " << format.name << " with elements of " << layout.dtype;
+  SIEVE_CHECK(layout.dtype == DType::kBF16 || layout.dtype == DType::kF32 ||
+              layout.dtype == DType::kU8)
       << "KV dtype " << layout.dtype;
-  // The kernels index pages of exactly tokens_per_page unquantized tokens: the quantized
-  // formats (kvcache/formats.h) are read and written by the CPU backend only so far.
-  SIEVE_CHECK(supports_format(layout.kv_format()) &&
-              layout.layer_page_bytes() == 2ull * layout.num_kv_heads * layout.tokens_per_page *
-                                               layout.head_dim * dtype_size(layout.dtype))
-      << "CUDA KV arena: format " << kvcache::kv_format(layout.kv_format()).name
-      << " with pages of " << layout.layer_page_bytes() << " bytes";
-  return KvArena{arena.raw(),     layout.dtype,           layout.num_layers, layout.num_kv_heads,
-                 layout.head_dim, layout.tokens_per_page, layout.num_pages};
+  // Byte offsets of quantized rows are computed in 4-byte words by compaction and read so by
+  // attention; rows are (head_dim % 8 == 0) and pages must be.
+  SIEVE_CHECK(!format.quantized() || layout.layer_page_bytes() % 4 == 0)
+      << "CUDA KV arena: pages of " << layout.layer_page_bytes()
+      << " bytes a layer; quantized formats need a multiple of 4";
+  SIEVE_CHECK_LE(2ull * layout.num_kv_heads * layout.tokens_per_page *
+                     format.bytes_per_token_head(layout.head_dim),
+                 layout.layer_page_bytes())
+      << "CUDA KV arena: " << layout.tokens_per_page << " tokens of " << format.name
+      << " do not fit pages of " << layout.layer_page_bytes() << " bytes";
+  KvArena a{arena.raw(),     layout.dtype,           layout.num_layers, layout.num_kv_heads,
+            layout.head_dim, layout.tokens_per_page, layout.num_pages};
+  a.format = static_cast<int>(layout.kv_format());
+  a.page_bytes = static_cast<int64_t>(layout.layer_page_bytes());
+  return a;
+}
+
+// Checks host-side format ids (device ones are the engine's, already checked when admitted).
+void check_kv_formats(const TensorView& kv_formats, int64_t num_seqs) {
+  SIEVE_CHECK_EQ(kv_formats.numel(), num_seqs) << "kv_formats has one entry per sequence";
+  SIEVE_CHECK_EQ(kv_formats.dtype(), DType::kI32);
+  if (kv_formats.device() != Device::kCpu) return;
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    const int32_t id = kv_formats.data<int32_t>()[s];
+    SIEVE_CHECK(id >= 0 && id < static_cast<int32_t>(std::size(kvcache::kKvFormats)))
+        << "kv_formats[" << s << "] = " << id << " is not a KV format";
+  }
 }
 
 class CudaBackend final : public Backend {
@@ -146,11 +170,10 @@ class CudaBackend final : public Backend {
       size_t free_bytes = 0, total_bytes = 0;
       cudaMemGetInfo(&free_bytes, &total_bytes);
       cudaGetLastError();
-      return ResourceExhaustedError("out of GPU memory on cuda:" + std::to_string(device_) +
-                                    ": allocating " + std::to_string(bytes) + " bytes with " +
-                                    std::to_string(free_bytes) + " of " +
-                                    std::to_string(total_bytes) + " free (" +
-                                    cudaGetErrorString(error) + ")");
+      return ResourceExhaustedError(
+          "out of GPU memory on cuda:" + std::to_string(device_) + ": allocating " +
+          std::to_string(bytes) + " bytes with " + std::to_string(free_bytes) + " of " +
+          std::to_string(total_bytes) + " free (" + cudaGetErrorString(error) + ")");
     }
     std::shared_ptr<const void> owner(data,
                                       [](const void* p) { free_device(const_cast<void*>(p)); });
@@ -257,9 +280,10 @@ class CudaBackend final : public Backend {
     }
     const RopeLaunch rl = rope_launch(r);
     const KvArena arena = kv_write_arena(w);
+    const TokenFormats formats = token_formats(w, 2);
     launch_rope_write_kv(rl.q, rl.k, rl.positions, rl.inv_freq, rl.inv_freq_row_stride, rl.half,
                          r.attention_scaling, rows_of(w.k), rows_of(w.v),
-                         staged_i32(w.slot_mapping, 1), arena, w.layer, stream_);
+                         staged_i32(w.slot_mapping, 1), arena, formats, w.layer, stream_);
   }
 
   void silu_mul(const TensorView& out, const TensorView& gate_up) override {
@@ -279,14 +303,17 @@ class CudaBackend final : public Backend {
 
   void write_kv(const KvWriteArgs& a) override {
     const KvArena arena = kv_write_arena(a);
-    launch_write_kv(rows_of(a.k), rows_of(a.v), staged_i32(a.slot_mapping, 0), arena, a.layer,
-                    stream_);
+    const TokenFormats formats = token_formats(a, 1);
+    launch_write_kv(rows_of(a.k), rows_of(a.v), staged_i32(a.slot_mapping, 0), arena, formats,
+                    a.layer, stream_);
   }
 
-  // Requests get bf16 only: a batch mixing it with f32 would need per-sequence formats, which
-  // the kernels do not read yet (the f32 arenas serve tests against the CPU reference).
+  // bf16 and the quantized formats, alone or mixed in a batch (kv_formats): write, attention,
+  // compaction, page copies, signals and expected logits read and write them all. f32 arenas
+  // serve tests against the CPU reference only: the write and attention kernels take f32
+  // sequences in an f32 layout, never beside bf16 ones.
   bool supports_kv_format(kvcache::KvFormatId format) const override {
-    return format == kvcache::KvFormatId::kBF16;
+    return format != kvcache::KvFormatId::kF32;
   }
   void copy_pages(const PageCopyArgs& a) override {
     const KvArena arena = arena_of(a.arena, a.layout);
@@ -303,9 +330,8 @@ class CudaBackend final : public Backend {
     SIEVE_CHECK_EQ(a.keep_counts.numel(), a.layout.num_layers * a.layout.num_kv_heads);
     SIEVE_CHECK(a.keep_slots.is_contiguous() && a.keep_counts.is_contiguous());
     launch_compact_kv(arena, staged_i32(a.page_table, 0),
-                      a.page_table.numel() * a.layout.tokens_per_page,
-                      staged_i32(a.keep_slots, 1), a.keep_slots.size(2),
-                      staged_i32(a.keep_counts, 2), stream_);
+                      a.page_table.numel() * a.layout.tokens_per_page, staged_i32(a.keep_slots, 1),
+                      a.keep_slots.size(2), staged_i32(a.keep_counts, 2), stream_);
   }
 
   void copy_rows(const CopyRowsArgs& a) override {
@@ -317,10 +343,9 @@ class CudaBackend final : public Backend {
     SIEVE_CHECK(a.dst.dtype() == a.src.dtype());
     SIEVE_CHECK_EQ(a.dst_rows.numel(), a.src_rows.numel());
     const int64_t elem = static_cast<int64_t>(dtype_size(a.src.dtype()));
-    launch_copy_rows(a.dst.raw(), a.dst.stride(0) * elem, a.dst.size(0),
-                     staged_i32(a.dst_rows, 0), a.src.raw(), a.src.stride(0) * elem,
-                     a.src.size(0), staged_i32(a.src_rows, 1), a.dst_rows.numel(),
-                     static_cast<int>(a.src.size(1) * elem), stream_);
+    launch_copy_rows(a.dst.raw(), a.dst.stride(0) * elem, a.dst.size(0), staged_i32(a.dst_rows, 0),
+                     a.src.raw(), a.src.stride(0) * elem, a.src.size(0), staged_i32(a.src_rows, 1),
+                     a.dst_rows.numel(), static_cast<int>(a.src.size(1) * elem), stream_);
   }
 
   void kv_signals(const KvSignalArgs& a) override {
@@ -420,7 +445,6 @@ class CudaBackend final : public Backend {
 
   void attention(const AttentionArgs& a) override {
     const KvArena arena = arena_of(a.arena, a.layout);
-    SIEVE_CHECK(a.kv_formats.empty()) << "CUDA attention reads one KV format a batch so far";
     check_bf16(a.q, "attention q");
     check_bf16(a.out, "attention out");
     SIEVE_CHECK(a.q.ndim() == 3 && a.out.ndim() == 3);
@@ -457,6 +481,12 @@ class CudaBackend final : public Backend {
     p.out_stride_head = a.out.stride(1);
     p.arena = arena.data;
     p.kv_dtype = arena.dtype;
+    p.kv_format = arena.format;
+    p.page_bytes = arena.page_bytes;
+    if (!a.kv_formats.empty()) {
+      check_kv_formats(a.kv_formats, num_seqs);
+      p.kv_formats = staged_i32(a.kv_formats, 9);
+    }
     p.num_layers = arena.num_layers;
     p.num_kv_heads = arena.num_kv_heads;
     p.head_dim = arena.head_dim;
@@ -538,8 +568,8 @@ class CudaBackend final : public Backend {
     SIEVE_CHECK_EQ(a.logits.dtype(), DType::kF32);
     SIEVE_CHECK(a.logits.ndim() == 2 && a.logits.stride(1) == 1);
     const int64_t num_seqs = a.logits.size(0);
-    for (const TensorView* v : {&a.temperature, &a.top_k, &a.top_p, &a.min_p, &a.seeds, &a.steps,
-                                &a.out_tokens}) {
+    for (const TensorView* v :
+         {&a.temperature, &a.top_k, &a.top_p, &a.min_p, &a.seeds, &a.steps, &a.out_tokens}) {
       SIEVE_CHECK_EQ(v->numel(), num_seqs);
     }
     SampleParams p;
@@ -595,7 +625,7 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  static constexpr int kStagingSlots = 9;
+  static constexpr int kStagingSlots = 10;
 
   // `v` on the device: itself, or its copy in staging slot `slot` when it lives on the host.
   const void* staged(const TensorView& v, DType dtype, int slot) {
@@ -604,8 +634,7 @@ class CudaBackend final : public Backend {
     if (v.device() == Device::kCuda || v.numel() == 0) return v.raw();
     void* device = staging_[slot].ensure(v.nbytes());
     // From pageable memory the call returns once the source has been read: the host may reuse it.
-    SIEVE_CUDA_CHECK(
-        cudaMemcpyAsync(device, v.raw(), v.nbytes(), cudaMemcpyHostToDevice, stream_));
+    SIEVE_CUDA_CHECK(cudaMemcpyAsync(device, v.raw(), v.nbytes(), cudaMemcpyHostToDevice, stream_));
     return device;
   }
 
@@ -635,17 +664,13 @@ class CudaBackend final : public Backend {
       SIEVE_CHECK_EQ(a.inv_freq.size(0), a.q.size(0));
       row_stride = a.inv_freq.stride(0);
     }
-    return RopeLaunch{rows_of(a.q),
-                      rows_of(a.k),
-                      staged_i32(a.positions, 0),
-                      a.inv_freq.data<float>(),
-                      row_stride,
-                      static_cast<int>(half)};
+    return RopeLaunch{
+        rows_of(a.q), rows_of(a.k),          staged_i32(a.positions, 0), a.inv_freq.data<float>(),
+        row_stride,   static_cast<int>(half)};
   }
 
   // The checked arena of write_kv (the fused rope_write_kv shares it).
   KvArena kv_write_arena(const KvWriteArgs& a) {
-    SIEVE_CHECK(a.kv_formats.empty()) << "CUDA write_kv writes one KV format a batch so far";
     const KvArena arena = arena_of(a.arena, a.layout);
     check_bf16(a.k, "write_kv k");
     check_bf16(a.v, "write_kv v");
@@ -656,6 +681,20 @@ class CudaBackend final : public Backend {
     SIEVE_CHECK_EQ(a.slot_mapping.numel(), a.k.size(0));
     SIEVE_CHECK(a.layer >= 0 && a.layer < a.layout.num_layers) << "layer " << a.layer;
     return arena;
+  }
+
+  // Each token's format for write_kv (staging slots `slot` and `slot` + 1).
+  TokenFormats token_formats(const KvWriteArgs& a, int slot) {
+    SIEVE_CHECK_EQ(a.kv_formats.empty(), a.qo_indptr.empty()) << "kv_formats come with qo_indptr";
+    TokenFormats f;
+    if (a.kv_formats.empty()) return f;
+    f.num_seqs = static_cast<int>(a.kv_formats.numel());
+    SIEVE_CHECK_GT(f.num_seqs, 0);
+    check_kv_formats(a.kv_formats, f.num_seqs);
+    SIEVE_CHECK_EQ(a.qo_indptr.numel(), f.num_seqs + 1);
+    f.formats = staged_i32(a.kv_formats, slot);
+    f.qo_indptr = staged_i32(a.qo_indptr, slot + 1);
+    return f;
   }
 
   const int32_t* staged_i32(const TensorView& v, int slot) {
@@ -690,10 +729,10 @@ StatusOr<std::unique_ptr<Backend>> make_cuda_backend(int device) {
   cudaDeviceProp prop{};
   SIEVE_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
   if (const std::string error = kernel_image_error(); !error.empty()) {
-    return FailedPreconditionError(
-        std::string("this build has no kernels for ") + prop.name + " (sm_" +
-        std::to_string(prop.major) + std::to_string(prop.minor) + "): " + error +
-        "; rebuild with -DSIEVE_CUDA_ARCHS=<its architecture>");
+    return FailedPreconditionError(std::string("this build has no kernels for ") + prop.name +
+                                   " (sm_" + std::to_string(prop.major) +
+                                   std::to_string(prop.minor) + "): " + error +
+                                   "; rebuild with -DSIEVE_CUDA_ARCHS=<its architecture>");
   }
   cudaStream_t stream = nullptr;
   SIEVE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
@@ -704,9 +743,8 @@ StatusOr<std::unique_ptr<Backend>> make_cuda_backend(int device) {
   }
   std::string name = "cuda:" + std::to_string(device) + " (" + prop.name + ", " +
                      std::to_string(prop.multiProcessorCount) + " SMs, bf16)";
-  return std::unique_ptr<Backend>(new CudaBackend(device, std::move(name),
-                                                  prop.multiProcessorCount, prop.major >= 8,
-                                                  stream, *std::move(gemm)));
+  return std::unique_ptr<Backend>(new CudaBackend(device, std::move(name), prop.multiProcessorCount,
+                                                  prop.major >= 8, stream, *std::move(gemm)));
 }
 
 }  // namespace sieve::kernels::cuda

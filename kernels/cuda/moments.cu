@@ -56,7 +56,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   const float* outer = m + d;
   for (int i = threadIdx.x; i < d; i += blockDim.x) mu_s[i] = m[i] * p.inv_count;
   __syncthreads();
-  const KvT* arena = static_cast<const KvT*>(a.data);
+  const KvPageGeometry geometry = arena_geometry(a);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   float* kr = kr_s[warp];
   float* out = p.out + (static_cast<int64_t>(layer) * p.num_heads + h) * p.slot_stride;
@@ -64,7 +64,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   for (int v = warp; v < count; v += kWarps) {
     const int j = v < prefix_end ? v : gap_end + (v - prefix_end);
     const int64_t page = p.page_table[j / a.tokens_per_page];
-    const KvT* k = arena + arena_offset(a, layer, page, 0, kv_head, j % a.tokens_per_page);
+    const auto k = arena_row<KvT>(a, geometry, layer, page, 0, kv_head, j % a.tokens_per_page);
     // k' = Rᵀ k, pair by pair; dimensions past the rotary ones stay.
     for (int i = lane; i < half; i += 32) {
       const float x = to_float(k[i]), y = to_float(k[i + half]);
@@ -119,6 +119,8 @@ void launch_expected_logits(const KvArena& arena, const ExpectedLogitPointers& p
   const dim3 grid(p.num_heads, arena.num_layers);
   if (arena.dtype == DType::kBF16) {
     expected_logits_kernel<bf16><<<grid, kWarps * 32, 0, stream>>>(arena, p);
+  } else if (arena.dtype == DType::kU8) {  // quantized formats
+    expected_logits_kernel<QuantRow><<<grid, kWarps * 32, 0, stream>>>(arena, p);
   } else {
     expected_logits_kernel<float><<<grid, kWarps * 32, 0, stream>>>(arena, p);
   }

@@ -32,7 +32,7 @@ __global__ void __launch_bounds__(kThreads)
     rope_kernel(StridedRows q, StridedRows k, const int32_t* positions, const float* inv_freq,
                 int64_t inv_freq_row_stride, int half, float scaling, int heads_per_block,
                 StridedRows k_rows, StridedRows v_rows, const int32_t* slot_mapping, KvArena arena,
-                int layer) {
+                TokenFormats formats, int layer) {
   __shared__ float cos_s[kMaxHalf], sin_s[kMaxHalf];
   wait_for_prior_kernels();
   allow_next_kernel();
@@ -61,7 +61,7 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();  // the block's rotated K rows, written above, are visible to all its threads
     const int first_kv = max(first, q_heads) - q_heads;
     write_kv_heads<KvT, kVec>(k_rows, v_rows, t, first_kv, first + heads - q_heads - first_kv,
-                              slot_mapping[t], arena, layer);
+                              slot_mapping[t], arena, formats, layer);
   }
 }
 
@@ -85,14 +85,15 @@ void launch_rope(const StridedRows& q, const StridedRows& k, const int32_t* posi
   const dim3 grid = rope_grid(q, k, &heads_per_block);
   launch_pdl(rope_kernel<false, bf16, 1>, grid, kThreads, 0, stream, q, k, positions, inv_freq,
              inv_freq_row_stride, half, attention_scaling, heads_per_block, StridedRows{},
-             StridedRows{}, nullptr, KvArena{}, 0);
+             StridedRows{}, nullptr, KvArena{}, TokenFormats{}, 0);
 }
 
 void launch_rope_write_kv(const StridedRows& q, const StridedRows& k, const int32_t* positions,
                           const float* inv_freq, int64_t inv_freq_row_stride, int half,
                           float attention_scaling, const StridedRows& k_rows,
                           const StridedRows& v_rows, const int32_t* slot_mapping,
-                          const KvArena& arena, int layer, cudaStream_t stream) {
+                          const KvArena& arena, const TokenFormats& formats, int layer,
+                          cudaStream_t stream) {
   if (q.sizes[0] == 0) return;
   SIEVE_CHECK_LE(half, kMaxHalf) << "rotary half-dimension";
   int heads_per_block = 0;
@@ -100,8 +101,8 @@ void launch_rope_write_kv(const StridedRows& q, const StridedRows& k, const int3
   dispatch_kv_write(k_rows, v_rows, arena, [&](auto instance) {
     using I = decltype(instance);
     launch_pdl(rope_kernel<true, typename I::KvT, I::kVec>, grid, kThreads, 0, stream, q, k,
-               positions, inv_freq, inv_freq_row_stride, half, attention_scaling,
-               heads_per_block, k_rows, v_rows, slot_mapping, arena, layer);
+               positions, inv_freq, inv_freq_row_stride, half, attention_scaling, heads_per_block,
+               k_rows, v_rows, slot_mapping, arena, formats, layer);
   });
 }
 

@@ -19,11 +19,13 @@ void launch_rope(const StridedRows& q, const StridedRows& k, const int32_t* posi
                  float attention_scaling, cudaStream_t stream);
 
 // RoPE, then every token's K and V rows (k_rows: whole heads, of which k is the rotary part)
-// written into its slot of layer `layer` (slot_mapping as in launch_write_kv), in one kernel.
+// written into its slot of layer `layer` in its format (slot_mapping and formats as in
+// launch_write_kv), in one kernel.
 void launch_rope_write_kv(const StridedRows& q, const StridedRows& k, const int32_t* positions,
                           const float* inv_freq, int64_t inv_freq_row_stride, int half,
                           float attention_scaling, const StridedRows& k_rows,
                           const StridedRows& v_rows, const int32_t* slot_mapping,
-                          const KvArena& arena, int layer, cudaStream_t stream);
+                          const KvArena& arena, const TokenFormats& formats, int layer,
+                          cudaStream_t stream);
 
 }  // namespace sieve::kernels::cuda

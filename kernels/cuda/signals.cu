@@ -72,13 +72,14 @@ __global__ void __launch_bounds__(kThreads) kv_signals_kernel(KvArena a, SignalP
     gap_end = p.gap_end;
     count = prefix_end + p.num_tokens - gap_end;
   }
-  const KvT* arena = static_cast<const KvT*>(a.data);
+  const KvPageGeometry geometry = arena_geometry(a);
   auto row = [&](int v, int kv) {
     const int j = v < prefix_end ? v : gap_end + (v - prefix_end);
     const int64_t page = p.page_table[j / a.tokens_per_page];
-    return arena + arena_offset(a, layer, page, kv, head, j % a.tokens_per_page);
+    return arena_row<KvT>(a, geometry, layer, page, kv, head, j % a.tokens_per_page);
   };
-  auto dot = [&](const float* q, const KvT* k) {
+  using Row = decltype(row(0, 0));
+  auto dot = [&](const float* q, const Row& k) {
     float s = 0;
     for (int i = 0; i < d; ++i) s += q[i] * to_float(k[i]);
     return s;
@@ -87,13 +88,13 @@ __global__ void __launch_bounds__(kThreads) kv_signals_kernel(KvArena a, SignalP
   if (p.key_norms || p.value_norms) {
     for (int v = threadIdx.x; v < count; v += kThreads) {
       if (p.key_norms) {
-        const KvT* k = row(v, 0);
+        const Row k = row(v, 0);
         float s = 0;
         for (int i = 0; i < d; ++i) s += to_float(k[i]) * to_float(k[i]);
         p.key_norms[out_row + v] = sqrtf(s);
       }
       if (p.value_norms) {
-        const KvT* x = row(v, 1);
+        const Row x = row(v, 1);
         float s = 0;
         for (int i = 0; i < d; ++i) s += to_float(x[i]) * to_float(x[i]);
         p.value_norms[out_row + v] = sqrtf(s);
@@ -104,7 +105,7 @@ __global__ void __launch_bounds__(kThreads) kv_signals_kernel(KvArena a, SignalP
     for (int i = threadIdx.x; i < d; i += kThreads) anchor_s[i] = 0;
     __syncthreads();
     for (int v = threadIdx.x; v < count; v += kThreads) {
-      const KvT* k = row(v, 0);
+      const Row k = row(v, 0);
       float s = 0;
       for (int i = 0; i < d; ++i) s += to_float(k[i]) * to_float(k[i]);
       const float inv = 1.0f / fmaxf(sqrtf(s), 1e-12f);
@@ -112,7 +113,7 @@ __global__ void __launch_bounds__(kThreads) kv_signals_kernel(KvArena a, SignalP
     }
     __syncthreads();
     for (int v = threadIdx.x; v < count; v += kThreads) {
-      const KvT* k = row(v, 0);
+      const Row k = row(v, 0);
       float s = 0, n = 0;
       for (int i = 0; i < d; ++i) {
         s += to_float(k[i]) * anchor_s[i];
@@ -165,7 +166,7 @@ __global__ void __launch_bounds__(kThreads) kv_signals_kernel(KvArena a, SignalP
     __syncthreads();
     // Pass 2: the probabilities into the sums.
     for (int v = threadIdx.x; v < limit; v += kThreads) {
-      const KvT* k = row(v, 0);
+      const Row k = row(v, 0);
       float best = 0;
       for (int g = 0; g < group; ++g) {
         const float prob = __expf(dot(q_s[g], k) * p.scale - max_s[g]) * inv_sum_s[g];
@@ -230,6 +231,12 @@ void launch_kv_signals(const KvArena& arena, const SignalPointers& p, cudaStream
       kv_signals_kernel<bf16, float><<<grid, kThreads, 0, stream>>>(arena, p);
     } else {
       kv_signals_kernel<bf16, bf16><<<grid, kThreads, 0, stream>>>(arena, p);
+    }
+  } else if (arena.dtype == DType::kU8) {  // quantized formats, dequantized element by element
+    if (f32_queries) {
+      kv_signals_kernel<QuantRow, float><<<grid, kThreads, 0, stream>>>(arena, p);
+    } else {
+      kv_signals_kernel<QuantRow, bf16><<<grid, kThreads, 0, stream>>>(arena, p);
     }
   } else {
     if (f32_queries) {

@@ -2,4 +2,4 @@
 
 #include "kernels/cuda/attention_tc_kernel.cuh"
 
-SIEVE_TC_ATTENTION_INSTANCE(128, false);
+SIEVE_TC_ATTENTION_INSTANCE(128, false, ::sieve::kernels::cuda::bf16);

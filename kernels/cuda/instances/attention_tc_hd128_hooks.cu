@@ -2,4 +2,4 @@
 
 #include "kernels/cuda/attention_tc_kernel.cuh"
 
-SIEVE_TC_ATTENTION_INSTANCE(128, true);
+SIEVE_TC_ATTENTION_INSTANCE(128, true, ::sieve::kernels::cuda::bf16);

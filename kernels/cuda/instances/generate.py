@@ -7,7 +7,13 @@ The hooks instances (per-slot logit bias and selected slots, attention.cuh) exis
 only, the CUDA backend's KV dtype, with one row per warp in the FMA kernel: five instances instead
 of doubling all fourteen, since CI compiles every file on two cores."""
 
-KV_TYPES = {"bf16": "::sieve::kernels::cuda::bf16", "f32": "float"}
+# "quant": the quantized KV formats (fp8_e4m3, int8, int4), one instance type whose launches name
+# their format (attention.cuh, KvQuant).
+KV_TYPES = {
+    "bf16": "::sieve::kernels::cuda::bf16",
+    "f32": "float",
+    "quant": "::sieve::kernels::cuda::attention_impl::KvQuant",
+}
 HEAD_DIMS = {"hd64": 64, "hd128": 128, "generic": 0}  # 0: any head_dim % 8 == 0, <= 256
 ROWS_PER_WARP = (1, 4)
 HOOKS_ROWS_PER_WARP = (1,)
@@ -41,13 +47,18 @@ for kv_name, kv_type in KV_TYPES.items():
                 ],
             )
 
-for dim in (64, 128):  # the tensor-core kernel: bf16 K/V, tuned head dims only
-    for hooks, suffix in ((False, ""), (True, "_hooks")):
+# The tensor-core kernel, tuned head dims only: bf16 K/V with and without the hooks, and the
+# quantized formats (dequantized into bf16 tiles) without them.
+TC_VARIANTS = (
+    ("", False, "::sieve::kernels::cuda::bf16", ""),
+    ("_hooks", True, "::sieve::kernels::cuda::bf16", " with the hooks"),
+    ("_quant", False, "::sieve::kernels::cuda::attention_impl::KvQuant", ", quantized KV"),
+)
+for dim in (64, 128):
+    for suffix, hooks, kv_type, what in TC_VARIANTS:
         write(
             f"attention_tc_hd{dim}{suffix}.cu",
-            "tensor-core paged attention instance"
-            + (" with the hooks" if hooks else "")
-            + f", head_dim {dim}",
+            f"tensor-core paged attention instance{what}, head_dim {dim}",
             "kernels/cuda/attention_tc_kernel.cuh",
-            [f"SIEVE_TC_ATTENTION_INSTANCE({dim}, {str(hooks).lower()});"],
+            [f"SIEVE_TC_ATTENTION_INSTANCE({dim}, {str(hooks).lower()}, {kv_type});"],
         )
