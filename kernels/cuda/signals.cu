@@ -1,6 +1,6 @@
-// Compression signals on the GPU: one block per (layer, KV head) walks the head's valid slots.
-// Straightforward rather than fast: they run only on the steps where a policy acts, for the
-// sequences it acts on (the tensor-core version is future work; bench/ measures the share).
+// Compression signals on the GPU: one block per (layer, KV head) walks the head's valid slots, a
+// warp per slot (see kv_signals_kernel). They run only on the steps where a policy acts, for the
+// sequences it acts on.
 
 #include <cfloat>
 #include <cstdio>
@@ -34,36 +34,75 @@ __global__ void copy_rows_kernel(Unit* dst, int64_t dst_stride, int64_t num_dst_
     dst[d * dst_stride + u] = src[s * src_stride + u];
 }
 
-__device__ float block_sum(float x, float* scratch) {
-  x = warp_sum(x);
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  __syncthreads();
-  if (lane == 0) scratch[warp] = x;
-  __syncthreads();
-  float total = 0;
-  for (int w = 0; w < kThreads / 32; ++w) total += scratch[w];
-  return total;
+// Each warp takes one slot at a time: its key row is read once, coalesced, into the warp's
+// shared row, and every lane scores it against its own queries. Window attention needs each
+// query's softmax over all slots first, so it reads the keys twice: pass A (running max and sum
+// per query, combined across warps) and pass B (the probabilities into the outputs). Queries are
+// taken in chunks of kChunkPairs (query, head-of-group) pairs, each lane owning 4 contiguous
+// pairs; a chunk holds whole queries (every head of the group).
+constexpr int kWarps = kThreads / 32;
+constexpr int kChunkPairs = 128;
+constexpr int kPairsPerLane = kChunkPairs / 32;
+
+struct SignalSmem {
+  float* q;       // [head_dim][kChunkPairs]: the chunk's queries, dimension-major
+  float* k;       // [kWarps][head_dim]: each warp's current key (or value) row
+  float* probs;   // [kWarps][kChunkPairs]
+  float* max;     // [kWarps][kChunkPairs], then the chunk's combined max in row 0
+  float* sum;     // [kWarps][kChunkPairs], then 1 / the combined sum in row 0
+  float* anchor;  // [head_dim]
+  static size_t bytes(int head_dim) {
+    return sizeof(float) * (static_cast<size_t>(head_dim) * kChunkPairs + kWarps * head_dim +
+                            3 * kWarps * kChunkPairs + head_dim);
+  }
+  __device__ explicit SignalSmem(float* base, int head_dim)
+      : q(base),
+        k(q + head_dim * kChunkPairs),
+        probs(k + kWarps * head_dim),
+        max(probs + kWarps * kChunkPairs),
+        sum(max + kWarps * kChunkPairs),
+        anchor(sum + kWarps * kChunkPairs) {}
+};
+
+// The warp's row of `src` (head_dim elements: a pointer, or a QuantRow) into `dst` as f32;
+// returns the sum of squares.
+template <typename Row>
+__device__ __forceinline__ float load_row(const Row& src, float* dst, int d) {
+  const int lane = threadIdx.x % 32;
+  float squares = 0;
+  for (int i = lane; i < d; i += 32) {
+    const float x = to_float(src[i]);
+    dst[i] = x;
+    squares += x * x;
+  }
+  __syncwarp();
+  return warp_sum(squares);
 }
 
-__device__ float block_max(float x, float* scratch) {
-  x = warp_max(x);
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  __syncthreads();
-  if (lane == 0) scratch[warp] = x;
-  __syncthreads();
-  float m = -FLT_MAX;
-  for (int w = 0; w < kThreads / 32; ++w) m = fmaxf(m, scratch[w]);
-  return m;
+// Scores of the lane's kPairsPerLane pairs (q columns 4 * lane ...) against the warp's row.
+__device__ __forceinline__ void score_pairs(const float* q, const float* k, int d, float* out) {
+  const int lane = threadIdx.x % 32;
+  float acc[kPairsPerLane] = {};
+#pragma unroll 4
+  for (int i = 0; i < d; ++i) {
+    const float4 qv = *reinterpret_cast<const float4*>(q + i * kChunkPairs + kPairsPerLane * lane);
+    const float ki = k[i];
+    acc[0] += qv.x * ki;
+    acc[1] += qv.y * ki;
+    acc[2] += qv.z * ki;
+    acc[3] += qv.w * ki;
+  }
+#pragma unroll
+  for (int t = 0; t < kPairsPerLane; ++t) out[t] = acc[t];
 }
 
 template <typename KvT, typename QT>
 __global__ void __launch_bounds__(kThreads) kv_signals_kernel(KvArena a, SignalPointers p) {
-  __shared__ float q_s[kMaxGroup][kMaxHeadDim];
-  __shared__ float anchor_s[kMaxHeadDim];
-  __shared__ float max_s[kMaxGroup], inv_sum_s[kMaxGroup];
-  __shared__ float scratch[kThreads / 32];
-  const int head = blockIdx.x, layer = blockIdx.y;
+  extern __shared__ __align__(16) float smem_base[];
   const int d = a.head_dim;
+  SignalSmem sm(smem_base, d);
+  const int head = blockIdx.x, layer = blockIdx.y;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int group = p.num_heads > 0 ? p.num_heads / a.num_kv_heads : 1;
   const int64_t list = static_cast<int64_t>(layer) * a.num_kv_heads + head;
   int prefix_end = p.num_tokens, gap_end = p.num_tokens, count = p.num_tokens;
@@ -78,106 +117,166 @@ __global__ void __launch_bounds__(kThreads) kv_signals_kernel(KvArena a, SignalP
     const int64_t page = p.page_table[j / a.tokens_per_page];
     return arena_row<KvT>(a, geometry, layer, page, kv, head, j % a.tokens_per_page);
   };
-  using Row = decltype(row(0, 0));
-  auto dot = [&](const float* q, const Row& k) {
-    float s = 0;
-    for (int i = 0; i < d; ++i) s += q[i] * to_float(k[i]);
-    return s;
-  };
+  float* my_row = sm.k + warp * d;
   const int64_t out_row = list * p.slot_stride;
-  if (p.key_norms || p.value_norms) {
-    for (int v = threadIdx.x; v < count; v += kThreads) {
-      if (p.key_norms) {
-        const Row k = row(v, 0);
-        float s = 0;
-        for (int i = 0; i < d; ++i) s += to_float(k[i]) * to_float(k[i]);
-        p.key_norms[out_row + v] = sqrtf(s);
+
+  // Norms, and the sum of unit keys for the anchor.
+  const bool anchor = p.key_anchor_dot != nullptr;
+  if (p.key_norms || p.value_norms || anchor) {
+    for (int i = threadIdx.x; i < d; i += kThreads) sm.anchor[i] = 0;
+    __syncthreads();
+    float partial[kMaxHeadDim / 32] = {};
+    for (int v = warp; v < count; v += kWarps) {
+      if (p.key_norms || anchor) {
+        const float norm = sqrtf(load_row(row(v, 0), my_row, d));
+        if (p.key_norms && lane == 0) p.key_norms[out_row + v] = norm;
+        if (anchor) {
+          const float inv = 1.0f / fmaxf(norm, 1e-12f);
+          for (int i = lane, r = 0; i < d; i += 32, ++r) partial[r] += my_row[i] * inv;
+        }
+        __syncwarp();
       }
       if (p.value_norms) {
-        const Row x = row(v, 1);
-        float s = 0;
-        for (int i = 0; i < d; ++i) s += to_float(x[i]) * to_float(x[i]);
-        p.value_norms[out_row + v] = sqrtf(s);
+        const float norm = sqrtf(load_row(row(v, 1), my_row, d));
+        if (lane == 0) p.value_norms[out_row + v] = norm;
+        __syncwarp();
+      }
+    }
+    if (anchor) {
+      for (int i = lane, r = 0; i < d; i += 32, ++r) atomicAdd(&sm.anchor[i], partial[r]);
+      __syncthreads();
+      for (int v = warp; v < count; v += kWarps) {
+        const float norm = sqrtf(load_row(row(v, 0), my_row, d));
+        float dot = 0;
+        for (int i = lane; i < d; i += 32) dot += my_row[i] * sm.anchor[i];
+        dot = warp_sum(dot);
+        if (lane == 0) {
+          p.key_anchor_dot[out_row + v] =
+              dot / fmaxf(static_cast<float>(count), 1.0f) / fmaxf(norm, 1e-12f);
+        }
+        __syncwarp();
       }
     }
   }
-  if (p.key_anchor_dot) {
-    for (int i = threadIdx.x; i < d; i += kThreads) anchor_s[i] = 0;
-    __syncthreads();
-    for (int v = threadIdx.x; v < count; v += kThreads) {
-      const Row k = row(v, 0);
-      float s = 0;
-      for (int i = 0; i < d; ++i) s += to_float(k[i]) * to_float(k[i]);
-      const float inv = 1.0f / fmaxf(sqrtf(s), 1e-12f);
-      for (int i = 0; i < d; ++i) atomicAdd(&anchor_s[i], to_float(k[i]) * inv);
-    }
-    __syncthreads();
-    for (int v = threadIdx.x; v < count; v += kThreads) {
-      const Row k = row(v, 0);
-      float s = 0, n = 0;
-      for (int i = 0; i < d; ++i) {
-        s += to_float(k[i]) * anchor_s[i];
-        n += to_float(k[i]) * to_float(k[i]);
-      }
-      p.key_anchor_dot[out_row + v] =
-          s / fmaxf(static_cast<float>(count), 1.0f) / fmaxf(sqrtf(n), 1e-12f);
-    }
-    __syncthreads();
-  }
-  if (p.num_queries == 0) return;
+  if (p.num_queries == 0 || (!p.window_attention && !p.window_attention_group_max)) return;
+
   const QT* queries = static_cast<const QT*>(p.queries);
   const int w = p.num_queries;
-  for (int g = 0; g < group; ++g) {
-    if (p.window_attention) {
-      float* out = p.window_attention +
-                   (static_cast<int64_t>(layer) * p.num_heads + head * group + g) * p.slot_stride;
-      for (int v = threadIdx.x; v < count; v += kThreads) out[v] = 0;
-    }
+  float* wa = p.window_attention;
+  for (int g = 0; g < group && wa; ++g) {
+    float* out =
+        wa + (static_cast<int64_t>(layer) * p.num_heads + head * group + g) * p.slot_stride;
+    for (int v = threadIdx.x; v < count; v += kThreads) out[v] = 0;
   }
   if (p.window_attention_group_max) {
     for (int v = threadIdx.x; v < count; v += kThreads)
       p.window_attention_group_max[out_row + v] = 0;
   }
-  for (int j = 0; j < w; ++j) {
-    const int limit = count - (w - 1 - j);
-    __syncthreads();
-    for (int e = threadIdx.x; e < group * d; e += kThreads) {
-      const int g = e / d, i = e % d;
-      const int64_t q_index = layer * p.query_layer_stride + j * p.query_row_stride +
-                              static_cast<int64_t>(head * group + g) * d + i;
-      q_s[g][i] = to_float(queries[q_index]);
-    }
-    __syncthreads();
-    // Pass 1: each query head's max and normaliser over the slots it sees.
-    for (int g = 0; g < group; ++g) {
-      float m = -FLT_MAX;
-      for (int v = threadIdx.x; v < limit; v += kThreads)
-        m = fmaxf(m, dot(q_s[g], row(v, 0)) * p.scale);
-      m = block_max(m, scratch);
-      float s = 0;
-      for (int v = threadIdx.x; v < limit; v += kThreads)
-        s += __expf(dot(q_s[g], row(v, 0)) * p.scale - m);
-      s = block_sum(s, scratch);
-      if (threadIdx.x == 0) {
-        max_s[g] = m;
-        inv_sum_s[g] = 1.0f / s;
+  const int queries_per_chunk = kChunkPairs / group;
+  float* my_probs = sm.probs + warp * kChunkPairs;
+  for (int j0 = 0; j0 < w; j0 += queries_per_chunk) {
+    const int nq = min(queries_per_chunk, w - j0);
+    const int pairs = nq * group;
+    __syncthreads();  // the previous chunk is done with q and the outputs' zeros are written
+    for (int e = threadIdx.x; e < kChunkPairs * d; e += kThreads) {
+      const int pair = e / d, i = e % d;
+      float x = 0;
+      if (pair < pairs) {
+        const int j = j0 + pair / group, g = pair % group;
+        x = to_float(queries[layer * p.query_layer_stride + j * p.query_row_stride +
+                             static_cast<int64_t>(head * group + g) * d + i]);
       }
+      sm.q[i * kChunkPairs + pair] = x;
     }
     __syncthreads();
-    // Pass 2: the probabilities into the sums.
-    for (int v = threadIdx.x; v < limit; v += kThreads) {
-      const Row k = row(v, 0);
-      float best = 0;
-      for (int g = 0; g < group; ++g) {
-        const float prob = __expf(dot(q_s[g], k) * p.scale - max_s[g]) * inv_sum_s[g];
-        best = fmaxf(best, prob);
-        if (p.window_attention) {
-          p.window_attention[(static_cast<int64_t>(layer) * p.num_heads + head * group + g) *
-                                 p.slot_stride +
-                             v] += prob;
+    // The slots query j sees: the window's queries are the sequence's last w tokens.
+    int limit[kPairsPerLane];
+#pragma unroll
+    for (int t = 0; t < kPairsPerLane; ++t) {
+      const int pair = kPairsPerLane * lane + t;
+      limit[t] = pair < pairs ? count - (w - 1 - (j0 + pair / group)) : 0;
+    }
+    // Pass A: each pair's running max and sum over the warp's slots.
+    float m[kPairsPerLane], l[kPairsPerLane];
+#pragma unroll
+    for (int t = 0; t < kPairsPerLane; ++t) {
+      m[t] = -FLT_MAX;
+      l[t] = 0;
+    }
+    for (int v = warp; v < count; v += kWarps) {
+      load_row(row(v, 0), my_row, d);
+      float s[kPairsPerLane];
+      score_pairs(sm.q, my_row, d, s);
+#pragma unroll
+      for (int t = 0; t < kPairsPerLane; ++t) {
+        if (v >= limit[t]) continue;
+        const float x = s[t] * p.scale;
+        if (x > m[t]) {
+          l[t] = l[t] * __expf(m[t] - x) + 1.0f;
+          m[t] = x;
+        } else {
+          l[t] += __expf(x - m[t]);
         }
       }
-      if (p.window_attention_group_max) p.window_attention_group_max[out_row + v] += best;
+      __syncwarp();
+    }
+#pragma unroll
+    for (int t = 0; t < kPairsPerLane; ++t) {
+      sm.max[warp * kChunkPairs + kPairsPerLane * lane + t] = m[t];
+      sm.sum[warp * kChunkPairs + kPairsPerLane * lane + t] = l[t];
+    }
+    __syncthreads();
+    // Combine the warps' running values: max, then 1 / sum (0 for a pair without slots).
+    float best = -FLT_MAX, total = 0;
+    if (threadIdx.x < kChunkPairs) {
+      for (int x = 0; x < kWarps; ++x) best = fmaxf(best, sm.max[x * kChunkPairs + threadIdx.x]);
+      for (int x = 0; x < kWarps; ++x) {
+        const float lx = sm.sum[x * kChunkPairs + threadIdx.x];
+        if (lx > 0) total += lx * __expf(sm.max[x * kChunkPairs + threadIdx.x] - best);
+      }
+    }
+    __syncthreads();  // every thread has read the per-warp rows
+    if (threadIdx.x < kChunkPairs) {
+      sm.max[threadIdx.x] = best;
+      sm.sum[threadIdx.x] = total > 0 ? 1.0f / total : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int t = 0; t < kPairsPerLane; ++t) {
+      m[t] = sm.max[kPairsPerLane * lane + t];
+      l[t] = sm.sum[kPairsPerLane * lane + t];
+    }
+    // Pass B: probabilities, summed over the chunk's queries per head (window attention) and
+    // as the max over the group's heads (group max).
+    for (int v = warp; v < count; v += kWarps) {
+      load_row(row(v, 0), my_row, d);
+      float s[kPairsPerLane];
+      score_pairs(sm.q, my_row, d, s);
+#pragma unroll
+      for (int t = 0; t < kPairsPerLane; ++t) {
+        my_probs[kPairsPerLane * lane + t] =
+            v < limit[t] ? __expf(s[t] * p.scale - m[t]) * l[t] : 0.0f;
+      }
+      __syncwarp();
+      if (wa) {
+        for (int g = lane; g < group; g += 32) {
+          float total = 0;
+          for (int q = 0; q < nq; ++q) total += my_probs[q * group + g];
+          wa[(static_cast<int64_t>(layer) * p.num_heads + head * group + g) * p.slot_stride + v] +=
+              total;
+        }
+      }
+      if (p.window_attention_group_max) {
+        float total = 0;
+        for (int q = lane; q < nq; q += 32) {
+          float best = 0;
+          for (int g = 0; g < group; ++g) best = fmaxf(best, my_probs[q * group + g]);
+          total += best;
+        }
+        total = warp_sum(total);
+        if (lane == 0) p.window_attention_group_max[out_row + v] += total;
+      }
+      __syncwarp();
     }
   }
 }
@@ -225,24 +324,30 @@ void launch_kv_signals(const KvArena& arena, const SignalPointers& p, cudaStream
   SIEVE_CHECK(p.num_queries == 0 || p.num_heads / arena.num_kv_heads <= kMaxGroup)
       << "kv_signals takes at most " << kMaxGroup << " query heads per KV head";
   const dim3 grid(arena.num_kv_heads, arena.num_layers);
+  const size_t smem = SignalSmem::bytes(arena.head_dim);
+  auto launch = [&](auto kernel) {
+    SIEVE_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    kernel<<<grid, kThreads, smem, stream>>>(arena, p);
+  };
   const bool f32_queries = p.query_dtype == DType::kF32;
   if (arena.dtype == DType::kBF16) {
     if (f32_queries) {
-      kv_signals_kernel<bf16, float><<<grid, kThreads, 0, stream>>>(arena, p);
+      launch(kv_signals_kernel<bf16, float>);
     } else {
-      kv_signals_kernel<bf16, bf16><<<grid, kThreads, 0, stream>>>(arena, p);
+      launch(kv_signals_kernel<bf16, bf16>);
     }
   } else if (arena.dtype == DType::kU8) {  // quantized formats, dequantized element by element
     if (f32_queries) {
-      kv_signals_kernel<QuantRow, float><<<grid, kThreads, 0, stream>>>(arena, p);
+      launch(kv_signals_kernel<QuantRow, float>);
     } else {
-      kv_signals_kernel<QuantRow, bf16><<<grid, kThreads, 0, stream>>>(arena, p);
+      launch(kv_signals_kernel<QuantRow, bf16>);
     }
   } else {
     if (f32_queries) {
-      kv_signals_kernel<float, float><<<grid, kThreads, 0, stream>>>(arena, p);
+      launch(kv_signals_kernel<float, float>);
     } else {
-      kv_signals_kernel<float, bf16><<<grid, kThreads, 0, stream>>>(arena, p);
+      launch(kv_signals_kernel<float, bf16>);
     }
   }
   SIEVE_CUDA_CHECK_LAUNCH();
