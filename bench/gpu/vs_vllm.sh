@@ -8,6 +8,8 @@
 # Run from the folder holding bundle.tar.gz (deploy/make_bundle.sh with PACK=) and
 # llama-3.1-8b.json (bench/configs/):
 #   bash FOLDER/vs_vllm.sh
+# SHAPES="1000:1024:512 200:256:4096" (prompts:in:out) runs only those throughput rows, DECODE=0
+# skips the batch-1 decode row (one device call holds about two rows).
 # Prints a markdown table (Sieve / vLLM per row) and writes every run's log under $OUT.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,12 +22,14 @@ cfg=$here/llama-3.1-8b.json
 common=(--device cuda --model "$cfg" --load-format dummy --max-num-seqs 256
         --max-num-batched-tokens 8192)
 
-echo "== decode, batch 1, 512-token prompt, 256 new tokens"
-ids=$(python3 -c "import random; random.seed(1); print(','.join(str(random.randrange(1000, 120000)) for _ in range(512)))")
-timeout 150 ./run.sh sieve --log-level warn generate "${common[@]}" --ignore-eos --json \
-  --prompt-token-ids "$ids" --max-tokens 256 > "$out/vs_vllm_decode_b1.log" 2>&1
-echo "rc=$?"
-for shape in 1000:256:256 1000:1024:512 200:256:4096; do
+if [[ ${DECODE:-1} != 0 ]]; then
+  echo "== decode, batch 1, 512-token prompt, 256 new tokens"
+  ids=$(python3 -c "import random; random.seed(1); print(','.join(str(random.randrange(1000, 120000)) for _ in range(512)))")
+  timeout 150 ./run.sh sieve --log-level warn generate "${common[@]}" --ignore-eos --json \
+    --prompt-token-ids "$ids" --max-tokens 256 > "$out/vs_vllm_decode_b1.log" 2>&1
+  echo "rc=$?"
+fi
+for shape in ${SHAPES:-1000:256:256 1000:1024:512 200:256:4096}; do
   IFS=: read -r n in len <<< "$shape"
   echo "== bench throughput: $n prompts, $in in / $len out"
   timeout 400 ./run.sh sieve --log-level warn bench throughput "${common[@]}" --num-prompts "$n" \
