@@ -8,7 +8,7 @@
 # Run from the folder holding bundle.tar.gz (deploy/make_bundle.sh with PACK=) and
 # llama-3.1-8b.json (bench/configs/):
 #   bash FOLDER/vs_vllm.sh
-# SHAPES="1000:1024:512 200:256:4096" (prompts:in:out) runs only those throughput rows, DECODE=0
+# SHAPES="1000:1024:512 200:256:4096" (prompts:in:out; empty: none) runs only those throughput rows, DECODE=0
 # skips the batch-1 decode row (one device call holds about two rows).
 # Prints a markdown table (Sieve / vLLM per row) and writes every run's log under $OUT.
 set -uo pipefail
@@ -29,7 +29,7 @@ if [[ ${DECODE:-1} != 0 ]]; then
     --prompt-token-ids "$ids" --max-tokens 256 > "$out/vs_vllm_decode_b1.log" 2>&1
   echo "rc=$?"
 fi
-for shape in ${SHAPES:-1000:256:256 1000:1024:512 200:256:4096}; do
+for shape in ${SHAPES-1000:256:256 1000:1024:512 200:256:4096}; do
   IFS=: read -r n in len <<< "$shape"
   echo "== bench throughput: $n prompts, $in in / $len out"
   timeout 400 ./run.sh sieve --log-level warn bench throughput "${common[@]}" --num-prompts "$n" \

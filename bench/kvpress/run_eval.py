@@ -85,7 +85,14 @@ def generate(model, tok, prompt, press, protocol, eos_ids):
             with press(model):
                 logits = step(model, ids[:split], cache, 0)
         if split < len(ids):
-            logits = step(model, ids[split:], cache, split)
+            # Layers of different lengths (PyramidKV) get no causal mask right for a multi-token
+            # step in transformers' SDPA path: the question then goes in a token at a time.
+            lengths = {layer.keys.shape[-2] for layer in cache.layers}
+            if len(lengths) == 1:
+                logits = step(model, ids[split:], cache, split)
+            else:
+                for i in range(split, len(ids)):
+                    logits = step(model, [ids[i]], cache, i)
         config = model.config
         kept_prompt = kept_tokens(model, cache, config.num_hidden_layers)
         tokens, top = [], []
