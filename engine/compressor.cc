@@ -263,14 +263,24 @@ void Compressor::act(const scheduler::SchedulerOutput& out, const scheduler::Sch
   const int group = std::max(1, 2 * omp_get_max_threads());
   for (size_t begin = 0; begin < due.size(); begin += group) {
     const size_t end = std::min(due.size(), begin + group);
+    auto t0 = std::chrono::steady_clock::now();
     for (size_t i = begin; i < end; ++i) due[i].wanted = gather(due[i]);
+    auto t1 = std::chrono::steady_clock::now();
 #pragma omp parallel for schedule(dynamic, 1) if (end - begin > 1)
     for (size_t i = begin; i < end; ++i) {
       if (due[i].wanted) decide(due[i]);
     }
+    auto t2 = std::chrono::steady_clock::now();
     for (size_t i = begin; i < end; ++i) {
       if (due[i].wanted) commit(due[i]);
     }
+    auto t3 = std::chrono::steady_clock::now();
+    auto ns = [](auto d) {
+      return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+    };
+    stats_.gather_ns += ns(t1 - t0);
+    stats_.decide_ns += ns(t2 - t1);
+    stats_.commit_ns += ns(t3 - t2);
   }
   for (int ring : rings_to_release) free_rings_.push_back(ring);
 }

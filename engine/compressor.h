@@ -36,6 +36,9 @@ struct CompressionStats {
   std::atomic<int64_t> actions{0};          // compactions applied
   std::atomic<int64_t> evicted_tokens{0};   // slots dropped, as tokens (mean over heads)
   std::atomic<int64_t> skipped_actions{0};  // due but not applied (no query ring, pool short)
+  // Wall time of act()'s phases (host side; a device backend's kernels finish later): lengths
+  // and signals, the parallel decisions, compaction.
+  std::atomic<int64_t> gather_ns{0}, decide_ns{0}, commit_ns{0};
 };
 
 // Copies each page's KV to its copy (all layers): copy-on-write from the scheduler or a

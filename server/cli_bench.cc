@@ -103,7 +103,8 @@ Status run_throughput(const ThroughputOptions& o) {
     }
   }
   if (show_progress) std::fprintf(stderr, "\n");
-  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double elapsed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const engine::StepTimer& timer = engine->timer();
   const double model_s = timer.seconds(engine::StepPhase::kModel);
   const double attention_s = runner.model->attention_seconds();
@@ -136,6 +137,9 @@ Status run_throughput(const ThroughputOptions& o) {
         {"actions", engine->compression_stats().actions.load()},
         {"evicted_tokens", engine->compression_stats().evicted_tokens.load()},
         {"skipped_actions", engine->compression_stats().skipped_actions.load()},
+        {"gather_s", engine->compression_stats().gather_ns.load() * 1e-9},
+        {"decide_s", engine->compression_stats().decide_ns.load() * 1e-9},
+        {"commit_s", engine->compression_stats().commit_ns.load() * 1e-9},
         {"seconds", timer.seconds(engine::StepPhase::kCompress)}}},
       {"step_split_s",
        {{"model_without_attention", model_s - attention_s},
@@ -166,19 +170,23 @@ Status run_tokenize_bench(const TokenizeBenchOptions& o) {
   std::ifstream in(o.file, std::ios::binary);
   if (!in) return NotFoundError(o.file + ": cannot open");
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  ASSIGN_OR_RETURN(std::unique_ptr<models::Tokenizer> tokenizer, models::load_tokenizer_for(o.model));
+  ASSIGN_OR_RETURN(std::unique_ptr<models::Tokenizer> tokenizer,
+                   models::load_tokenizer_for(o.model));
   if (!tokenizer) return InvalidArgumentError(o.model + ": the model has no tokenizer");
   double best_s = 1e30;
   std::vector<int32_t> ids;
   for (int i = 0; i < std::max(1, o.repeat); ++i) {
     const auto start = std::chrono::steady_clock::now();
     ids = tokenizer->encode(text, /*add_special_tokens=*/false);
-    best_s = std::min(best_s, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    best_s = std::min(
+        best_s, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   uint64_t hash = 1469598103934665603ull;
   for (int32_t id : ids) hash = (hash ^ static_cast<uint32_t>(id)) * 1099511628211ull;
-  nlohmann::json out = {{"bytes", text.size()},     {"num_tokens", ids.size()},
-                        {"best_s", best_s},          {"mb_per_s", text.size() / best_s / 1e6},
+  nlohmann::json out = {{"bytes", text.size()},
+                        {"num_tokens", ids.size()},
+                        {"best_s", best_s},
+                        {"mb_per_s", text.size() / best_s / 1e6},
                         {"ids_fnv1a", std::to_string(hash)}};
   std::printf("%s\n", out.dump().c_str());
   return OkStatus();
@@ -196,8 +204,9 @@ void register_bench(CLI::App& app, int& exit_code) {
   cmd->add_option("--input-len", o->input_len)->capture_default_str();
   cmd->add_option("--output-len", o->output_len)->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed of the random prompts")->capture_default_str();
-  cmd->add_option("--compression", o->compression,
-                  "Every request's KV compression as JSON, e.g. '{\"method\": \"gkv\", \"budget\": 512}'");
+  cmd->add_option(
+      "--compression", o->compression,
+      "Every request's KV compression as JSON, e.g. '{\"method\": \"gkv\", \"budget\": 512}'");
   cmd->add_flag("--json", o->json, "Print one JSON object as the last line of stdout");
   cmd->callback([o, &exit_code] {
     const Status status = run_throughput(*o);
