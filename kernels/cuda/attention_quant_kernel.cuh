@@ -226,8 +226,18 @@ __device__ __forceinline__ void issue_quant_tile(
   }
 }
 
+// Blocks an SM holds, by shared memory (228 KB an SM, 1 KB of it reserved a block): the register
+// bound handed to ptxas, so that registers never lower it.
 template <int kFormat, int kHeadDim>
-__global__ void __launch_bounds__(kThreads) quant_decode_kernel(Launch p) {
+constexpr int quant_blocks_per_sm() {
+  const int blocks =
+      static_cast<int>((228 * 1024) / (quant_smem_bytes<kFormat, kHeadDim>() + 1024));
+  return blocks < 1 ? 1 : blocks > 6 ? 6 : blocks;  // 6: at least 85 registers a thread
+}
+
+template <int kFormat, int kHeadDim>
+__global__ void __launch_bounds__(kThreads, (quant_blocks_per_sm<kFormat, kHeadDim>()))
+    quant_decode_kernel(Launch p) {
   using G = QuantGeometry<kFormat, kHeadDim>;
   constexpr int kRows = kQuantRows;
   constexpr int kDPerLane = G::kDPerLane;
@@ -389,6 +399,7 @@ __global__ void __launch_bounds__(kThreads) quant_decode_kernel(Launch p) {
     // o += P·V: lane owns dimensions [lane · kDPerLane, + kDPerLane) (int4: one group's).
     const int valid_slots = min(kTile, kv_end - tile_start);
     [[maybe_unused]] const int group = lane * kDPerLane / 32;
+#pragma unroll 4
     for (int j = 0; j < valid_slots; ++j) {
       float4 pj = my_prob[j];
       uint32_t zero_magic = 0;
