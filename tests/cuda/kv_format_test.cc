@@ -453,14 +453,16 @@ TEST_P(CudaKvFormatAttention, CompactedHeadsOfEachFormat) {
 }
 
 // Decode launches (head_dim 64/128, one row a warp) take the quantized decode kernel: contexts
-// left whole (32 KV heads and 28 sequences fill the H100's wave, so nothing is split: every warp
-// of a block runs several tiles, their counts uneven), and a batch mixing every format with
-// rows of one to three tokens (two chunks of a sequence, causal limits inside a tile).
+// left whole (32 KV heads and 29 sequences fill the H100's wave, so nothing is split: every warp
+// of a block runs several tiles, their counts uneven, up to 24 for the 3000-token one), and a
+// batch mixing every format with rows of one to three tokens (two chunks of a sequence, causal
+// limits inside a tile).
 TEST_P(CudaKvFormatAttention, DecodeKernelWholeContextsAndMixedRows) {
   SIEVE_GPU_OR_SKIP();
   for (const KvFormatId f : kQuantized) {
     std::vector<AttnSeq> seqs;
-    for (int s = 0; s < 28; ++s) seqs.push_back({f, 400 + 23 * s, 1});
+    for (int s = 0; s < 28; ++s) seqs.push_back({f, 300 + 13 * s, 1});
+    seqs.push_back({f, 3000, 1});
     run_attention({seqs, 128, 32, 64, false, false}, GetParam());
   }
   using F = KvFormatId;
