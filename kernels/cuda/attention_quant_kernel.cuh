@@ -1,7 +1,7 @@
 #pragma once
-// The quantized formats' decode kernel (fp8_e4m3, int8, int4; head_dim 64 and 128; one row a
-// warp's worth of packed rows a block, i.e. the FMA class's decode launches). Included only by
-// the files under kernels/cuda/instances/, one template instance each.
+// The quantized formats' decode kernel (fp8_e4m3, int8, int4; head_dim 64 and 128): the FMA
+// class's launches of 4 packed rows a block (one row a warp in attention_kernel.cuh's terms).
+// Included only by the files under kernels/cuda/instances/, one template instance each.
 //
 // Why a kernel of its own. The generic KvQuant instance of attention_kernel.cuh dequantizes each
 // tile into f32 shared memory and every warp then reads all of it: four warps convert the same
