@@ -20,6 +20,7 @@
 #include "core/check.h"
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/quant_attention.h"
 #include "kvcache/formats.h"
 
 namespace sieve {
@@ -162,6 +163,7 @@ int run(int argc, char** argv) {
   }
   std::printf("%s; heads %d/%d, head_dim %d, ctx %d, pages of %d bf16 tokens\n", gpu.name().c_str(),
               s.heads, s.kv_heads, s.dim, s.ctx, s.bf16_tpp);
+  std::printf("quantized decode attention: %s\n", kernels::cuda::quant_decode_attention_path());
   for (const std::string& n : split(seqs_list)) {
     const int seqs = std::stoi(n);
     if (mixed) {

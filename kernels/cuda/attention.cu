@@ -26,13 +26,16 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 #include <cub/block/block_scan.cuh>
+#include <string_view>
 
 #include "core/check.h"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/kv_quant.cuh"
+#include "kernels/cuda/quant_attention.h"
 
 namespace sieve::kernels::cuda {
 
@@ -69,6 +72,15 @@ extern template void run_tc_attention_kernel<64, true>(const Launch&, int, cudaS
 extern template void run_tc_attention_kernel<128, true>(const Launch&, int, cudaStream_t);
 extern template void run_tc_attention_kernel<64, false, KvQuant>(const Launch&, int, cudaStream_t);
 extern template void run_tc_attention_kernel<128, false, KvQuant>(const Launch&, int, cudaStream_t);
+#define SIEVE_QUANT_DECODE_EXTERN(kFormat, kHeadDim) \
+  extern template void run_quant_decode_kernel<kFormat, kHeadDim>(const Launch&, int, cudaStream_t)
+SIEVE_QUANT_DECODE_EXTERN(kKvFp8E4M3, 64);
+SIEVE_QUANT_DECODE_EXTERN(kKvInt8, 64);
+SIEVE_QUANT_DECODE_EXTERN(kKvInt4, 64);
+SIEVE_QUANT_DECODE_EXTERN(kKvFp8E4M3, 128);
+SIEVE_QUANT_DECODE_EXTERN(kKvInt8, 128);
+SIEVE_QUANT_DECODE_EXTERN(kKvInt4, 128);
+#undef SIEVE_QUANT_DECODE_EXTERN
 }  // namespace attention_impl
 
 namespace {
@@ -328,9 +340,50 @@ void run_hooks_instance(const Launch& launch, int grid_items, cudaStream_t strea
 
 bool has_hooks(const Launch& launch) { return launch.slot_bias || launch.selected_indptr; }
 
-// The quantized formats' FMA instances (KvQuant: the format is the launch's, read at run time).
+// Whether SIEVE_QUANT_ATTENTION=legacy asks for the KvQuant instances on decode launches too
+// (read once; kept for A/B measurements of the decode kernel).
+bool legacy_quant_decode() {
+  static const bool legacy = [] {
+    const char* v = std::getenv("SIEVE_QUANT_ATTENTION");
+    return v && std::string_view(v) == "legacy";
+  }();
+  return legacy;
+}
+
+template <int kHeadDim>
+void run_quant_decode(const Launch& launch, int grid_items, cudaStream_t stream) {
+  using attention_impl::run_quant_decode_kernel;
+  switch (launch.format) {
+    case kKvFp8E4M3:
+      run_quant_decode_kernel<kKvFp8E4M3, kHeadDim>(launch, grid_items, stream);
+      break;
+    case kKvInt8:
+      run_quant_decode_kernel<kKvInt8, kHeadDim>(launch, grid_items, stream);
+      break;
+    default:
+      run_quant_decode_kernel<kKvInt4, kHeadDim>(launch, grid_items, stream);
+      break;
+  }
+}
+
+// The quantized formats: decode launches (one row a warp, so a block holds 4 packed rows) of
+// head_dim 64 or 128 over 16-byte aligned pages take the decode kernel of their format
+// (attention_quant_kernel.cuh: raw tiles by cp.async, dequantized in registers); the others the
+// FMA instances (KvQuant: the format is the launch's, read at run time).
 void run_quant_instance(const Launch& launch, int rows_per_warp, int grid_items,
                         cudaStream_t stream) {
+  const bool aligned =
+      reinterpret_cast<uintptr_t>(launch.arena) % 16 == 0 && launch.layer_page_elems % 16 == 0;
+  if (rows_per_warp == 1 && aligned && !legacy_quant_decode()) {
+    if (launch.head_dim == 128) {
+      run_quant_decode<128>(launch, grid_items, stream);
+      return;
+    }
+    if (launch.head_dim == 64) {
+      run_quant_decode<64>(launch, grid_items, stream);
+      return;
+    }
+  }
   run_instance<attention_impl::KvQuant>(launch, rows_per_warp, grid_items, stream);
 }
 
@@ -349,6 +402,10 @@ Launch for_format(Launch launch, const PagedAttentionParams& params, int format)
 }
 
 }  // namespace
+
+const char* quant_decode_attention_path() {
+  return legacy_quant_decode() ? "legacy (f32 tiles)" : "register dequant (raw tiles, cp.async)";
+}
 
 bool attention_supports(int head_dim, DType kv_dtype) {
   return head_dim > 0 && head_dim % 8 == 0 && head_dim <= attention_impl::kMaxHeadDim &&

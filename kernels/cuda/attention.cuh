@@ -130,6 +130,10 @@ size_t smem_bytes(int rows, int head_dim, bool hooks) {
 // Launches the main kernel for one instance; defined in attention_kernel.cuh's instances.
 template <typename KvT, int kHeadDim, int kRowsPerWarp, bool kHooks>
 void run_attention_kernel(const Launch& launch, int grid_items, cudaStream_t stream);
+// The quantized formats' decode kernel (kFormat fp8_e4m3, int8 or int4; head_dim 64/128; blocks
+// of kWarps packed rows); defined in attention_quant_kernel.cuh's instances.
+template <int kFormat, int kHeadDim>
+void run_quant_decode_kernel(const Launch& launch, int grid_items, cudaStream_t stream);
 // The tensor-core kernel (KvT bf16, or KvQuant dequantized into bf16 tiles); defined in
 // attention_tc_kernel.cuh's instances.
 template <int kHeadDim, bool kHooks, typename KvT = bf16>

@@ -452,6 +452,37 @@ TEST_P(CudaKvFormatAttention, CompactedHeadsOfEachFormat) {
   run_attention({{{F::kInt4, 300, 1}, {F::kInt4, 100, 2}}, 8, 2, 64, false, true}, GetParam());
 }
 
+// Decode launches (head_dim 64/128, one row a warp) take the quantized decode kernel: contexts
+// left whole (32 KV heads and 29 sequences fill the H100's wave, so nothing is split: every warp
+// of a block runs several tiles, their counts uneven, up to 24 for the 3000-token one), and a
+// batch mixing every format with rows of one to three tokens (two chunks of a sequence, causal
+// limits inside a tile).
+TEST_P(CudaKvFormatAttention, DecodeKernelWholeContextsAndMixedRows) {
+  SIEVE_GPU_OR_SKIP();
+  for (const KvFormatId f : kQuantized) {
+    std::vector<AttnSeq> seqs;
+    for (int s = 0; s < 28; ++s) seqs.push_back({f, 300 + 13 * s, 1});
+    seqs.push_back({f, 3000, 1});
+    run_attention({seqs, 128, 32, 64, false, false}, GetParam());
+  }
+  using F = KvFormatId;
+  for (const int dim : {128, 64}) {
+    run_attention({{{F::kInt4, 1000, 1},
+                    {F::kFp8E4M3, 33, 2},
+                    {F::kBF16, 500, 1},
+                    {F::kInt8, 700, 3},
+                    {F::kInt4, 64, 2},
+                    {F::kFp8E4M3, 1500, 1},
+                    {F::kInt8, 31, 1}},
+                   16,
+                   4,
+                   dim,
+                   true,
+                   false},
+                  GetParam());
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Seeds, CudaKvFormatAttention, ::testing::Values(1u, 2u));
 
 // compact_kv and copy_pages on a quantized sequence: the bytes equal the CPU ops' on the same

@@ -62,3 +62,15 @@ for dim in (64, 128):
             "kernels/cuda/attention_tc_kernel.cuh",
             [f"SIEVE_TC_ATTENTION_INSTANCE({dim}, {str(hooks).lower()}, {kv_type});"],
         )
+
+# The quantized formats' decode kernel (attention_quant_kernel.cuh): a template instance per
+# (format, tuned head dim); decode launches of other head dims take the KvQuant instances above.
+QUANT_DECODE_FORMATS = ("::sieve::kernels::cuda::kKvFp8E4M3", "::sieve::kernels::cuda::kKvInt8",
+                        "::sieve::kernels::cuda::kKvInt4")
+for dim in (64, 128):
+    write(
+        f"attention_quant_decode_hd{dim}.cu",
+        f"quantized KV decode attention instances, head_dim {dim}",
+        "kernels/cuda/attention_quant_kernel.cuh",
+        [f"SIEVE_QUANT_DECODE_INSTANCE({fmt}, {dim});" for fmt in QUANT_DECODE_FORMATS],
+    )
