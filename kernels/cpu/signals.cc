@@ -1,5 +1,8 @@
 // Compression signals on the CPU (Backend::kv_signals, copy_rows): the reference for the CUDA
-// kernels and the production CPU path (parallel over (layer, head)).
+// kernels (ref::kv_signals) and the production CPU path (parallel over (layer, head), window
+// attention through one sgemm per head).
+
+#include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
@@ -105,6 +108,75 @@ void window_signals(const KvSignalArgs& a, const HeadSlots& head, int num_heads)
   }
 }
 
+// The production path's window signals: the head's keys gathered once into a matrix and scored
+// against every window query of its group in one sgemm, where the reference walks the paged keys
+// once per (query, head). Softmax and sums as the reference does them.
+void window_signals_gemm(const KvSignalArgs& a, const HeadSlots& head, int num_heads) {
+  const KvCacheLayout& layout = *head.layout;
+  const int head_dim = layout.head_dim;
+  const int group = num_heads / layout.num_kv_heads;
+  const int w = a.num_queries;
+  const int64_t n = head.count;
+  SIEVE_CHECK_LE(w, n) << "a window of " << w << " queries over " << n << " slots";
+  thread_local std::vector<float> keys, queries, scores, best;
+  keys.resize(static_cast<size_t>(n) * head_dim);
+  for (int64_t v = 0; v < n; ++v) {
+    std::memcpy(keys.data() + v * head_dim, head.row(v, 0), head_dim * sizeof(float));
+  }
+  // Rows (g, j): query j of the group's head g.
+  queries.resize(static_cast<size_t>(group) * w * head_dim);
+  for (int g = 0; g < group; ++g) {
+    const int h = head.kv_head * group + g;
+    for (int j = 0; j < w; ++j) {
+      std::memcpy(queries.data() + (static_cast<size_t>(g) * w + j) * head_dim,
+                  a.queries.data<float>() + head.layer * a.queries.stride(0) +
+                      j * a.queries.stride(1) + h * a.queries.stride(2),
+                  head_dim * sizeof(float));
+    }
+  }
+  scores.resize(static_cast<size_t>(group) * w * n);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, group * w, static_cast<int>(n), head_dim,
+              a.scale, queries.data(), head_dim, keys.data(), head_dim, 0.0f, scores.data(),
+              static_cast<int>(n));
+  float* group_max = a.window_attention_group_max.empty()
+                         ? nullptr
+                         : out_row(a.window_attention_group_max, head.layer, head.kv_head,
+                                   layout.num_kv_heads, a.slot_stride);
+  if (group_max) std::fill_n(group_max, n, 0.0f);
+  for (int g = 0; g < group; ++g) {
+    if (a.window_attention.empty()) break;
+    std::fill_n(
+        out_row(a.window_attention, head.layer, head.kv_head * group + g, num_heads, a.slot_stride),
+        n, 0.0f);
+  }
+  for (int j = 0; j < w; ++j) {
+    const int64_t limit = n - (w - 1 - j);
+    if (group_max) best.assign(limit, 0.0f);
+    for (int g = 0; g < group; ++g) {
+      float* p = scores.data() + (static_cast<size_t>(g) * w + j) * n;
+      const float max = *std::max_element(p, p + limit);
+      double sum = 0;
+      for (int64_t v = 0; v < limit; ++v) {
+        p[v] = std::exp(p[v] - max);
+        sum += p[v];
+      }
+      const float inv = static_cast<float>(1.0 / sum);
+      for (int64_t v = 0; v < limit; ++v) p[v] *= inv;
+      if (!a.window_attention.empty()) {
+        float* out = out_row(a.window_attention, head.layer, head.kv_head * group + g, num_heads,
+                             a.slot_stride);
+        for (int64_t v = 0; v < limit; ++v) out[v] += p[v];
+      }
+      if (group_max) {
+        for (int64_t v = 0; v < limit; ++v) best[v] = std::max(best[v], p[v]);
+      }
+    }
+    if (group_max) {
+      for (int64_t v = 0; v < limit; ++v) group_max[v] += best[v];
+    }
+  }
+}
+
 void key_value_signals(const KvSignalArgs& a, const HeadSlots& head) {
   const KvCacheLayout& layout = *head.layout;
   const int hkv = layout.num_kv_heads;
@@ -173,7 +245,13 @@ void run_kv_signals(const KvSignalArgs& a, bool parallel) {
       head.count = head.prefix_end + a.num_tokens - a.gap_end;
     }
     SIEVE_CHECK_LE(head.count, a.slot_stride) << "slot_stride below a head's valid slots";
-    if (a.num_queries > 0) window_signals(a, head, num_heads);
+    if (a.num_queries > 0) {
+      if (parallel) {
+        window_signals_gemm(a, head, num_heads);
+      } else {
+        window_signals(a, head, num_heads);
+      }
+    }
     key_value_signals(a, head);
   }
 }
