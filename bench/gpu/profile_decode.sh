@@ -11,12 +11,15 @@ out=${OUT:-/tmp/out}
 mkdir -p "$out"
 cd "$bundle"
 cfg=$repo/bench/configs/llama-3.1-8b.json
-# The prefill step and one decode step are skipped (about 400 launches each); the next 420
-# launches cover one decode step.
+# The prefill steps (512-token prompts in chunks of 8192 tokens) and one decode step are skipped
+# (about 420 launches a step); the next 420 launches cover one decode step.
+chunk=8192
+skip=$(( ((batch * 512 + chunk - 1) / chunk + 2) * 420 ))
 timeout 300 ncu --clock-control none --metrics gpu__time_duration.sum --csv --page raw \
-  --launch-skip 800 --launch-count 420 \
+  --launch-skip "$skip" --launch-count 420 \
   ./run.sh sieve --log-level warn bench throughput --device cuda --model "$cfg" --load-format dummy \
-  --num-prompts "$batch" --input-len 512 --output-len 4 --max-num-seqs "$batch" --enforce-eager \
+  --num-prompts "$batch" --input-len 512 --output-len 8 --max-num-seqs "$batch" \
+  --max-num-batched-tokens "$chunk" --enforce-eager \
   > "$out/ncu_b$batch.csv" 2> "$out/ncu_b$batch.err"
 python3 - "$out/ncu_b$batch.csv" <<'PY' | tee "$out/profile_b$batch.txt"
 import csv, sys, collections
