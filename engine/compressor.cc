@@ -627,12 +627,12 @@ bool Compressor::reconstruct(Action& a) {
   k.scale = 1.0f / std::sqrt(static_cast<float>(layout_.head_dim));
   k.slot_stride = stride;
   k.window_attention_max = out;
-  models::StepBatch& b = pass_batch_;
+  models::StepBatch b;
   kvcache::BatchPageTables csr;
   for (const Chunk& c : chunks) {
     const int repeat = static_cast<int>(c.tokens.size());
-    // Each chunk's pass sees the cache and its own repeat tokens; its softmax, the sinks, the
-    // chunk and the repeat tokens (KVPress's reconstruction scores no other slot).
+    // Each chunk's pass attends to the cache and its own repeat tokens; the scores' softmax
+    // covers the sinks, the chunk and the repeat tokens alone, as KVPress's does.
     k.skip_begin[0] = std::min(st.spec->protection.sink, c.begin);
     k.skip_end[0] = c.begin;
     k.skip_begin[1] = c.end;

@@ -4,9 +4,10 @@
 //   - plans which tokens' queries the model keeps (the window before each action) into a query
 //     store of `num_rings` rings of kMaxQueryWindow rows;
 //   - after the step, for sequences whose policy acts (prefill end; every `interval` decode
-//     tokens once over budget), computes the signals the policy needs with Backend::kv_signals,
-//     asks the policy, checks protection, and compacts: KvManager::compact, copy_pages,
-//     compact_kv. The freed pages return to the pool in the same step.
+//     tokens once over budget), computes the signals the policy needs with Backend::kv_signals
+//     (KVzip's after a pass of the model over the prompt repeated: reconstruct()), asks the
+//     policy, checks protection, and compacts: KvManager::compact, copy_pages, compact_kv. The
+//     freed pages return to the pool in the same step.
 // One thread (the engine's) owns it; the policies' decisions of one step run on OpenMP threads
 // (all the sequences of a batch tend to act in the same step, and each decision is ~1-2 ms of
 // host work at 8B geometry).
@@ -182,8 +183,7 @@ class Compressor {
   int signal_stride_ = 0;
   Tensor window_attention_, group_max_, key_norms_, value_norms_, anchor_dot_, expected_logits_;
   ReconstructionPrompt reconstruction_;
-  Tensor reconstruction_max_;     // [L, Hkv, stride] of the pass in flight, grown as needed
-  models::StepBatch pass_batch_;  // the reconstruction pass's steps
+  Tensor reconstruction_max_;  // [L, Hkv, stride] of the pass in flight, grown as needed
   CompressionStats stats_;
   Observer observer_;
   std::mutex seconds_mutex_;
