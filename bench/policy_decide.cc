@@ -87,6 +87,8 @@ int run(const Options& o) {
       if (needs.key_norms) in.signals.key_norms = per_kv_head;
       if (needs.value_norms) in.signals.value_norms = per_kv_head;
       if (needs.key_anchor_dot) in.signals.key_anchor_dot = per_kv_head;
+      if (needs.expected_logits) in.signals.expected_logits = per_head;
+      if (needs.reconstruction_chunk > 0) in.signals.reconstruction_max = per_kv_head;
       if (needs.slot_state) in.state = state;
       in.params = spec->params.get();
       const kvcache::KeepSlots keep = policy->decide(in);

@@ -6,7 +6,9 @@
 #include <chrono>
 #include <cmath>
 
+#include "kvcache/page_table.h"
 #include "kvcache/policies/protection.h"
+#include "models/tokenizer/chat_template.h"
 #include "spdlog/spdlog.h"
 
 namespace sieve::engine {
@@ -42,6 +44,37 @@ struct Compressor::SeqState {
   bool moments_missed = false;       // no statistics this prefill (none free, or out of memory)
 };
 
+ReconstructionPrompt make_reconstruction_prompt(const models::Tokenizer& tokenizer) {
+  ReconstructionPrompt p;
+  std::string prefix, suffix = "\n";  // a tokenizer without a chat template
+  if (!tokenizer.chat_template().empty()) {
+    // A user message of a marker and a separator: the text before the marker is the prefix,
+    // after the separator the suffix (KVPress's dummy context and separator).
+    const std::string marker = "dummy context";
+    std::string separator(marker.size() + 1, '#');
+    separator[0] = '\n';
+    models::ChatMessage user{"user", marker};
+    user.content.append(separator);
+    auto text = models::apply_chat_template(models::chat_template_for(tokenizer, ""),
+                                            std::span(&user, 1), /*add_generation_prompt=*/true);
+    const size_t at = text.ok() ? text->find(separator) : std::string::npos;
+    const size_t open = text.ok() ? text->find(marker) : std::string::npos;
+    if (at == std::string::npos || open == std::string::npos || open > at) {
+      spdlog::warn("kvzip: the chat template does not render a user turn; kvzip is unavailable");
+      return p;
+    }
+    prefix = text->substr(0, open);
+    suffix = text->substr(at + separator.size());
+  }
+  p.prefix_length = static_cast<int>(tokenizer.encode(prefix, false).size());
+  p.first_question = tokenizer.encode("\n\nRepeat the previous context exactly.", false);
+  p.next_question =
+      tokenizer.encode("\n\nRepeat the part of the previous context exactly, starting with", false);
+  p.suffix = tokenizer.encode(suffix, false);
+  p.available = true;
+  return p;
+}
+
 void copy_pages(kernels::Backend& backend, const TensorView& arena,
                 const kernels::KvCacheLayout& layout, std::span<const kvcache::PageCopy> copies) {
   if (copies.empty()) return;
@@ -55,9 +88,11 @@ void copy_pages(kernels::Backend& backend, const TensorView& arena,
                       TensorView(dst.data(), DType::kI32, {n})});
 }
 
-Compressor::Compressor(kernels::Backend& backend, kvcache::KvManager& kv, const TensorView& arena,
+Compressor::Compressor(kernels::Backend& backend, models::ModelRunner& model,
+                       kvcache::KvManager& kv, const TensorView& arena,
                        const kernels::KvCacheLayout& layout, const models::ModelConfig& config)
     : backend_(backend),
+      model_(model),
       kv_(kv),
       arena_(arena),
       layout_(layout),
@@ -68,10 +103,12 @@ Compressor::~Compressor() = default;
 
 StatusOr<std::unique_ptr<Compressor>> Compressor::create(
     kernels::Backend& backend, models::ModelRunner& model, kvcache::KvManager& kv,
-    const TensorView& arena, const kernels::KvCacheLayout& layout, int num_rings) {
+    const TensorView& arena, const kernels::KvCacheLayout& layout, int num_rings,
+    ReconstructionPrompt reconstruction) {
   const models::ModelConfig& c = model.config();
-  std::unique_ptr<Compressor> compressor(new Compressor(backend, kv, arena, layout, c));
+  std::unique_ptr<Compressor> compressor(new Compressor(backend, model, kv, arena, layout, c));
   compressor->max_moment_sets_ = num_rings;
+  compressor->reconstruction_ = std::move(reconstruction);
   if (num_rings > 0) {
     ASSIGN_OR_RETURN(
         compressor->query_store_,
@@ -220,6 +257,10 @@ void Compressor::act(const scheduler::SchedulerOutput& out, const scheduler::Sch
     a.ring = ring;
     a.num_captured = num_captured;
     a.moments = st.moments;
+    if (at_prefill_end && st.needs.reconstruction_chunk > 0) {
+      const std::vector<int32_t>& tokens = scheduler.find(seq)->token_ids;
+      a.prompt.assign(tokens.begin(), tokens.begin() + std::min<size_t>(cached, tokens.size()));
+    }
   };
   std::vector<int> rings_to_release;
   for (const scheduler::ScheduledSeq& s : out.scheduled) {
@@ -320,6 +361,12 @@ bool Compressor::gather(Action& a) {
   a.gap_end = head.gap_end;
   a.num_queries = st.needs.any_window() ? num_queries : 0;
   const kvcache::PolicyNeeds& n = st.needs;
+  if (n.reconstruction_chunk > 0 && !reconstruct(a)) {
+    ++stats_.skipped_actions;
+    SPDLOG_DEBUG("sequence {}: {} skips an action without its reconstruction pass", a.seq,
+                 st.spec->method);
+    return false;
+  }
   if (n.any_window() || n.key_norms || n.value_norms || n.key_anchor_dot || n.expected_logits) {
     if (!ensure_signal_buffers(a.slot_stride).ok()) {
       ++stats_.skipped_actions;
@@ -363,6 +410,7 @@ void Compressor::decide(Action& a) const {
   signals.value_norms = span(a.value_norms);
   signals.key_anchor_dot = span(a.anchor_dot);
   signals.expected_logits = span(a.expected_logits);
+  signals.reconstruction_max = span(a.reconstruction_max);
 
   kvcache::PolicyInput in;
   in.num_layers = layout_.num_layers;
@@ -521,6 +569,129 @@ void Compressor::compute_signals(Action& a) {
   to_host(k.key_anchor_dot, a.anchor_dot);
   to_host(view(expected_logits_, num_heads_, needs.expected_logits), a.expected_logits);
   backend_.synchronize();
+}
+
+bool Compressor::reconstruct(Action& a) {
+  const SeqState& st = *a.st;
+  const ReconstructionPrompt& prompt = reconstruction_;
+  const int cached = a.cached_tokens;
+  if (!prompt.available || !a.at_prefill_end || !a.prefix_lens.empty() ||
+      static_cast<int>(a.prompt.size()) != cached || free_rings_.empty()) {
+    return false;
+  }
+  // The chunks of the prompt after the template's prefix, each with its repeat tokens.
+  struct Chunk {
+    int begin, end;
+    std::vector<int32_t> tokens;
+  };
+  std::vector<Chunk> chunks;
+  const int chunk_size = st.needs.reconstruction_chunk;
+  int longest = 0;
+  for (int begin = std::min(prompt.prefix_length, cached); begin < cached; begin += chunk_size) {
+    Chunk c{begin, std::min(cached, begin + chunk_size), {}};
+    if (chunks.empty()) {
+      c.tokens = prompt.first_question;
+    } else {
+      c.tokens = prompt.next_question;
+      c.tokens.insert(c.tokens.end(),
+                      a.prompt.begin() + std::max(chunks.back().begin,
+                                                  begin - ReconstructionPrompt::kPreviousTokens),
+                      a.prompt.begin() + begin);
+    }
+    c.tokens.insert(c.tokens.end(), prompt.suffix.begin(), prompt.suffix.end());
+    c.tokens.insert(c.tokens.end(), a.prompt.begin() + c.begin, a.prompt.begin() + c.end);
+    longest = std::max(longest, static_cast<int>(c.tokens.size()));
+    chunks.push_back(std::move(c));
+  }
+  if (chunks.empty()) return false;
+  // The repeat tokens follow the sequence's slots: the free rest of its last page (written past
+  // its length, which nothing reads before the sequence's own next tokens overwrite it), then
+  // borrowed pages.
+  const kvcache::PageTable& own = kv_.page_table(a.seq);
+  const models::StepLimits& limits = model_.limits();
+  const int pages = kvcache::pages_for_tokens(cached + longest, own.tokens_per_page);
+  if (own.num_tokens != cached || pages > limits.max_kv_indices) return false;
+  const int stride = cached + longest;
+  const int64_t l = layout_.num_layers, hkv = layout_.num_kv_heads;
+  if (reconstruction_max_.view().numel() < l * hkv * stride) {
+    auto buffer = backend_.allocate(DType::kF32, {l * hkv * stride});
+    if (!buffer.ok()) return false;
+    reconstruction_max_ = *std::move(buffer);
+  }
+  std::optional<std::vector<kvcache::PageId>> borrowed = kv_.borrow_pages(pages - own.num_pages());
+  if (!borrowed) return false;
+  std::vector<kvcache::PageId> all_pages = own.pages;
+  all_pages.insert(all_pages.end(), borrowed->begin(), borrowed->end());
+  kvcache::PageTable table{own.tokens_per_page, 0, {}};
+  const int ring = free_rings_.back();
+  const TensorView out =
+      reconstruction_max_.view().slice(0, 0, l * hkv * stride).reshape({l, hkv, stride});
+  std::vector<float> zeros(out.numel(), 0.0f);
+  backend_.copy(out.reshape({out.numel()}), TensorView(zeros.data(), DType::kF32, {out.numel()}));
+
+  const kvcache::KvFormatId format = kv_.format(a.seq);
+  const int step = std::min(kMaxQueryWindow, limits.max_num_tokens);
+  kernels::KvSignalArgs k;
+  k.arena = arena_;
+  k.layout = layout_.for_format(format);
+  k.scale = 1.0f / std::sqrt(static_cast<float>(layout_.head_dim));
+  k.slot_stride = stride;
+  k.window_attention_max = out;
+  models::StepBatch b;
+  kvcache::BatchPageTables csr;
+  for (const Chunk& c : chunks) {
+    const int repeat = static_cast<int>(c.tokens.size());
+    // Each chunk's pass attends to the cache and its own repeat tokens; the scores' softmax
+    // covers the sinks, the chunk and the repeat tokens alone, as KVPress's does.
+    k.skip_begin[0] = std::min(st.spec->protection.sink, c.begin);
+    k.skip_end[0] = c.begin;
+    k.skip_begin[1] = c.end;
+    k.skip_end[1] = cached;
+    for (int first = 0; first < repeat; first += step) {
+      const int n = std::min(step, repeat - first);
+      b = models::StepBatch{};
+      for (int i = 0; i < n; ++i) {
+        b.token_ids.push_back(c.tokens[first + i]);
+        b.positions.push_back(cached + first + i);
+        b.capture_rows.push_back(i);
+        b.capture_slots.push_back(ring * kMaxQueryWindow + i);
+      }
+      b.qo_indptr = {0, n};
+      b.rope_lens = {cached + repeat};
+      if (format != layout_.kv_format()) b.kv_formats = {static_cast<int32_t>(format)};
+      b.logits_indices = {n - 1};  // unused; the runner computes at least one row
+      table.num_tokens = cached + first + n;
+      table.pages.assign(
+          all_pages.begin(),
+          all_pages.begin() + kvcache::pages_for_tokens(table.num_tokens, table.tokens_per_page));
+      const kvcache::BatchSeq seq{&table, n};
+      kvcache::build_batch_page_tables(std::span(&seq, 1), &csr);
+      b.kv_indptr = csr.kv_indptr;
+      b.kv_indices = csr.kv_indices;
+      b.kv_lens = csr.kv_lens;
+      b.slot_mapping = csr.slot_mapping;
+      model_.execute(b);
+      k.page_table =
+          TensorView(table.pages.data(), DType::kI32, {static_cast<int64_t>(table.pages.size())});
+      k.num_tokens = table.num_tokens;
+      const int64_t row0 = int64_t{ring} * kMaxQueryWindow;
+      k.queries =
+          query_store_.view().slice(1, row0, row0 + n).unflatten(2, num_heads_, layout_.head_dim);
+      k.num_queries = n;
+      backend_.kv_signals(k);
+    }
+  }
+  // The scores of the sequence's own slots, in the action's rows.
+  std::vector<float> host(out.numel());
+  backend_.copy(TensorView(host.data(), DType::kF32, {out.numel()}), out.reshape({out.numel()}));
+  backend_.synchronize();
+  kv_.return_pages(*borrowed);
+  a.reconstruction_max.assign(static_cast<size_t>(l * hkv) * a.slot_stride, 0.0f);
+  for (int64_t r = 0; r < l * hkv; ++r) {
+    std::copy_n(host.begin() + r * stride, std::min(cached, a.slot_stride),
+                a.reconstruction_max.begin() + r * a.slot_stride);
+  }
+  return true;
 }
 
 void Compressor::compute_expected_logits(const kernels::ExpectedLogitArgs& cache, const Action& a) {

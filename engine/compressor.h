@@ -4,9 +4,10 @@
 //   - plans which tokens' queries the model keeps (the window before each action) into a query
 //     store of `num_rings` rings of kMaxQueryWindow rows;
 //   - after the step, for sequences whose policy acts (prefill end; every `interval` decode
-//     tokens once over budget), computes the signals the policy needs with Backend::kv_signals,
-//     asks the policy, checks protection, and compacts: KvManager::compact, copy_pages,
-//     compact_kv. The freed pages return to the pool in the same step.
+//     tokens once over budget), computes the signals the policy needs with Backend::kv_signals
+//     (KVzip's after a pass of the model over the prompt repeated: reconstruct()), asks the
+//     policy, checks protection, and compacts: KvManager::compact, copy_pages, compact_kv. The
+//     freed pages return to the pool in the same step.
 // One thread (the engine's) owns it; the policies' decisions of one step run on OpenMP threads
 // (all the sequences of a batch tend to act in the same step, and each decision is ~1-2 ms of
 // host work at 8B geometry).
@@ -27,6 +28,7 @@
 #include "kvcache/kv_manager.h"
 #include "kvcache/policies/spec.h"
 #include "models/model_runner.h"
+#include "models/tokenizer/tokenizer.h"
 #include "scheduler/scheduler.h"
 
 namespace sieve::engine {
@@ -41,6 +43,21 @@ struct CompressionStats {
   std::atomic<int64_t> gather_ns{0}, decide_ns{0}, commit_ns{0};
 };
 
+// KVzip's reconstruction prompt for the served model, as KVPress builds it from the tokenizer's
+// chat template: a user turn around the prompt splits the template into a prefix (the tokens
+// before the user's text, which the reconstruction skips) and a suffix (the assistant's turn).
+// Chunk c of the prompt after the prefix is reconstructed from
+//   question (c = 0: first_question; else next_question and the previous chunk's last 8 tokens),
+//   suffix, the chunk's tokens.
+struct ReconstructionPrompt {
+  bool available = false;  // false: no tokenizer; kvzip's actions are skipped
+  int prefix_length = 0;
+  std::vector<int32_t> first_question, next_question, suffix;
+  static constexpr int kPreviousTokens = 8;
+};
+// Built with the tokenizer's own chat template (none: prefix "", suffix "\n", as KVPress).
+ReconstructionPrompt make_reconstruction_prompt(const models::Tokenizer& tokenizer);
+
 // Copies each page's KV to its copy (all layers): copy-on-write from the scheduler or a
 // compaction. Nothing for an empty list.
 void copy_pages(kernels::Backend& backend, const TensorView& arena,
@@ -49,10 +66,11 @@ void copy_pages(kernels::Backend& backend, const TensorView& arena,
 class Compressor {
  public:
   // `arena` and `layout` are the engine's KV arena; `num_rings` sequences may gather queries at
-  // once (0: policies that score with queries never act).
+  // once (0: policies that score with queries never act). `reconstruction` serves kvzip.
   static StatusOr<std::unique_ptr<Compressor>> create(
       kernels::Backend& backend, models::ModelRunner& model, kvcache::KvManager& kv,
-      const TensorView& arena, const kernels::KvCacheLayout& layout, int num_rings);
+      const TensorView& arena, const kernels::KvCacheLayout& layout, int num_rings,
+      ReconstructionPrompt reconstruction = {});
   ~Compressor();
 
   // A sequence starts with a compression request (or starts again after a preemption).
@@ -81,6 +99,10 @@ class Compressor {
   using Observer =
       std::function<void(kvcache::SeqId, const std::vector<std::vector<int32_t>>& kept_positions)>;
   void set_observer(Observer observer) { observer_ = std::move(observer); }
+  // Replaces the reconstruction prompt (a model served without a tokenizer; tests).
+  void set_reconstruction_prompt(ReconstructionPrompt prompt) {
+    reconstruction_ = std::move(prompt);
+  }
   // Durations of the actions since the last call (seconds each), for a histogram. Thread-safe.
   std::vector<double> take_action_seconds();
 
@@ -107,7 +129,8 @@ class Compressor {
     int slot_stride = 0;
     int num_queries = 0;
     std::vector<float> window_attention, group_max, key_norms, value_norms, anchor_dot,
-        expected_logits;
+        expected_logits, reconstruction_max;
+    std::vector<int32_t> prompt;  // kvzip: the cached prompt's tokens, for its reconstruction
     // Decided.
     std::vector<int32_t> positions;  // [L * Hkv * slot_stride]
     std::vector<float> state;        // PolicyNeeds::slot_state
@@ -119,8 +142,9 @@ class Compressor {
     std::vector<std::vector<float>> kept_state;
   };
 
-  Compressor(kernels::Backend& backend, kvcache::KvManager& kv, const TensorView& arena,
-             const kernels::KvCacheLayout& layout, const models::ModelConfig& config);
+  Compressor(kernels::Backend& backend, models::ModelRunner& model, kvcache::KvManager& kv,
+             const TensorView& arena, const kernels::KvCacheLayout& layout,
+             const models::ModelConfig& config);
   // Adds the step's prompt rows of `s` (token rows from `first_row` in the batch) to the query
   // statistics of its sequence (PolicyNeeds::expected_logits).
   void plan_moments(const scheduler::ScheduledSeq& s, SeqState& st, int first_row,
@@ -134,12 +158,18 @@ class Compressor {
   void commit(Action& a);
   // The signals the action's policy reads, of its sequence, into the action's host arrays.
   void compute_signals(Action& a);
+  // KVzip: runs the model over the reconstruction of the action's prompt, its K/V in pages
+  // borrowed after the sequence's own, and gathers the reconstruction attention max into
+  // a.reconstruction_max. False (nothing changed) without a free query ring, pages or a
+  // tokenizer's prompt.
+  bool reconstruct(Action& a);
   // ExpectedAttention's logits of one sequence into expected_logits_ (device).
   void compute_expected_logits(const kernels::ExpectedLogitArgs& cache, const Action& a);
   void release_ring(SeqState& st);
   Status ensure_signal_buffers(int slot_stride);
 
   kernels::Backend& backend_;
+  models::ModelRunner& model_;
   kvcache::KvManager& kv_;
   TensorView arena_;
   kernels::KvCacheLayout layout_;
@@ -155,6 +185,8 @@ class Compressor {
   // Device outputs of kv_signals, grown to the longest sequence seen.
   int signal_stride_ = 0;
   Tensor window_attention_, group_max_, key_norms_, value_norms_, anchor_dot_, expected_logits_;
+  ReconstructionPrompt reconstruction_;
+  Tensor reconstruction_max_;  // [L, Hkv, stride] of the pass in flight, grown as needed
   CompressionStats stats_;
   Observer observer_;
   std::mutex seconds_mutex_;

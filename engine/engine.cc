@@ -18,6 +18,7 @@ Engine::Engine(std::unique_ptr<models::ModelRunner> owned_runner, models::ModelR
       runner_(runner),
       backend_(backend),
       config_(config),
+      tokenizer_(tokenizer),
       output_(tokenizer, std::move(eos_token_ids)) {}
 
 Engine::~Engine() { stop(); }
@@ -112,9 +113,11 @@ Status Engine::init() {
   }
   ASSIGN_OR_RETURN(arena_,
                    backend_.allocate(DType::kU8, {static_cast<int64_t>(layout_.arena_bytes())}));
-  ASSIGN_OR_RETURN(compressor_, Compressor::create(
-                                    backend_, runner_, *kv_, arena_, layout_,
-                                    std::min(config_.max_compressing_seqs, config_.max_num_seqs)));
+  ASSIGN_OR_RETURN(compressor_,
+                   Compressor::create(backend_, runner_, *kv_, arena_, layout_,
+                                      std::min(config_.max_compressing_seqs, config_.max_num_seqs),
+                                      tokenizer_ ? make_reconstruction_prompt(*tokenizer_)
+                                                 : ReconstructionPrompt{}));
   ASSIGN_OR_RETURN(sampler_, StepSampler::create(backend_, runner_, config_.max_num_seqs));
   batch_builder_ = std::make_unique<BatchBuilder>(layout_);
 

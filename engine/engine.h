@@ -94,6 +94,11 @@ class Engine {
   void set_compression_observer(Compressor::Observer observer) {
     compressor_->set_observer(std::move(observer));
   }
+  // KVzip's reconstruction prompt where the engine has no tokenizer to build it from (tests with
+  // fixture models); set before requests arrive.
+  void set_reconstruction_prompt(ReconstructionPrompt prompt) {
+    compressor_->set_reconstruction_prompt(std::move(prompt));
+  }
   // Durations of the compression actions since the last call (thread-safe).
   std::vector<double> take_compression_seconds() { return compressor_->take_action_seconds(); }
 
@@ -116,6 +121,7 @@ class Engine {
   models::ModelRunner& runner_;
   kernels::Backend& backend_;
   EngineConfig config_;
+  const models::Tokenizer* tokenizer_ = nullptr;  // may be null
   int max_model_len_ = 0;
 
   std::unique_ptr<kvcache::KvManager> kv_;

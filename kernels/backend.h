@@ -214,7 +214,9 @@ struct CopyRowsArgs {
 //
 // Window attention uses the sequence's last num_queries tokens' post-RoPE queries (the newest
 // last), all among the slots appended since any compaction: query j sees the first
-// valid_len - (num_queries - 1 - j) slots of its head, as it did in its own step.
+// valid_len - (num_queries - 1 - j) slots of its head, as it did in its own step, less the
+// slots of `skip` ranges, which take no part in its softmax (KVzip's reconstruction scores a
+// chunk over the sinks, the chunk and the repeated tokens alone).
 struct KvSignalArgs {
   TensorView arena;       // u8 [arena_bytes]
   KvCacheLayout layout;   // of the sequence's format (KvCacheLayout::for_format)
@@ -232,6 +234,14 @@ struct KvSignalArgs {
   TensorView window_attention;
   // sum over the window's queries of the max over the KV head's query heads: [L, num_kv_heads, S]
   TensorView window_attention_group_max;
+  // max over the window's queries and the KV head's query heads, taken with the values already
+  // there (the caller zeroes it before a sequence's first window; later windows raise it):
+  // [L, num_kv_heads, S]. KVzip's score over the windows of its reconstruction pass.
+  TensorView window_attention_max;
+  // Virtual slots [skip_begin[i], skip_end[i]) that the window's softmax leaves out; their window
+  // outputs are 0 (window_attention_max: left as they are). Empty ranges by default.
+  int skip_begin[2] = {0, 0};
+  int skip_end[2] = {0, 0};
   TensorView key_norms;    // ||k||: [L, num_kv_heads, S]
   TensorView value_norms;  // ||v||: [L, num_kv_heads, S]
   // k̂·ā, with k̂ = k/||k|| and ā the mean of the head's k̂ over its valid slots (KeyDiff's

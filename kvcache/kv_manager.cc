@@ -243,6 +243,18 @@ std::optional<ReleasedSeq> KvManager::take_released(SeqId seq) {
   return released;
 }
 
+std::optional<std::vector<PageId>> KvManager::borrow_pages(int n) {
+  if (n < 0 || n > pool_.num_available()) return std::nullopt;
+  std::vector<PageId> pages;
+  pages.reserve(n);
+  for (int i = 0; i < n; ++i) pages.push_back(take_page());
+  return pages;
+}
+
+void KvManager::return_pages(std::span<const PageId> pages) {
+  for (const PageId page : pages) pool_.release(page);
+}
+
 PageId KvManager::take_page() {
   const std::optional<PageGrant> grant = pool_.allocate();
   SIEVE_CHECK(grant.has_value()) << "pool exhausted after an availability check";

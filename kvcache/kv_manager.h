@@ -126,6 +126,12 @@ class KvManager {
   // with nothing changed, when the pool is short of pages for the copies.
   StatusOr<CompactionResult> compact(SeqId seq, std::span<const int32_t> new_head_lens);
 
+  // Scratch pages outside every sequence and the prefix cache (KVzip's reconstruction pass
+  // writes its repeated tokens there): `n` pages, one reference each; empty, with nothing taken,
+  // when the pool has fewer available. return_pages() gives them back, free.
+  std::optional<std::vector<PageId>> borrow_pages(int n);
+  void return_pages(std::span<const PageId> pages);
+
   const PageTable& page_table(SeqId seq) const;
   KvFormatId format(SeqId seq) const;
   int num_tokens(SeqId seq) const { return page_table(seq).num_tokens; }

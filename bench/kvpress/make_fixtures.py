@@ -72,9 +72,19 @@ def load_model(gguf_path, tok_dir):
     )
     model.eval()
     # KVzipPress reloads the tokenizer with AutoTokenizer.from_pretrained(config.name_or_path)
-    # to read the chat template; give it a folder that holds the GGUF's tokenizer.
+    # to read the chat template and encode its reconstruction prompt. The GGUF's tokenizer saved
+    # to a folder comes back as another class (CodeLlamaTokenizer) that encodes "\n" and " " as
+    # id 0, so KVzipPress gets the very tokenizer the prompts are encoded with instead.
     tok.save_pretrained(tok_dir)
     model.config.name_or_path = tok_dir
+    import kvpress.presses.kvzip_press as kvzip_module
+
+    class SameTokenizer:
+        @staticmethod
+        def from_pretrained(*args, **kwargs):
+            return tok
+
+    kvzip_module.AutoTokenizer = SameTokenizer
     return tok, model
 
 
@@ -207,12 +217,21 @@ class Recorder:
         self.scores = {}  # layer -> tensor [Hkv, n] (the tensor the press ranked)
         self.kept = {}  # layer -> list per KV head of sorted indices
         self.n_tokens = None
+        self.kvzip_input = None  # (prefix_length, [repeat ids of each chunk]) KVzipPress used
 
     def install(self):
         from kvpress import AdaKVPress, KVzipPress
 
         p = self.press
         if isinstance(p, KVzipPress):
+            orig_prepare = p.prepare
+
+            def prepare(model, tokenizer, *args, **kwargs):
+                pairs = orig_prepare(model, tokenizer, *args, **kwargs)
+                self.kvzip_input = (p.prefix_length, [r[0].tolist() for _, r in pairs])
+                return pairs
+
+            p.prepare = prepare
             orig_post = p.compress_post
 
             def compress_post(model):
@@ -470,6 +489,8 @@ def main():
     ap.add_argument("--presses", default="", help="comma-separated press names")
     ap.add_argument("--no-numpy-check", action="store_true")
     ap.add_argument("--count-only", action="store_true", help="print the prompts' token counts")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other presses of the existing fixture files")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -562,6 +583,11 @@ def main():
                     entry = {"class": type(press).__name__, "params": press_params(press), "decisions": {}}
                 ts = time.time()
                 rec = run_press(model, ids, press)
+                if rec.kvzip_input is not None:
+                    # What KVzipPress reconstructed from must be what the fixture records.
+                    prefix, chunks = rec.kvzip_input
+                    assert prefix == kvzip_prefix(tok), (prefix, kvzip_prefix(tok))
+                    assert chunks == [kvzip_repeat_ids(tok, ids)], "KVzip's repeat ids differ"
                 dec = decision_record(rec, press, n, n_layers, Hkv)
                 dec["n_kept_per_layer_head"] = [[len(x) for x in row] for row in dec["kept"]]
                 entry["decisions"][str(r)] = dec
@@ -588,6 +614,13 @@ def main():
             fixture["presses"]["kvzip"]["prefix_length"] = kvzip_prefix(tok)
             fixture["presses"]["kvzip"]["repeat_ids"] = kvzip_repeat_ids(tok, ids)
         path = os.path.join(args.out, f"{name}.json")
+        if args.merge and os.path.exists(path):
+            with open(path) as f:
+                old = json.load(f)
+            assert old["prompt"]["token_ids"] == ids, "the prompt changed: regenerate everything"
+            old["presses"].update(fixture["presses"])
+            old["versions"] = fixture["versions"]
+            fixture = old
         with open(path, "w") as f:
             json.dump(fixture, f, separators=(",", ":"))
             f.write("\n")

@@ -44,13 +44,21 @@ float* out_row(const TensorView& out, int layer, int head, int heads, int stride
   return out.data<float>() + (static_cast<int64_t>(layer) * heads + head) * stride;
 }
 
-// Softmax probabilities of query `q` over the first `limit` slots of `head`, into `p`.
-void query_probs(const float* q, const HeadSlots& head, int64_t limit, float scale,
+// Whether virtual slot v is left out of the window's softmax (KvSignalArgs::skip_begin).
+bool skipped(const KvSignalArgs& a, int64_t v) {
+  return (v >= a.skip_begin[0] && v < a.skip_end[0]) || (v >= a.skip_begin[1] && v < a.skip_end[1]);
+}
+
+// Softmax probabilities of query `q` over the first `limit` slots of `head` (skipped ones 0),
+// into `p`.
+void query_probs(const KvSignalArgs& a, const float* q, const HeadSlots& head, int64_t limit,
                  std::vector<float>& p) {
   const int head_dim = head.layout->head_dim;
+  const float scale = a.scale;
   p.assign(limit, 0.0f);
   float max = -INFINITY;
   for (int64_t v = 0; v < limit; ++v) {
+    if (skipped(a, v)) continue;
     const float* k = head.row(v, 0);
     float dot = 0;
 #pragma omp simd reduction(+ : dot)
@@ -60,7 +68,7 @@ void query_probs(const float* q, const HeadSlots& head, int64_t limit, float sca
   }
   double sum = 0;
   for (int64_t v = 0; v < limit; ++v) {
-    p[v] = std::exp(p[v] - max);
+    p[v] = skipped(a, v) ? 0.0f : std::exp(p[v] - max);
     sum += p[v];
   }
   const float inv = static_cast<float>(1.0 / sum);
@@ -73,11 +81,21 @@ void window_signals(const KvSignalArgs& a, const HeadSlots& head, int num_heads)
   const int w = a.num_queries;
   SIEVE_CHECK_LE(w, head.count) << "a window of " << w << " queries over " << head.count
                                 << " slots";
+  for (int i = 0; i < 2; ++i) {
+    SIEVE_CHECK(a.skip_begin[i] >= 0 && a.skip_begin[i] <= a.skip_end[i] &&
+                (a.skip_begin[i] == a.skip_end[i] || a.skip_end[i] <= head.count - w))
+        << "skipped slots [" << a.skip_begin[i] << ", " << a.skip_end[i]
+        << ") must precede the window";
+  }
   float* group_max = a.window_attention_group_max.empty()
                          ? nullptr
                          : out_row(a.window_attention_group_max, head.layer, head.kv_head,
                                    layout.num_kv_heads, a.slot_stride);
   if (group_max) std::fill_n(group_max, head.count, 0.0f);
+  float* running_max = a.window_attention_max.empty()
+                           ? nullptr
+                           : out_row(a.window_attention_max, head.layer, head.kv_head,
+                                     layout.num_kv_heads, a.slot_stride);
   std::vector<float> p, max_over_group;
   for (int g = 0; g < group; ++g) {
     const int h = head.kv_head * group + g;
@@ -88,22 +106,27 @@ void window_signals(const KvSignalArgs& a, const HeadSlots& head, int num_heads)
   }
   for (int j = 0; j < w; ++j) {
     const int64_t limit = head.count - (w - 1 - j);
-    if (group_max) max_over_group.assign(limit, 0.0f);
+    if (group_max || running_max) max_over_group.assign(limit, 0.0f);
     for (int g = 0; g < group; ++g) {
       const int h = head.kv_head * group + g;
       const float* q = a.queries.data<float>() + head.layer * a.queries.stride(0) +
                        j * a.queries.stride(1) + h * a.queries.stride(2);
-      query_probs(q, head, limit, a.scale, p);
+      query_probs(a, q, head, limit, p);
       if (!a.window_attention.empty()) {
         float* sum = out_row(a.window_attention, head.layer, h, num_heads, a.slot_stride);
         for (int64_t v = 0; v < limit; ++v) sum[v] += p[v];
       }
-      if (group_max) {
+      if (group_max || running_max) {
         for (int64_t v = 0; v < limit; ++v) max_over_group[v] = std::max(max_over_group[v], p[v]);
       }
     }
     if (group_max) {
       for (int64_t v = 0; v < limit; ++v) group_max[v] += max_over_group[v];
+    }
+    if (running_max) {
+      for (int64_t v = 0; v < limit; ++v) {
+        if (!skipped(a, v)) running_max[v] = std::max(running_max[v], max_over_group[v]);
+      }
     }
   }
 }

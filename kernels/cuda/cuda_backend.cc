@@ -383,6 +383,13 @@ class CudaBackend final : public Backend {
     };
     p.window_attention = out(a.window_attention, "window_attention");
     p.window_attention_group_max = out(a.window_attention_group_max, "window_attention_group_max");
+    p.window_attention_max = out(a.window_attention_max, "window_attention_max");
+    for (int i = 0; i < 2; ++i) {
+      SIEVE_CHECK(a.skip_begin[i] >= 0 && a.skip_begin[i] <= a.skip_end[i])
+          << "skipped slots [" << a.skip_begin[i] << ", " << a.skip_end[i] << ")";
+      p.skip_begin[i] = a.skip_begin[i];
+      p.skip_end[i] = a.skip_end[i];
+    }
     p.key_norms = out(a.key_norms, "key_norms");
     p.value_norms = out(a.value_norms, "value_norms");
     p.key_anchor_dot = out(a.key_anchor_dot, "key_anchor_dot");

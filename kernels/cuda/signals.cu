@@ -37,7 +37,9 @@ __global__ void copy_rows_kernel(Unit* dst, int64_t dst_stride, int64_t num_dst_
 // Each warp takes one slot at a time: its key row is read once, coalesced, into the warp's
 // shared row, and every lane scores it against its own queries. Window attention needs each
 // query's softmax over all slots first, so it reads the keys twice: pass A (running max and sum
-// per query, combined across warps) and pass B (the probabilities into the outputs). Queries are
+// per query, combined across warps) and pass B (the probabilities into the outputs; the running
+// max over windows is raised by the slot's owner warp alone, so it needs no atomics). Skipped
+// slots (KvSignalArgs::skip_begin) are neither read nor counted. Queries are
 // taken in chunks of kChunkPairs (query, head-of-group) pairs, each lane owning 4 contiguous
 // pairs; a chunk holds whole queries (every head of the group).
 constexpr int kWarps = kThreads / 32;
@@ -119,6 +121,10 @@ __global__ void __launch_bounds__(kThreads) kv_signals_kernel(KvArena a, SignalP
   };
   float* my_row = sm.k + warp * d;
   const int64_t out_row = list * p.slot_stride;
+  auto skipped = [&](int v) {
+    return (v >= p.skip_begin[0] && v < p.skip_end[0]) ||
+           (v >= p.skip_begin[1] && v < p.skip_end[1]);
+  };
 
   // Norms, and the sum of unit keys for the anchor.
   const bool anchor = p.key_anchor_dot != nullptr;
@@ -158,7 +164,10 @@ __global__ void __launch_bounds__(kThreads) kv_signals_kernel(KvArena a, SignalP
       }
     }
   }
-  if (p.num_queries == 0 || (!p.window_attention && !p.window_attention_group_max)) return;
+  if (p.num_queries == 0 ||
+      (!p.window_attention && !p.window_attention_group_max && !p.window_attention_max)) {
+    return;
+  }
 
   const QT* queries = static_cast<const QT*>(p.queries);
   const int w = p.num_queries;
@@ -204,6 +213,7 @@ __global__ void __launch_bounds__(kThreads) kv_signals_kernel(KvArena a, SignalP
       l[t] = 0;
     }
     for (int v = warp; v < count; v += kWarps) {
+      if (skipped(v)) continue;
       load_row(row(v, 0), my_row, d);
       float s[kPairsPerLane];
       score_pairs(sm.q, my_row, d, s);
@@ -246,9 +256,10 @@ __global__ void __launch_bounds__(kThreads) kv_signals_kernel(KvArena a, SignalP
       m[t] = sm.max[kPairsPerLane * lane + t];
       l[t] = sm.sum[kPairsPerLane * lane + t];
     }
-    // Pass B: probabilities, summed over the chunk's queries per head (window attention) and
-    // as the max over the group's heads (group max).
+    // Pass B: probabilities, summed over the chunk's queries per head (window attention), as
+    // the max over the group's heads (group max) and as the max over both (running max).
     for (int v = warp; v < count; v += kWarps) {
+      if (skipped(v)) continue;  // their outputs keep the zeros written above
       load_row(row(v, 0), my_row, d);
       float s[kPairsPerLane];
       score_pairs(sm.q, my_row, d, s);
@@ -275,6 +286,14 @@ __global__ void __launch_bounds__(kThreads) kv_signals_kernel(KvArena a, SignalP
         }
         total = warp_sum(total);
         if (lane == 0) p.window_attention_group_max[out_row + v] += total;
+      }
+      if (p.window_attention_max) {
+        float best = 0;
+        for (int e = lane; e < pairs; e += 32) best = fmaxf(best, my_probs[e]);
+        best = warp_max(best);
+        if (lane == 0) {
+          p.window_attention_max[out_row + v] = fmaxf(p.window_attention_max[out_row + v], best);
+        }
       }
       __syncwarp();
     }

@@ -33,6 +33,8 @@ struct SignalPointers {
   int slot_stride = 0;
   float* window_attention = nullptr;
   float* window_attention_group_max = nullptr;
+  float* window_attention_max = nullptr;  // max-accumulated into (KvSignalArgs)
+  int skip_begin[2] = {0, 0}, skip_end[2] = {0, 0};
   float* key_norms = nullptr;
   float* value_norms = nullptr;
   float* key_anchor_dot = nullptr;

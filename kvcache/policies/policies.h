@@ -19,6 +19,7 @@ const KvPolicy* knorm_policy();
 const KvPolicy* gkv_policy();
 const KvPolicy* expected_attention_policy();
 const KvPolicy* surface_logic_policy();
+const KvPolicy* kvzip_policy();
 
 // SnapKV's scoring (snapkv.cc), which pyramidkv, adakv and surface_logic rank with too.
 struct SnapKvScoring {

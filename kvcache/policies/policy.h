@@ -38,6 +38,13 @@ struct PolicyNeeds {
   int query_stats_from = 0;
   int future_positions = 0;
   bool query_covariance = true;
+  // KVzip's reconstruction attention, [L, Hkv, S]: at the prefill-end action the engine runs the
+  // model over the prompt repeated (a question, then the prompt's text after the chat template's
+  // prefix, in chunks of `reconstruction_chunk` tokens, each its own pass after the cache) and
+  // gives each slot the max, over that pass's queries and the KV head's query heads, of its
+  // softmax probability over the sinks, its chunk and the repeated tokens so far
+  // (engine/compressor.h, ReconstructionPrompt). 0: not needed.
+  int reconstruction_chunk = 0;
 
   bool any_window() const { return window_attention || window_attention_group_max; }
   // The prompt's queries are read (so its tokens must be computed, not served from the cache).
@@ -56,7 +63,8 @@ struct Signals {
   std::span<const float> window_attention;  // rows (layer, query head)
   std::span<const float> window_attention_group_max;  // rows (layer, KV head)
   std::span<const float> key_norms, value_norms, key_anchor_dot;
-  std::span<const float> expected_logits;  // rows (layer, query head)
+  std::span<const float> expected_logits;     // rows (layer, query head)
+  std::span<const float> reconstruction_max;  // rows (layer, KV head); 0 outside the chunks
 };
 
 // One sequence at the moment its policy acts. Slots are virtual: head (l, h) has valid slots
@@ -107,6 +115,8 @@ class KvPolicy {
   virtual int default_sink() const { return 4; }
   virtual int default_window() const { return 32; }
   virtual int default_interval() const { return 64; }
+  // True for a policy that acts once, at the prompt's end (a later `interval` is refused).
+  virtual bool prefill_only() const { return false; }
   virtual PolicyNeeds needs(const PolicyParams& params) const = 0;
   // The slots to keep. Must keep every protected slot; keeps about `budget` a row on average.
   virtual KeepSlots decide(const PolicyInput& input) const = 0;

@@ -11,7 +11,7 @@ const std::vector<const KvPolicy*>& registered_policies() {
       pyramidkv_policy(),     adakv_policy(),
       keydiff_policy(),       knorm_policy(),
       gkv_policy(),           expected_attention_policy(),
-      surface_logic_policy(),
+      surface_logic_policy(), kvzip_policy(),
   };
   return policies;
 }

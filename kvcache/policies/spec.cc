@@ -215,6 +215,10 @@ StatusOr<CompressionSpec> parse_compression(const nlohmann::json& json) {
   RETURN_IF_ERROR(reader.read_bool("protect_system_prompt", &p.protect_system_prompt));
   RETURN_IF_ERROR(read_spans(reader, &p));
   RETURN_IF_ERROR(reader.read_int("interval", 0, 1 << 20, &spec.interval));
+  if (spec.interval > 0 && spec.policy->prefill_only()) {
+    return field_error(ParamReader::field("interval"),
+                       "method '" + spec.method + "' compresses at the prompt's end only: 0");
+  }
   if (spec.interval > 0 && spec.interval < p.window) {
     return field_error(
         ParamReader::field("interval"),

@@ -1,6 +1,7 @@
 // KV compression in the engine on the GPU, on the golden fixtures: requests with a policy
 // (SnapKV's window attention, KnormPress's key norms, KeyDiff's anchor dot, G-KV's group max and
-// anchor dot with decode-time actions) run to the end among uncompressed ones, keep fewer KV
+// anchor dot with decode-time actions, KVzip's reconstruction pass and its running max) run to
+// the end among uncompressed ones, keep fewer KV
 // tokens than without compression, leak no page, and follow the CPU engine; and the model
 // captures the queries the policies score with as the CPU model does.
 //
@@ -65,6 +66,14 @@ Side make_side(kernels::Backend& backend, const std::string& name, bool graphs,
   auto engine = Engine::create(*s.model, backend, nullptr, {}, config);
   SIEVE_CHECK(engine.ok()) << engine.status();
   s.engine = *std::move(engine);
+  // The fixtures have no tokenizer: KVzip's reconstruction prompt as token ids.
+  engine::ReconstructionPrompt kvzip;
+  kvzip.available = true;
+  kvzip.prefix_length = 3;
+  kvzip.first_question = {11, 12, 13, 14};
+  kvzip.next_question = {15, 16};
+  kvzip.suffix = {17, 18};
+  s.engine->set_reconstruction_prompt(kvzip);
   return s;
 }
 
@@ -119,6 +128,7 @@ TEST(CudaEngineCompression, CompressedRequestsKeepFewerTokensAndMatchTheCpuEngin
       R"({"method": "knorm", "budget": 40})",
       R"({"method": "keydiff", "budget": 48})",
       R"({"method": "gkv", "budget": 40, "params": {"interval": 16}})",
+      R"({"method": "kvzip", "keep_ratio": 0.5, "params": {"chunk_size": 100}})",
   };
   std::unique_ptr<kernels::Backend> cpu = kernels::cpu::make_cpu_backend();
   std::printf("[ compress ] %-8s %-8s %6s %13s %13s %s\n", "fixture", "method", "prompt",

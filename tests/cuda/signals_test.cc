@@ -3,8 +3,9 @@
 // 4-, 2- and 1-element alignments) and kv_signals over random paged caches (shuffled pages, head
 // dims 64 and 128 and a generic 48, GQA groups 1, 3, 4 and 16, odd page sizes, a compacted
 // sequence with per-(layer, KV head) survivors, a dead gap and the slots appended since, windows
-// of 1, 16 and 64 queries, every output and subsets of them, bf16 and f32 arenas), and every
-// policy's decision from either backend's signals on one cache. The same bf16-rounded
+// of 1, 16 and 64 queries, every output and subsets of them, bf16 and f32 arenas, slots left out
+// of the softmax and a running max raised from earlier windows' values), and every policy's
+// decision from either backend's signals on one cache. The same bf16-rounded
 // keys, values and queries go to a CPU f32 arena and to the GPU; every slot the op must not read
 // (dead gaps, unused page slots) is NaN in both, and the outputs start NaN, so a read past a
 // length or a missing write fails, and entries past a head's valid slots must stay NaN ("left as
@@ -97,13 +98,14 @@ struct SignalCase {
   bool all_outputs = true;  // else the window sums, key norms and anchor dot only
   DType kv_dtype = DType::kBF16;
   DType query_dtype = DType::kBF16;
+  bool skip = false;  // two ranges left out of the window's softmax (KVzip's reconstruction)
 };
 
 std::ostream& operator<<(std::ostream& os, const SignalCase& c) {
   return os << "heads " << c.num_heads << "/" << c.num_kv_heads << ", dim " << c.head_dim
             << ", tpp " << c.tokens_per_page << ", tokens " << c.num_tokens << ", queries "
             << c.num_queries << ", compacted " << c.compacted << ", all outputs " << c.all_outputs
-            << ", KV " << c.kv_dtype << ", q " << c.query_dtype;
+            << ", KV " << c.kv_dtype << ", q " << c.query_dtype << ", skip " << c.skip;
 }
 
 struct Output {
@@ -117,8 +119,10 @@ const Output kOutputs[] = {
     {"key_norms", false, &KvSignalArgs::key_norms},
     {"value_norms", false, &KvSignalArgs::value_norms},
     {"key_anchor_dot", false, &KvSignalArgs::key_anchor_dot},
+    {"window_attention_max", false, &KvSignalArgs::window_attention_max},
 };
-constexpr int kNumOutputs = 5;
+constexpr int kNumOutputs = 6;
+constexpr int kRunningMax = 5;  // raised from the values already there, not written
 
 // One case's signals from both backends, as host f32 [L, heads, slot_stride] tensors in
 // kOutputs order (NaN where nothing was written).
@@ -204,19 +208,35 @@ SignalResult compute_signals(const SignalCase& c, uint32_t seed) {
   }
   ref.scale = 1.0f / std::sqrt(static_cast<float>(dim));
   ref.slot_stride = slot_stride;
+  if (c.skip) {  // both before the window
+    ref.skip_begin[0] = 2, ref.skip_end[0] = 7;
+    ref.skip_begin[1] = c.num_tokens / 3, ref.skip_end[1] = c.num_tokens / 3 + 9;
+  }
   const bool window = c.num_queries > 0;
   SignalResult result;
   result.num_layers = num_layers;
   result.slot_stride = slot_stride;
   result.valid = valid;
-  const bool wanted[kNumOutputs] = {window, window && c.all_outputs, true, c.all_outputs, true};
+  const bool wanted[kNumOutputs] = {window, window && c.all_outputs, true, c.all_outputs,
+                                    true,   window && c.all_outputs};
   std::vector<Tensor> got;
   for (int i = 0; i < kNumOutputs; ++i) {
     const int heads = kOutputs[i].per_query_head ? c.num_heads : hkv;
     result.wanted[i] = wanted[i];
     result.want.push_back(Tensor::empty(DType::kF32, {num_layers, heads, slot_stride}));
-    std::fill_n(result.want.back().data<float>(), result.want.back().numel(), NAN);
-    got.push_back(poisoned(gpu, DType::kF32, {num_layers, heads, slot_stride}));
+    float* w = result.want.back().data<float>();
+    std::fill_n(w, result.want.back().numel(), NAN);
+    if (i == kRunningMax && wanted[i]) {
+      // Earlier windows' maxima on the valid slots, the same on both sides; some above what this
+      // window gives.
+      std::uniform_real_distribution<float> earlier(0.0f, 0.05f);
+      for (int r = 0; r < num_layers * hkv; ++r) {
+        for (int v = 0; v < valid[r]; ++v) w[r * slot_stride + v] = rng() % 3 ? 0.0f : earlier(rng);
+      }
+      got.push_back(upload(gpu, result.want.back(), DType::kF32));
+    } else {
+      got.push_back(poisoned(gpu, DType::kF32, {num_layers, heads, slot_stride}));
+    }
     if (wanted[i]) ref.*kOutputs[i].member = result.want.back();
   }
   kernels::cpu::ref::kv_signals(ref);
@@ -295,6 +315,12 @@ TEST_P(CudaSignals, WindowAttentionAndNormsOfAWholeSequence) {
   run_signal_case({12, 4, 64, 7, 700, 64}, seed + 2);    // GQA 3:1, odd pages, 64 queries
   run_signal_case({6, 2, 48, 16, 64, 64}, seed + 3);     // a window as long as the sequence
   run_signal_case({16, 1, 128, 32, 260, 16}, seed + 4);  // MQA: a group of 16
+  SignalCase skip{12, 4, 64, 7, 700, 64};                // two ranges left out of the softmax
+  skip.skip = true;
+  run_signal_case(skip, seed + 5);
+  skip = {32, 8, 128, 16, 300, 16, false, true, DType::kF32, DType::kF32};
+  skip.skip = true;
+  run_signal_case(skip, seed + 6);
 }
 
 TEST_P(CudaSignals, CompactedSequenceReadsOnlyItsValidSlots) {
@@ -324,14 +350,16 @@ TEST_P(CudaSignals, PoliciesDecideAlikeOnBothBackendsSignals) {
   const uint32_t seed = GetParam() + 300;
   int rows_total = 0, rows_differing = 0;
   for (const char* method :
-       {"snapkv", "pyramidkv", "adakv", "h2o", "tova", "knorm", "keydiff", "gkv"}) {
+       {"snapkv", "pyramidkv", "adakv", "h2o", "tova", "knorm", "keydiff", "gkv", "kvzip"}) {
     SCOPED_TRACE(method);
     auto parsed = kvcache::parse_compression(nlohmann::json{{"method", method}, {"budget", 70}});
     ASSERT_TRUE(parsed.ok()) << parsed.status();
     const kvcache::CompressionSpec& spec = *parsed;
     const kvcache::PolicyNeeds needs = spec.policy->needs(*spec.params);
     const int window = spec.protection.window;
-    const SignalCase c{32, 8, 128, 16, 300, needs.any_window() ? window : 0};
+    // kvzip scores with a window of reconstruction queries (its running max).
+    const int queries = needs.any_window() ? window : needs.reconstruction_chunk > 0 ? 16 : 0;
+    const SignalCase c{32, 8, 128, 16, 300, queries};
     const SignalResult r = compute_signals(c, seed);
     const int rows = r.num_layers * c.num_kv_heads, stride = r.slot_stride;
     std::vector<int32_t> positions(static_cast<size_t>(rows) * stride, 0);
@@ -363,6 +391,7 @@ TEST_P(CudaSignals, PoliciesDecideAlikeOnBothBackendsSignals) {
       in.signals.key_norms = span(2, needs.key_norms);
       in.signals.value_norms = span(3, needs.value_norms);
       in.signals.key_anchor_dot = span(4, needs.key_anchor_dot);
+      in.signals.reconstruction_max = span(kRunningMax, needs.reconstruction_chunk > 0);
       in.state = state;
       in.params = spec.params.get();
       kvcache::KeepSlots keep = spec.policy->decide(in);

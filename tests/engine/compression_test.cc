@@ -1,7 +1,8 @@
 // Per-request KV compression in the engine, on the CPU backend with a golden fixture model:
 // every policy compacts and keeps generating, methods mix in one batch with each request's
 // greedy output equal to the same request run alone, and pages come back after forks, aborts and
-// preemptions of compressed sequences.
+// preemptions of compressed sequences. The fixture models have no tokenizer: KVzip's
+// reconstruction prompt is given as token ids.
 
 #include <gtest/gtest.h>
 #include <omp.h>
@@ -39,7 +40,15 @@ Fixture load(const std::string& name) {
 std::unique_ptr<Engine> make_engine(Fixture& f, int num_kv_pages = 0) {
   EngineConfig config;
   config.num_kv_pages = num_kv_pages;
-  return test_support::make_engine(*f.model, *f.backend, config);
+  auto engine = test_support::make_engine(*f.model, *f.backend, config);
+  ReconstructionPrompt kvzip;
+  kvzip.available = true;
+  kvzip.prefix_length = 3;
+  kvzip.first_question = {11, 12, 13, 14};
+  kvzip.next_question = {15, 16};
+  kvzip.suffix = {17, 18};
+  engine->set_reconstruction_prompt(kvzip);
+  return engine;
 }
 
 std::vector<int32_t> random_prompt(int vocab, int len, int seed) {
@@ -84,7 +93,9 @@ TEST(Compression, EveryPolicyCompactsAndKeepsGenerating) {
   EXPECT_EQ(full.usage.kv_tokens_kept, 150 + 96 - 1);
   for (const kvcache::KvPolicy* policy : kvcache::registered_policies()) {
     SCOPED_TRACE(std::string(policy->name()));
-    json params = {{"interval", 32}};
+    // A prefill-only policy compresses once and then grows by every generated token.
+    const int growth = policy->prefill_only() ? 96 - 1 : 32;
+    json params = {{"interval", policy->prefill_only() ? 0 : 32}};
     if (policy->name() != "tova" && policy->name() != "streaming_llm") params["window"] = 16;
     const json compression = {{"method", policy->name()}, {"budget", 48}, {"params", params}};
     const Result r = run_all(*engine, {*engine->add_request(request(prompt, 96, compression))})[0];
@@ -92,7 +103,7 @@ TEST(Compression, EveryPolicyCompactsAndKeepsGenerating) {
     EXPECT_EQ(r.tokens.size(), 96u);
     // At its end a sequence holds at most budget + interval slots (pyramidkv's first layers hold
     // more, its last fewer; the mean counts, and its rounded layer budgets may add one).
-    EXPECT_LE(r.usage.kv_tokens_kept, 48 + 32 + (policy->name() == "pyramidkv"))
+    EXPECT_LE(r.usage.kv_tokens_kept, 48 + growth + (policy->name() == "pyramidkv"))
         << "kept " << r.usage.kv_tokens_kept;
     EXPECT_LT(r.usage.kv_bytes, full.usage.kv_bytes);
     EXPECT_EQ(engine->stats().kv_pages_used.load(), 0);
@@ -101,7 +112,7 @@ TEST(Compression, EveryPolicyCompactsAndKeepsGenerating) {
   EXPECT_EQ(engine->compression_stats().skipped_actions.load(), 0);
 }
 
-// 18 requests with 9 methods in one continuously batched run: each request's greedy tokens and
+// 20 requests with 10 methods in one continuously batched run: each request's greedy tokens and
 // every decision its policy takes are the ones it produces alone. Several act in the same step,
 // so their decisions run on parallel threads (four here, whatever the machine has).
 TEST(Compression, MethodsMixInOneBatchAndEachEqualsItsRunAlone) {
@@ -117,6 +128,7 @@ TEST(Compression, MethodsMixInOneBatchAndEachEqualsItsRunAlone) {
       {{"method", "gkv"}, {"budget", 48}, {"params", {{"interval", 32}}}},
       {{"method", "adakv"}, {"keep_ratio", 0.5}, {"params", {{"interval", 0}}}},
       {{"method", "expected_attention"}, {"keep_ratio", 0.5}, {"params", {{"interval", 32}}}},
+      {{"method", "kvzip"}, {"keep_ratio", 0.4}, {"params", {{"chunk_size", 40}}}},
   };
   const int num_requests = 2 * static_cast<int>(methods.size());
   std::vector<Request> requests;
@@ -158,7 +170,8 @@ TEST(Compression, MethodsMixInOneBatchAndEachEqualsItsRunAlone) {
     EXPECT_EQ(together_decisions[i], alone_decisions[i]);
     actions += static_cast<int>(together_decisions[i].size());
   }
-  EXPECT_GE(actions, 16);  // every compressing request acted (interval 32 ones twice)
+  EXPECT_GE(actions, 18);  // every compressing request acted (interval 32 ones twice)
+  EXPECT_EQ(engine->compression_stats().skipped_actions.load(), 0);
   EXPECT_EQ(engine->stats().kv_pages_used.load(), 0);
 }
 
@@ -247,6 +260,37 @@ TEST(Compression, ForksAndPreemptionsKeepTheAccounting) {
     EXPECT_GT(engine->stats().preemptions.load(), 0) << "the pool was meant to run short";
     EXPECT_EQ(engine->stats().kv_pages_used.load(), 0);
   }
+}
+
+// KVzip's reconstruction pass borrows pages after the sequence's own; in a pool without them its
+// action is skipped and counted, and the request runs on uncompressed (its tokens those of a
+// request without compression), nothing borrowed left behind. With room, it compresses.
+TEST(Compression, KvzipWithoutRoomForItsReconstructionSkipsCleanly) {
+  Fixture f = load("llama3");
+  const std::vector<int32_t> prompt = random_prompt(f.model->config().vocab_size, 90, 9);
+  const json kvzip = {{"method", "kvzip"}, {"keep_ratio", 0.3}};
+  std::vector<int32_t> uncompressed;
+  {
+    auto engine = make_engine(f);
+    uncompressed =
+        run_all(*engine, {*engine->add_request(request(prompt, 8, {{"method", "none"}}))})[0]
+            .tokens;
+    const Result r = run_all(*engine, {*engine->add_request(request(prompt, 8, kvzip))})[0];
+    EXPECT_EQ(engine->compression_stats().actions.load(), 1);
+    EXPECT_EQ(engine->compression_stats().skipped_actions.load(), 0);
+    EXPECT_LT(r.usage.kv_tokens_kept, 40);
+    EXPECT_EQ(engine->stats().kv_pages_used.load(), 0);
+  }
+  // 8 tokens a page: the 90-token prompt takes 12 of the 16 pages; its reconstruction (4 + 2 +
+  // 87 repeated tokens) would need 12 more.
+  auto engine = make_engine(f, /*num_kv_pages=*/16);
+  const Result r = run_all(*engine, {*engine->add_request(request(prompt, 8, kvzip))})[0];
+  EXPECT_EQ(r.tokens, uncompressed);
+  EXPECT_EQ(r.usage.kv_tokens_kept, 90 + 8 - 1);
+  EXPECT_EQ(engine->compression_stats().actions.load(), 0);
+  EXPECT_EQ(engine->compression_stats().skipped_actions.load(), 1);
+  EXPECT_EQ(engine->stats().kv_pages_used.load(), 0);
+  EXPECT_EQ(engine->stats().kv_pages_total.load(), 16);
 }
 
 // Admission counts a compressed sequence by what it holds once compressed (budget + interval):

@@ -5,7 +5,10 @@
 // (no sinks or system-prompt protection where KVPress has none). Allowed differences, counted and
 // printed: heads the fixture marks as tied at the cut-off (scores within 1e-5), and decisions
 // whose budget is below the forced window, where KVPress keeps an arbitrary part of the window
-// and Sieve keeps all of it (protection wins over the budget).
+// and Sieve keeps all of it (protection wins over the budget). KVzip, whose budget is shared by
+// every layer and head, may differ only where the fixture records a tie at its one global cut-off;
+// its reconstruction pass is built from the tokenizer's chat template, so the test first checks
+// that Sieve's repeat tokens are the fixture's.
 
 #include <gtest/gtest.h>
 
@@ -35,6 +38,15 @@ DefaultModel& default_model() {
   return *m;
 }
 
+const models::Tokenizer& tokenizer() {
+  static const models::Tokenizer* t = [] {
+    auto loaded = models::load_tokenizer_for("default");
+    SIEVE_CHECK(loaded.ok() && *loaded) << "no tokenizer for the default model";
+    return loaded->release();
+  }();
+  return *t;
+}
+
 std::unique_ptr<Engine> make_engine() {
   EngineConfig config;
   config.max_num_batched_tokens = 1024;
@@ -42,7 +54,7 @@ std::unique_ptr<Engine> make_engine() {
   config.kv_cache_bytes = 64 << 20;
   config.enable_prefix_caching = false;
   auto engine =
-      Engine::create(*default_model().model, *default_model().backend, nullptr, {}, config);
+      Engine::create(*default_model().model, *default_model().backend, &tokenizer(), {}, config);
   SIEVE_CHECK(engine.ok()) << engine.status();
   return *std::move(engine);
 }
@@ -56,12 +68,14 @@ json sieve_compression(const std::string& press, double keep) {
   if (press == "tova") params["window"] = 1;
   if (press == "knorm" || press == "keydiff" || press == "expected_attention") params["window"] = 0;
   if (press == "streaming_llm") params["sink"] = 4, params["window"] = 0;
+  if (press == "kvzip") params["sink"] = 4;  // KVzipPress's n_sink
   return {{"method", method}, {"keep_ratio", keep}, {"params", params}};
 }
 
 const std::vector<std::string> kPresses = {"snapkv",       "tova",          "knorm",
                                            "keydiff",      "streaming_llm", "pyramidkv",
-                                           "pyramidkv_w8", "adakv",         "expected_attention"};
+                                           "pyramidkv_w8", "adakv",         "expected_attention",
+                                           "kvzip"};
 
 class KvPress : public ::testing::TestWithParam<std::string> {};
 
@@ -93,6 +107,15 @@ TEST_P(KvPress, KeptSetsEqualKvPress) {
   ASSERT_EQ(tokens, greedy) << "the model differs from transformers' on " << GetParam();
 
   const int num_kv_heads = fixture["model"]["n_kv_heads"];
+  // KVzip's reconstruction input, as Sieve builds it: the repeat tokens of the one chunk.
+  const json& kvzip = fixture["presses"]["kvzip"];
+  const ReconstructionPrompt rp = make_reconstruction_prompt(tokenizer());
+  ASSERT_TRUE(rp.available);
+  EXPECT_EQ(rp.prefix_length, kvzip["prefix_length"].get<int>());
+  std::vector<int32_t> repeat = rp.first_question;
+  repeat.insert(repeat.end(), rp.suffix.begin(), rp.suffix.end());
+  repeat.insert(repeat.end(), prompt.begin() + rp.prefix_length, prompt.end());
+  EXPECT_EQ(repeat, kvzip["repeat_ids"].get<std::vector<int32_t>>());
   for (const std::string& press : kPresses) {
     for (const auto& [ratio_key, decision] : fixture["presses"][press]["decisions"].items()) {
       const double keep = 1.0 - std::stod(ratio_key);
@@ -120,7 +143,7 @@ TEST_P(KvPress, KeptSetsEqualKvPress) {
           const std::vector<int32_t>& got = kept[l * num_kv_heads + h];
           if (got == want) {
             ++equal;
-          } else if (tied.contains({l, h}) || tied.contains({l, -1})) {
+          } else if (tied.contains({l, h}) || tied.contains({l, -1}) || tied.contains({-1, -1})) {
             ++ties;
           } else if (static_cast<int>(want.size()) < spec->protection.window &&
                      std::includes(got.begin(), got.end(), want.begin(), want.end())) {

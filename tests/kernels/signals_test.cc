@@ -1,5 +1,7 @@
 // Compression signals (kv_signals, copy_rows) against dense references computed here: a paged,
-// shuffled cache, GQA, and a compacted sequence whose heads keep different numbers of slots.
+// shuffled cache, GQA, a compacted sequence whose heads keep different numbers of slots, and
+// slots left out of the window's softmax (KVzip's reconstruction) with a running max over
+// windows.
 
 #include <gtest/gtest.h>
 
@@ -17,10 +19,12 @@ namespace {
 struct SignalCase {
   int layers, kv_heads, group, head_dim, tpp, num_tokens, num_queries;
   bool compacted;
+  bool skip = false;  // leave two ranges out of the softmax
 };
 
 void run_case(const SignalCase& c, uint32_t seed) {
-  SCOPED_TRACE(::testing::Message() << "seed " << seed << " compacted " << c.compacted);
+  SCOPED_TRACE(::testing::Message()
+               << "seed " << seed << " compacted " << c.compacted << " skip " << c.skip);
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal;
   const int heads = c.kv_heads * c.group;
@@ -71,6 +75,19 @@ void run_case(const SignalCase& c, uint32_t seed) {
   std::vector<float> window(size_t(c.layers) * heads * stride, -1),
       group_max(size_t(c.layers) * c.kv_heads * stride, -1), key_norms(group_max),
       value_norms(group_max), anchor(group_max);
+  // The running max starts from earlier windows' values: some slots already hold more than
+  // this window gives them.
+  std::vector<float> running_max(group_max.size());
+  std::uniform_real_distribution<float> earlier(0.0f, 0.08f);
+  for (float& x : running_max) x = rng() % 3 == 0 ? earlier(rng) : 0.0f;
+  const std::vector<float> running_before = running_max;
+  // Skipped ranges lie before every head's window (a compacted head keeps at least the
+  // num_queries + 3 slots appended since its compaction).
+  const int skip[2][2] = {{c.compacted ? 1 : 2, c.compacted ? 2 : 5},
+                          {c.compacted ? 2 : 9, c.compacted ? 3 : 15}};
+  auto skipped = [&](int v) {
+    return c.skip && ((v >= skip[0][0] && v < skip[0][1]) || (v >= skip[1][0] && v < skip[1][1]));
+  };
   KvSignalArgs a;
   a.arena = arena.view();
   a.layout = layout;
@@ -92,6 +109,11 @@ void run_case(const SignalCase& c, uint32_t seed) {
   a.key_norms = TensorView(key_norms.data(), DType::kF32, {c.layers, c.kv_heads, stride});
   a.value_norms = TensorView(value_norms.data(), DType::kF32, {c.layers, c.kv_heads, stride});
   a.key_anchor_dot = TensorView(anchor.data(), DType::kF32, {c.layers, c.kv_heads, stride});
+  a.window_attention_max =
+      TensorView(running_max.data(), DType::kF32, {c.layers, c.kv_heads, stride});
+  if (c.skip) {
+    for (int i = 0; i < 2; ++i) a.skip_begin[i] = skip[i][0], a.skip_end[i] = skip[i][1];
+  }
   kv_signals(a);
 
   for (int l = 0; l < c.layers; ++l) {
@@ -99,15 +121,16 @@ void run_case(const SignalCase& c, uint32_t seed) {
       const int n = valid(l, h);
       const size_t row = (static_cast<size_t>(l) * c.kv_heads + h) * stride;
       std::vector<double> sum_probs(size_t(c.group) * n, 0), sum_max(n, 0),
-          anchor_ref(c.head_dim, 0);
+          anchor_ref(c.head_dim, 0), window_max(n, 0);
       for (int j = 0; j < c.num_queries; ++j) {
         const int limit = n - (c.num_queries - 1 - j);
         std::vector<double> best(limit, 0);
         for (int g = 0; g < c.group; ++g) {
           const float* q =
               queries.data() + ((size_t(l) * rows + j) * heads + h * c.group + g) * c.head_dim;
-          std::vector<double> logits(limit);
+          std::vector<double> logits(limit, -INFINITY);
           for (int v = 0; v < limit; ++v) {
+            if (skipped(v)) continue;
             const float* k = slot_ptr(l, 0, h, physical(l, h, v));
             double dot = 0;
             for (int d = 0; d < c.head_dim; ++d) dot += double{q[d]} * k[d];
@@ -121,7 +144,10 @@ void run_case(const SignalCase& c, uint32_t seed) {
             best[v] = std::max(best[v], logits[v] / total);
           }
         }
-        for (int v = 0; v < limit; ++v) sum_max[v] += best[v];
+        for (int v = 0; v < limit; ++v) {
+          sum_max[v] += best[v];
+          window_max[v] = std::max(window_max[v], best[v]);
+        }
       }
       for (int v = 0; v < n; ++v) {
         for (int g = 0; g < c.group; ++g) {
@@ -130,6 +156,13 @@ void run_case(const SignalCase& c, uint32_t seed) {
               << "window attention, layer " << l << " head " << h * c.group + g << " slot " << v;
         }
         EXPECT_NEAR(group_max[row + v], sum_max[v], 1e-5) << "group max, slot " << v;
+        const double want_max = skipped(v)
+                                    ? running_before[row + v]
+                                    : std::max(double{running_before[row + v]}, window_max[v]);
+        EXPECT_NEAR(running_max[row + v], want_max, 1e-6) << "running max, slot " << v;
+        if (skipped(v)) {
+          EXPECT_EQ(group_max[row + v], 0.0f) << "skipped slot " << v;
+        }
         const float* k = slot_ptr(l, 0, h, physical(l, h, v));
         const float* x = slot_ptr(l, 1, h, physical(l, h, v));
         double kn = 0, vn = 0;
@@ -145,7 +178,10 @@ void run_case(const SignalCase& c, uint32_t seed) {
         EXPECT_NEAR(anchor[row + v], dot / std::sqrt(kn), 1e-5) << "anchor dot, slot " << v;
       }
       // Entries past the head's valid slots are left alone.
-      for (int v = n; v < stride; ++v) EXPECT_EQ(key_norms[row + v], -1.0f);
+      for (int v = n; v < stride; ++v) {
+        EXPECT_EQ(key_norms[row + v], -1.0f);
+        EXPECT_EQ(running_max[row + v], running_before[row + v]);
+      }
     }
   }
 }
@@ -153,9 +189,11 @@ void run_case(const SignalCase& c, uint32_t seed) {
 TEST(KvSignals, MatchDenseReferences) {
   uint32_t seed = 1;
   for (bool compacted : {false, true}) {
-    run_case({2, 2, 3, 16, 4, 37, 5, compacted}, seed++);
-    run_case({1, 1, 1, 8, 8, 20, 1, compacted}, seed++);
-    run_case({3, 2, 4, 32, 16, 70, 16, compacted}, seed++);
+    for (bool skip : {false, true}) {
+      run_case({2, 2, 3, 16, 4, 37, 5, compacted, skip}, seed++);
+      run_case({1, 1, 1, 8, 8, 20, 1, compacted, skip}, seed++);
+      run_case({3, 2, 4, 32, 16, 70, 16, compacted, skip}, seed++);
+    }
   }
 }
 

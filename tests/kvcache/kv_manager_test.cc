@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "tests/kvcache/kv_test_util.h"
@@ -94,6 +95,31 @@ TEST(KvManager, FailedAllocationChangesNothing) {
   EXPECT_EQ(kv->page_table(2).num_pages(), 0);
   EXPECT_EQ(kv->num_available_pages(), 0);
   EXPECT_TRUE(kv->allocate_slots(1, tokens, 1).has_value());  // the last page has room
+}
+
+// Scratch pages (KVzip's reconstruction pass): taken outside every sequence, all or none, and
+// back free: they never enter the prefix cache.
+TEST(KvManager, BorrowedPagesComeBackFree) {
+  const auto kv = make_manager(6);
+  const std::vector<int32_t> tokens = iota_tokens(8);
+  kv->add_sequence(1, KvFormatId::kBF16);
+  ASSERT_TRUE(kv->allocate_slots(1, tokens, 8).has_value());  // two full pages, published
+  EXPECT_FALSE(kv->borrow_pages(5).has_value());
+  EXPECT_EQ(kv->num_available_pages(), 4);
+  const std::optional<std::vector<PageId>> pages = kv->borrow_pages(3);
+  ASSERT_TRUE(pages.has_value());
+  ASSERT_EQ(pages->size(), 3u);
+  for (const PageId page : *pages) {
+    EXPECT_EQ(std::count(kv->page_table(1).pages.begin(), kv->page_table(1).pages.end(), page), 0);
+  }
+  EXPECT_EQ(kv->num_available_pages(), 1);
+  EXPECT_EQ(kv->usage().num_used, 5);
+  kv->return_pages(*pages);
+  EXPECT_EQ(kv->num_available_pages(), 4);
+  EXPECT_EQ(kv->usage().num_free, 4);
+  EXPECT_EQ(kv->usage().num_cached, 0);
+  kv->free(1);
+  EXPECT_EQ(kv->usage().num_used, 0);
 }
 
 TEST(KvManager, SecondSequenceSharesTheCachedPrefixPages) {

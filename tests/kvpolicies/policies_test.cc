@@ -8,6 +8,7 @@
 #include <fstream>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -39,7 +40,8 @@ struct Case {
   int layers = 0, kv_heads = 0, heads = 0, stride = 0;
   std::vector<int32_t> valid_lens, positions;
   std::vector<uint8_t> protect;
-  std::vector<float> window, group_max, key_norms, value_norms, anchor_dot, expected, state;
+  std::vector<float> window, group_max, key_norms, value_norms, anchor_dot, expected, state,
+      reconstruction;
   std::vector<int32_t> segment_bounds;
   int num_queries = 0;
 
@@ -62,6 +64,7 @@ struct Case {
     in.signals.value_norms = value_norms;
     in.signals.key_anchor_dot = anchor_dot;
     in.signals.expected_logits = expected;
+    in.signals.reconstruction_max = reconstruction;
     in.segment_bounds = segment_bounds;
     in.state = state;
     in.params = spec.params.get();
@@ -201,8 +204,57 @@ Case random_case(std::mt19937& rng, bool equal_lengths) {
   fill(c.value_norms, kv_size);
   fill(c.anchor_dot, kv_size);
   fill(c.expected, static_cast<size_t>(c.layers) * c.heads * c.stride);
+  fill(c.reconstruction, kv_size);
   c.state.assign(kv_size, 0.0f);
   return c;
+}
+
+// KVzip shares one budget among every layer and head (KVPress's global top-k of the
+// reconstruction scores, the sinks above all), or among each layer's heads with `layerwise`:
+// the kept sets of a sort of all the scores.
+TEST(Kvzip, KeepsTheGlobalTopOfTheReconstructionScores) {
+  for (const bool layerwise : {false, true}) {
+    SCOPED_TRACE(layerwise ? "layerwise" : "global");
+    std::mt19937 rng(11);
+    Case c = random_case(rng, /*equal_lengths=*/true);
+    const int n = c.valid_lens[0], rows = c.layers * c.kv_heads;
+    const CompressionSpec spec = parse_ok(
+        {{"method", "kvzip"},
+         {"keep_ratio", 0.3},
+         {"params", {{"sink", 2}, {"layerwise", layerwise}, {"protect_system_prompt", false}}}});
+    PolicyInput in = c.input(spec, spec.budget_for(n));
+    in.budget_exact = spec.exact_budget_for(n);
+    const KeepSlots keep = spec.policy->decide(in);
+    check_decision(in, keep, "kvzip");
+    // The reference: (score, row, slot) of every valid slot, the sinks (positions 0 and 1: slot 0,
+    // positions are 3 apart) first, sorted; the best
+    // of each group (all rows, or one layer's) kept, int(size · 0.7) of each group dropped.
+    std::vector<std::vector<int32_t>> want(rows);
+    const int groups = layerwise ? c.layers : 1, group_rows = rows / groups;
+    for (int g = 0; g < groups; ++g) {
+      std::vector<std::tuple<float, int, int>> all;
+      for (int r = g * group_rows; r < (g + 1) * group_rows; ++r) {
+        for (int v = 0; v < n; ++v) {
+          const size_t slot = static_cast<size_t>(r) * c.stride + v;
+          const float score = in.protected_slots[slot] ? INFINITY : c.reconstruction[slot];
+          all.emplace_back(-score, r, v);
+        }
+      }
+      std::sort(all.begin(), all.end());
+      const int size = static_cast<int>(all.size());
+      const int kept = size - static_cast<int>(size * (1.0 - (1.0 - (1.0 - 0.3))));
+      for (int i = 0; i < kept; ++i) want[std::get<1>(all[i])].push_back(std::get<2>(all[i]));
+    }
+    int64_t total = 0;
+    for (auto& row : want) std::sort(row.begin(), row.end()), total += row.size();
+    EXPECT_EQ(rows_of(keep), want);
+    EXPECT_NEAR(static_cast<double>(total), rows * n * 0.3, groups);
+    // Rows keep unequal shares.
+    std::vector<size_t> sizes;
+    for (const auto& row : want) sizes.push_back(row.size());
+    EXPECT_NE(*std::min_element(sizes.begin(), sizes.end()),
+              *std::max_element(sizes.begin(), sizes.end()));
+  }
 }
 
 TEST(EveryPolicy, KeepsProtectedSlotsAndStaysWithinBudget) {
@@ -227,7 +279,8 @@ TEST(EveryPolicy, KeepsProtectedSlotsAndStaysWithinBudget) {
       for (int r = 0; r < rows; ++r) {
         const int n = keep.indptr[r + 1] - keep.indptr[r];
         kept += n;
-        if (policy->name() != "pyramidkv" && policy->name() != "adakv") {
+        if (policy->name() != "pyramidkv" && policy->name() != "adakv" &&
+            policy->name() != "kvzip") {
           int num_protected = 0;
           for (int v = 0; v < c.valid_lens[r]; ++v)
             num_protected += input.protected_slots[r * c.stride + v];
@@ -478,14 +531,25 @@ TEST(CompressionSpec, ParsesAndNamesEveryBadField) {
                 {{"method", "surface_logic"}, {"budget", 8}, {"params", {{"surface_weight", -1}}}})
                 .rfind("compression.params.surface_weight", 0),
             0u);
+  EXPECT_EQ(parse_error({{"method", "kvzip"}, {"budget", 8}, {"params", {{"chunk_size", 0}}}})
+                .rfind("compression.params.chunk_size", 0),
+            0u);
+  EXPECT_EQ(parse_error({{"method", "kvzip"}, {"budget", 8}, {"params", {{"layerwise", "no"}}}})
+                .rfind("compression.params.layerwise", 0),
+            0u);
+  EXPECT_EQ(parse_error({{"method", "kvzip"}, {"budget", 8}, {"params", {{"interval", 64}}}}),
+            "compression.params.interval: method 'kvzip' compresses at the prompt's end only: 0");
+  EXPECT_EQ(parse_ok({{"method", "kvzip"}, {"budget", 8}}).interval, 0);
+  EXPECT_EQ(parse_ok({{"method", "kvzip"}, {"budget", 8}}).protection.window, 0);
   EXPECT_EQ(parse_error(json::array()), "compression: must be an object");
 }
 
 TEST(Registry, ListsEveryPolicyOnce) {
   const std::vector<std::string_view> names = compression_method_names();
   EXPECT_EQ(names.front(), "none");
-  for (const char* expected : {"streaming_llm", "h2o", "tova", "snapkv", "pyramidkv", "adakv",
-                               "keydiff", "knorm", "gkv", "expected_attention", "surface_logic"}) {
+  for (const char* expected :
+       {"streaming_llm", "h2o", "tova", "snapkv", "pyramidkv", "adakv", "keydiff", "knorm", "gkv",
+        "expected_attention", "surface_logic", "kvzip"}) {
     EXPECT_EQ(std::count(names.begin(), names.end(), expected), 1) << expected;
     EXPECT_NE(find_policy(expected), nullptr);
   }
