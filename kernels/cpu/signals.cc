@@ -49,6 +49,19 @@ bool skipped(const KvSignalArgs& a, int64_t v) {
   return (v >= a.skip_begin[0] && v < a.skip_end[0]) || (v >= a.skip_begin[1] && v < a.skip_end[1]);
 }
 
+// The window fits the head's slots and the skipped ranges precede it.
+void check_window(const KvSignalArgs& a, const HeadSlots& head) {
+  const int w = a.num_queries;
+  SIEVE_CHECK_LE(w, head.count) << "a window of " << w << " queries over " << head.count
+                                << " slots";
+  for (int i = 0; i < 2; ++i) {
+    SIEVE_CHECK(a.skip_begin[i] >= 0 && a.skip_begin[i] <= a.skip_end[i] &&
+                (a.skip_begin[i] == a.skip_end[i] || a.skip_end[i] <= head.count - w))
+        << "skipped slots [" << a.skip_begin[i] << ", " << a.skip_end[i]
+        << ") must precede the window";
+  }
+}
+
 // Softmax probabilities of query `q` over the first `limit` slots of `head` (skipped ones 0),
 // into `p`.
 void query_probs(const KvSignalArgs& a, const float* q, const HeadSlots& head, int64_t limit,
@@ -79,14 +92,7 @@ void window_signals(const KvSignalArgs& a, const HeadSlots& head, int num_heads)
   const KvCacheLayout& layout = *head.layout;
   const int group = num_heads / layout.num_kv_heads;
   const int w = a.num_queries;
-  SIEVE_CHECK_LE(w, head.count) << "a window of " << w << " queries over " << head.count
-                                << " slots";
-  for (int i = 0; i < 2; ++i) {
-    SIEVE_CHECK(a.skip_begin[i] >= 0 && a.skip_begin[i] <= a.skip_end[i] &&
-                (a.skip_begin[i] == a.skip_end[i] || a.skip_end[i] <= head.count - w))
-        << "skipped slots [" << a.skip_begin[i] << ", " << a.skip_end[i]
-        << ") must precede the window";
-  }
+  check_window(a, head);
   float* group_max = a.window_attention_group_max.empty()
                          ? nullptr
                          : out_row(a.window_attention_group_max, head.layer, head.kv_head,
@@ -140,7 +146,7 @@ void window_signals_gemm(const KvSignalArgs& a, const HeadSlots& head, int num_h
   const int group = num_heads / layout.num_kv_heads;
   const int w = a.num_queries;
   const int64_t n = head.count;
-  SIEVE_CHECK_LE(w, n) << "a window of " << w << " queries over " << n << " slots";
+  check_window(a, head);
   thread_local std::vector<float> keys, queries, scores, best;
   keys.resize(static_cast<size_t>(n) * head_dim);
   for (int64_t v = 0; v < n; ++v) {
@@ -166,6 +172,10 @@ void window_signals_gemm(const KvSignalArgs& a, const HeadSlots& head, int num_h
                          : out_row(a.window_attention_group_max, head.layer, head.kv_head,
                                    layout.num_kv_heads, a.slot_stride);
   if (group_max) std::fill_n(group_max, n, 0.0f);
+  float* running_max = a.window_attention_max.empty()
+                           ? nullptr
+                           : out_row(a.window_attention_max, head.layer, head.kv_head,
+                                     layout.num_kv_heads, a.slot_stride);
   for (int g = 0; g < group; ++g) {
     if (a.window_attention.empty()) break;
     std::fill_n(
@@ -174,13 +184,16 @@ void window_signals_gemm(const KvSignalArgs& a, const HeadSlots& head, int num_h
   }
   for (int j = 0; j < w; ++j) {
     const int64_t limit = n - (w - 1 - j);
-    if (group_max) best.assign(limit, 0.0f);
+    if (group_max || running_max) best.assign(limit, 0.0f);
     for (int g = 0; g < group; ++g) {
       float* p = scores.data() + (static_cast<size_t>(g) * w + j) * n;
-      const float max = *std::max_element(p, p + limit);
+      float max = -INFINITY;
+      for (int64_t v = 0; v < limit; ++v) {
+        if (!skipped(a, v)) max = std::max(max, p[v]);
+      }
       double sum = 0;
       for (int64_t v = 0; v < limit; ++v) {
-        p[v] = std::exp(p[v] - max);
+        p[v] = skipped(a, v) ? 0.0f : std::exp(p[v] - max);
         sum += p[v];
       }
       const float inv = static_cast<float>(1.0 / sum);
@@ -190,12 +203,17 @@ void window_signals_gemm(const KvSignalArgs& a, const HeadSlots& head, int num_h
                              a.slot_stride);
         for (int64_t v = 0; v < limit; ++v) out[v] += p[v];
       }
-      if (group_max) {
+      if (group_max || running_max) {
         for (int64_t v = 0; v < limit; ++v) best[v] = std::max(best[v], p[v]);
       }
     }
     if (group_max) {
       for (int64_t v = 0; v < limit; ++v) group_max[v] += best[v];
+    }
+    if (running_max) {
+      for (int64_t v = 0; v < limit; ++v) {
+        if (!skipped(a, v)) running_max[v] = std::max(running_max[v], best[v]);
+      }
     }
   }
 }
