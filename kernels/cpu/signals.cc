@@ -62,22 +62,11 @@ void check_window(const KvSignalArgs& a, const HeadSlots& head) {
   }
 }
 
-// Softmax probabilities of query `q` over the first `limit` slots of `head` (skipped ones 0),
-// into `p`.
-void query_probs(const KvSignalArgs& a, const float* q, const HeadSlots& head, int64_t limit,
-                 std::vector<float>& p) {
-  const int head_dim = head.layout->head_dim;
-  const float scale = a.scale;
-  p.assign(limit, 0.0f);
+// Logits p[0, limit) to softmax probabilities in place, skipped slots left out (0).
+void softmax_in_place(const KvSignalArgs& a, float* p, int64_t limit) {
   float max = -INFINITY;
   for (int64_t v = 0; v < limit; ++v) {
-    if (skipped(a, v)) continue;
-    const float* k = head.row(v, 0);
-    float dot = 0;
-#pragma omp simd reduction(+ : dot)
-    for (int d = 0; d < head_dim; ++d) dot += q[d] * k[d];
-    p[v] = dot * scale;
-    max = std::max(max, p[v]);
+    if (!skipped(a, v)) max = std::max(max, p[v]);
   }
   double sum = 0;
   for (int64_t v = 0; v < limit; ++v) {
@@ -86,6 +75,24 @@ void query_probs(const KvSignalArgs& a, const float* q, const HeadSlots& head, i
   }
   const float inv = static_cast<float>(1.0 / sum);
   for (int64_t v = 0; v < limit; ++v) p[v] *= inv;
+}
+
+// Softmax probabilities of query `q` over the first `limit` slots of `head` (skipped ones 0),
+// into `p`.
+void query_probs(const KvSignalArgs& a, const float* q, const HeadSlots& head, int64_t limit,
+                 std::vector<float>& p) {
+  const int head_dim = head.layout->head_dim;
+  const float scale = a.scale;
+  p.assign(limit, 0.0f);
+  for (int64_t v = 0; v < limit; ++v) {
+    if (skipped(a, v)) continue;
+    const float* k = head.row(v, 0);
+    float dot = 0;
+#pragma omp simd reduction(+ : dot)
+    for (int d = 0; d < head_dim; ++d) dot += q[d] * k[d];
+    p[v] = dot * scale;
+  }
+  softmax_in_place(a, p.data(), limit);
 }
 
 void window_signals(const KvSignalArgs& a, const HeadSlots& head, int num_heads) {
@@ -187,17 +194,7 @@ void window_signals_gemm(const KvSignalArgs& a, const HeadSlots& head, int num_h
     if (group_max || running_max) best.assign(limit, 0.0f);
     for (int g = 0; g < group; ++g) {
       float* p = scores.data() + (static_cast<size_t>(g) * w + j) * n;
-      float max = -INFINITY;
-      for (int64_t v = 0; v < limit; ++v) {
-        if (!skipped(a, v)) max = std::max(max, p[v]);
-      }
-      double sum = 0;
-      for (int64_t v = 0; v < limit; ++v) {
-        p[v] = skipped(a, v) ? 0.0f : std::exp(p[v] - max);
-        sum += p[v];
-      }
-      const float inv = static_cast<float>(1.0 / sum);
-      for (int64_t v = 0; v < limit; ++v) p[v] *= inv;
+      softmax_in_place(a, p, limit);
       if (!a.window_attention.empty()) {
         float* out = out_row(a.window_attention, head.layer, head.kv_head * group + g, num_heads,
                              a.slot_stride);
